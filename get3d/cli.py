@@ -1,0 +1,93 @@
+"""``get3d <stage>``: one command per pipeline stage; every DVC stage and Prefect task calls these."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from get3d.schema import ConfigError
+
+log = logging.getLogger("get3d")
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    """Register ``get3d <name>``: the decorated function adds arguments; it returns the runner."""
+    def wrap(add_args):
+        def deco(run):
+            COMMANDS[name] = (help, add_args, run)
+            return run
+        return deco
+    return wrap
+
+
+def _params_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+def _assets_args(p):
+    _params_arg(p)
+    p.add_argument("--out", type=Path, default=Path("data/assets"), help="output folder (manifest.json, splits/)")
+
+
+@command("assets", "list/generate, validate and normalise the asset source; write the manifest")(_assets_args)
+def run_assets(args) -> int:
+    from get3d.assets.stage import build_assets
+    from get3d.config import load_params
+
+    params = load_params(args.params, only=["assets"])
+    manifest = build_assets(params.assets, args.out)
+    c = manifest["counts"]
+    print(f"assets: {c['ok']} ok ({c['train']} train / {c['val']} val / {c['test']} test), {c['failed']} skipped "
+          f"-> {args.out / 'manifest.json'}")
+    for f in manifest["failures"]:
+        print(f"  skipped {f['id']}: {f['reason']}")
+    return 0
+
+
+def _validate_args(p):
+    _params_arg(p)
+
+
+@command("validate", "check the whole params file against the schema and print the resolved values")(_validate_args)
+def run_validate(args) -> int:
+    import yaml
+
+    from get3d.config import load_params
+
+    params = load_params(args.params)
+    print(yaml.safe_dump(params.to_dict(), sort_keys=False))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="get3d", description="GET3D pipeline: one command per stage.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+    for name, (help_, add_args, _) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command][2](args)
+    except ConfigError as exc:
+        print(f"get3d {args.command}: invalid params: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"get3d {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

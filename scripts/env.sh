@@ -1,0 +1,7 @@
+# Sourced by the Makefile: keep every tool offline and its state inside the project.
+export DO_NOT_TRACK=true
+export MLFLOW_DISABLE_TELEMETRY=true
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PREFECT_HOME="${PREFECT_HOME:-$PWD/.prefect}"
+export DVC_NO_ANALYTICS=1
+export PATH="$PWD/.venv/bin:$PATH"
