@@ -1,0 +1,137 @@
+"""GET3D training objective.
+
+Phases per step (StyleGAN2-ADA style, as in the public GET3D code):
+
+- ``Gmain``: non-saturating logistic loss ``softplus(-D(G(z)))`` on *both* discriminators (RGB and mask)
+  plus ``sdf_reg_weight * sdf_reg_loss`` from the generator.
+- ``Greg``: none (no path-length regulariser in GET3D); the G optimiser is still lr/beta-scaled as if one
+  ran every ``g_reg_interval`` steps, matching the public recipe.
+- ``Dmain``: ``softplus(D(G(z)))`` + ``softplus(-D(x))`` on both discriminators.
+- ``Dreg`` (every ``r1_interval`` steps): lazy R1 ``gamma/2 * ||∇_x D(x)||²`` on both discriminators, scaled
+  by the interval.
+
+Every per-sample loss is *summed* and divided by the global batch (``norm``), so gradient accumulation over
+chunks and summing gradients over ranks give the same update as one big batch.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from get3d.train.config import TrainConfig
+
+
+@dataclass
+class FakeInputs:
+    """Random inputs of one chunk of fakes (drawn by the loop from the step's seeded generator)."""
+
+    z_tex: torch.Tensor
+    z_geo: torch.Tensor
+    camera: torch.Tensor        # [B, 2] (azimuth, polar), radians
+    c2w: torch.Tensor           # [B, 4, 4]
+    mix_seed: int               # seed of the style-mixing draw for this chunk
+
+
+@dataclass
+class RealInputs:
+    image: torch.Tensor         # [B, 3, H, W] in [-1, 1]
+    mask: torch.Tensor          # [B, 1, H, W] in [0, 1]
+    camera: torch.Tensor        # [B, 2]
+
+
+class GET3DLoss:
+    """Accumulates gradients of one phase for one chunk (caller zeroes grads / steps optimisers)."""
+
+    def __init__(self, nets, cfg: TrainConfig, device: torch.device):
+        self.nets = nets            # get3d.train.models.Networks
+        self.cfg = cfg
+        self.device = device
+
+    # ---------------------------------------------------------------- helpers
+    def _d_autocast(self, enabled: bool):
+        if self.cfg.precision == "bf16" and enabled:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def run_G(self, fake: FakeInputs, update_w_avg: bool) -> dict:
+        return self.nets.generate(fake.z_tex, fake.z_geo, fake.camera, fake.c2w,
+                                  style_mixing_prob=self.cfg.style_mixing_prob, mix_seed=fake.mix_seed,
+                                  update_w_avg=update_w_avg)
+
+    def run_D(self, rgb: torch.Tensor, mask: torch.Tensor, camera: torch.Tensor, autocast: bool = True):
+        with self._d_autocast(autocast):
+            lr = self.nets.D_rgb(rgb, camera)
+            lm = self.nets.D_mask(mask, camera)
+        return lr.float().reshape(-1), lm.float().reshape(-1)
+
+    # ---------------------------------------------------------------- phases
+    def accumulate(self, phase: str, real: RealInputs | None, fake: FakeInputs | None, norm: float,
+                   gain: float = 1.0) -> dict[str, torch.Tensor]:
+        """Backward of ``phase`` for one chunk. Returns detached per-term *sums over the chunk* (for stats)."""
+        if phase == "Gmain":
+            out = self.run_G(fake, update_w_avg=True)
+            img = out["img"]
+            lr, lm = self.run_D(img[:, :3], img[:, 3:4], fake.camera)
+            loss_rgb = F.softplus(-lr)
+            loss_mask = F.softplus(-lm)
+            sdf = out.get("sdf_reg_loss")
+            sdf = torch.zeros([], device=img.device) if sdf is None else sdf.float()
+            if sdf.ndim > 0:     # per-sample values → sum; a scalar is a batch mean → times the chunk size
+                sdf_sum = sdf.sum()
+            else:
+                sdf_sum = sdf * img.shape[0]
+            total = (loss_rgb.sum() + loss_mask.sum() + self.cfg.sdf_reg_weight * sdf_sum) / norm
+            (total * gain).backward()
+            return {"G/adv_rgb": loss_rgb.detach().sum(), "G/adv_mask": loss_mask.detach().sum(),
+                    "G/sdf_reg": sdf_sum.detach(), "G/total": total.detach() * norm}
+        if phase == "Dmain":
+            with torch.no_grad():
+                out = self.run_G(fake, update_w_avg=False)
+            img = out["img"].detach()
+            lr_f, lm_f = self.run_D(img[:, :3], img[:, 3:4], fake.camera)
+            lr_r, lm_r = self.run_D(real.image, real.mask, real.camera)
+            fake_rgb, fake_mask = F.softplus(lr_f), F.softplus(lm_f)
+            real_rgb, real_mask = F.softplus(-lr_r), F.softplus(-lm_r)
+            total = (fake_rgb.sum() + fake_mask.sum() + real_rgb.sum() + real_mask.sum()) / norm
+            (total * gain).backward()
+            return {"D/fake_rgb": fake_rgb.detach().sum(), "D/fake_mask": fake_mask.detach().sum(),
+                    "D/real_rgb": real_rgb.detach().sum(), "D/real_mask": real_mask.detach().sum(),
+                    "D/total": total.detach() * norm,
+                    "scores/real_rgb": lr_r.detach().sum(), "scores/fake_rgb": lr_f.detach().sum()}
+        if phase == "Dreg":
+            x = real.image.detach().requires_grad_(True)
+            m = real.mask.detach().requires_grad_(True)
+            # R1 needs a double backward: keep it in fp32 (bf16 gradient penalties are not safe).
+            lr_r, lm_r = self.run_D(x, m, real.camera, autocast=False)
+            g_rgb, g_mask = torch.autograd.grad([lr_r.sum(), lm_r.sum()], [x, m], create_graph=True)
+            pen_rgb = g_rgb.square().sum(dim=[1, 2, 3])
+            pen_mask = g_mask.square().sum(dim=[1, 2, 3])
+            r1 = (pen_rgb + pen_mask) * (self.cfg.r1_gamma / 2)
+            # "+ 0 * logits" keeps every D parameter in the graph (as StyleGAN2 does).
+            total = (r1.sum() + 0.0 * (lr_r.sum() + lm_r.sum())) / norm
+            (total * gain).backward()
+            return {"D/r1_rgb": pen_rgb.detach().sum(), "D/r1_mask": pen_mask.detach().sum(),
+                    "D/reg_total": total.detach() * norm}
+        raise ValueError(f"unknown phase {phase!r}; expected Gmain, Dmain or Dreg")
+
+
+def loss_is_finite(terms: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in terms.values())
+
+
+@torch.no_grad()
+def sanitize_grads(params, clamp: float) -> int:
+    """nan → 0, ±inf → ±clamp, then clamp to [-clamp, clamp] in place. Returns how many grads had non-finites."""
+    bad = 0
+    for p in params:
+        if p.grad is None:
+            continue
+        if not bool(torch.isfinite(p.grad).all()):
+            bad += 1
+        torch.nan_to_num(p.grad, nan=0.0, posinf=clamp, neginf=-clamp, out=p.grad)
+        if clamp > 0:
+            p.grad.clamp_(-clamp, clamp)
+    return bad

@@ -1,0 +1,235 @@
+"""Run directory: provenance, resolved config, stats stream and DVC plot files, all written atomically.
+
+Layout::
+
+    <run_dir>/
+      run.json            provenance: git SHA (+dirty), dataset path/hash, seed, library versions, host, start
+      config.json         resolved model + train config (what ran)
+      stats.jsonl         one JSON record per tick (kimg, losses, timing, memory)
+      plots/<metric>.csv  ``kimg,<metric>`` per metric, for ``dvc plots``
+      checkpoints/        state-*.pt (full training state) and network-*.pt (inference)
+      images/             preview grids
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temp file next to ``path``, fsync it, ``os.replace`` it over ``path``, fsync the dir."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def git_sha(start: str | os.PathLike | None = None) -> dict:
+    """``{"sha": ..., "dirty": bool}`` of the repository holding this package (or ``start``); sha None if no git."""
+    cwd = Path(start) if start else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                capture_output=True, text=True, timeout=10).stdout
+        return {"sha": sha, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def dataset_hash(path: str | os.PathLike) -> dict:
+    """Content hash of the dataset (file, or every file under a folder in sorted order)."""
+    p = Path(path)
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(str(f.relative_to(p)).encode())
+            h.update(file_sha256(f).encode())
+        return {"path": str(p), "sha256": h.hexdigest(), "kind": "dir"}
+    return {"path": str(p), "sha256": file_sha256(p), "size": p.stat().st_size, "kind": "file"}
+
+
+def library_versions() -> dict:
+    import numpy
+    import torch
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+           "cuda": torch.version.cuda, "cudnn": None, "gpu": None}
+    try:
+        if torch.backends.cudnn.is_available():
+            out["cudnn"] = torch.backends.cudnn.version()
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - provenance must never kill a run
+        pass
+    for mod in ("h5py", "nvdiffrast"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+def _finite(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
+    return v
+
+
+class RunDir:
+    """Owns one run directory. Only rank 0 should construct it with ``writer=True``."""
+
+    def __init__(self, path: str | os.PathLike, writer: bool = True):
+        self.path = Path(path)
+        self.writer = writer
+        if writer:
+            for sub in ("checkpoints", "plots", "images"):
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
+
+    # ---- layout
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def stats_path(self) -> Path:
+        return self.path / "stats.jsonl"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def images(self) -> Path:
+        return self.path / "images"
+
+    # ---- provenance
+    def write_provenance(self, *, config: dict, dataset_path, seed: int, world_size: int,
+                         resumed_from: str | None = None, dataset_digest: dict | None = None) -> dict:
+        prov = {
+            "git": git_sha(),
+            "dataset": dataset_digest if dataset_digest is not None else dataset_hash(dataset_path),
+            "seed": seed,
+            "versions": library_versions(),
+            "host": platform.node(),
+            "world_size": world_size,
+            "argv": sys.argv,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "resumed_from": resumed_from,
+        }
+        if self.writer:
+            atomic_write_json(self.path / "config.json", config)
+            # Keep the provenance of every (re)start: run.json is the newest, history in run-history.jsonl.
+            atomic_write_json(self.path / "run.json", prov)
+            self.append_jsonl(self.path / "run-history.jsonl", prov)
+        return prov
+
+    # ---- stats
+    def append_jsonl(self, path: Path, record: dict) -> None:
+        line = json.dumps({k: _finite(v) for k, v in record.items()}, sort_keys=True, default=_json_default)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_stats(self) -> list[dict]:
+        if not self.stats_path.exists():
+            return []
+        out = []
+        for line in self.stats_path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line after kill -9: drop it
+                continue
+        return out
+
+    def truncate_stats(self, max_nimg: int) -> None:
+        """After a resume, drop records newer than the resumed state so curves stay single-valued."""
+        if not self.writer or not self.stats_path.exists():
+            return
+        keep = [r for r in self.read_stats() if r.get("nimg", 0) <= max_nimg]
+        atomic_write_text(self.stats_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+        self.write_plots(keep)
+
+    def log_stats(self, record: dict) -> None:
+        if not self.writer:
+            return
+        self.append_jsonl(self.stats_path, record)
+
+    def write_plots(self, records: Iterable[dict] | None = None, metrics: Iterable[str] | None = None) -> None:
+        """Rewrite ``plots/<metric>.csv`` (``kimg,<metric>``) from the stats stream."""
+        if not self.writer:
+            return
+        records = list(self.read_stats() if records is None else records)
+        names = sorted({k for r in records for k, v in r.items()
+                        if (k.startswith("loss/") or k.startswith("timing/") or k.startswith("mem/"))
+                        and isinstance(v, (int, float))}) if metrics is None else list(metrics)
+        for name in names:
+            buf = io.StringIO()
+            col = name.replace("/", "_")
+            buf.write(f"kimg,{col}\n")
+            for r in records:
+                v = r.get(name)
+                if isinstance(v, (int, float)) and v is not None:
+                    buf.write(f"{r['kimg']:.6f},{v:.8g}\n")
+            atomic_write_text(self.plots / f"{col}.csv", buf.getvalue())
