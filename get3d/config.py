@@ -21,9 +21,7 @@ SECTIONS: dict[str, str] = {
     "render": "get3d.render.config:RenderConfig",
     "model": "get3d.nn.config:ModelConfig",
     "train": "get3d.train.config:TrainConfig",
-    "evaluate": "get3d.metrics.config:EvaluateConfig",
-    "export": "get3d.export.config:ExportConfig",
-    "tracking": "get3d.tracking.config:TrackingConfig",
+    "evaluate": "get3d.evaluate.config:EvaluateConfig",
 }
 TOP_LEVEL_KEYS = {"profile"}
 
