@@ -1,0 +1,428 @@
+"""Building blocks of the GET3D networks (StyleGAN2-style, pure PyTorch).
+
+Everything here is written against the facts in REFERENCE.md: equalized learning rate (weights stored as
+N(0, 1/lr_mult²), scaled at run time by ``lr_mult/sqrt(fan_in)``), modulated + demodulated convolutions,
+FIR [1,3,3,1] resampling, per-layer noise, and the modulated fully-connected / 3D layers used by the
+GET3D decoders and geometry networks.
+
+Kernel seam: the two hot primitives (:func:`upfirdn2d` and :func:`bias_act`) dispatch through
+:data:`KERNELS`.  A fused CUDA implementation can be installed later with :func:`register_kernel` without
+touching callers; the pure-PyTorch versions here stay the reference path that tests compare against.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ----------------------------------------------------------------------------------------------------------
+# Activations and the kernel seam
+
+#: name -> (function, default gain)
+ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float]] = {
+    "linear": (lambda x: x, 1.0),
+    "lrelu": (lambda x: F.leaky_relu(x, 0.2), math.sqrt(2.0)),
+    "relu": (F.relu, math.sqrt(2.0)),
+    "sigmoid": (torch.sigmoid, 1.0),
+    "tanh": (torch.tanh, 1.0),
+}
+
+
+def _check_act(name: str) -> None:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation {name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+
+
+def bias_act_ref(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
+                 gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
+    """Reference ``act(x + b) * gain`` clamped to ``[-clamp, clamp]`` (bias broadcast along ``dim``)."""
+    _check_act(act)
+    fn, def_gain = ACTIVATIONS[act]
+    if b is not None:
+        shape = [1] * x.ndim
+        shape[dim] = -1
+        x = x + b.to(x.dtype).reshape(shape)
+    x = fn(x)
+    g = def_gain if gain is None else gain
+    if g != 1:
+        x = x * g
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def setup_filter(f, normalize: bool = True) -> torch.Tensor:
+    """FIR filter tensor from a list; a 1-D filter stays separable (applied along x, then along y)."""
+    f = torch.as_tensor(np.asarray(f, dtype=np.float32))
+    if f.ndim not in (1, 2):
+        raise ValueError(f"FIR filter must be 1-D or 2-D, got shape {tuple(f.shape)}")
+    if normalize:
+        f = f / f.sum()  # 1-D: each pass has unit DC gain, so the separable 2-D filter has too
+    return f
+
+
+def _parse_padding(padding) -> tuple[int, int, int, int]:
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    padding = tuple(int(p) for p in padding)
+    if len(padding) == 2:
+        return padding[0], padding[0], padding[1], padding[1]
+    if len(padding) != 4:
+        raise ValueError(f"padding must be int, (px, py) or (x0, x1, y0, y1); got {padding!r}")
+    return padding  # type: ignore[return-value]
+
+
+def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding=0,
+                  flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
+    """Upsample (zero insertion) → pad/crop → FIR filter → downsample, on ``[B, C, H, W]``."""
+    if x.ndim != 4:
+        raise ValueError(f"upfirdn2d expects [B, C, H, W], got {tuple(x.shape)}")
+    b, c, h, w = x.shape
+    px0, px1, py0, py1 = _parse_padding(padding)
+    if up > 1:
+        x = x.reshape(b, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(b, c, h * up, w * up)
+    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    f = f.to(device=x.device, dtype=x.dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    if f.ndim == 1:
+        g = gain ** 0.5
+        fx = (f * g).reshape(1, 1, 1, -1).repeat(c, 1, 1, 1)
+        fy = (f * g).reshape(1, 1, -1, 1).repeat(c, 1, 1, 1)
+        x = F.conv2d(x, fx, groups=c)
+        x = F.conv2d(x, fy, groups=c)
+    else:
+        fk = (f * gain)[None, None].repeat(c, 1, 1, 1)
+        x = F.conv2d(x, fk, groups=c)
+    if down > 1:
+        x = x[:, :, ::down, ::down]
+    return x
+
+
+#: Dispatch table of the hot primitives (reference implementations by default).
+KERNELS: dict[str, Callable] = {"upfirdn2d": upfirdn2d_ref, "bias_act": bias_act_ref}
+
+
+def register_kernel(name: str, fn: Callable | None) -> None:
+    """Install a faster implementation of ``name`` (same signature); ``None`` restores the reference."""
+    ref = {"upfirdn2d": upfirdn2d_ref, "bias_act": bias_act_ref}
+    if name not in ref:
+        raise KeyError(f"unknown kernel {name!r}; known: {sorted(ref)}")
+    KERNELS[name] = ref[name] if fn is None else fn
+
+
+def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
+    return KERNELS["upfirdn2d"](x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+
+
+def bias_act(x, b=None, dim=1, act="linear", gain=None, clamp=None):
+    return KERNELS["bias_act"](x, b, dim=dim, act=act, gain=gain, clamp=clamp)
+
+
+def _filter_taps(f: torch.Tensor) -> int:
+    return int(f.shape[-1])
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """FIR upsampling by ``up`` (output ``[.., H*up, W*up]``), DC gain preserved."""
+    fw = _filter_taps(f)
+    p0 = (fw + up - 1) // 2
+    p1 = (fw - up) // 2
+    return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
+
+
+def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tensor:
+    """FIR downsampling by ``down`` (output ``[.., H/down, W/down]``)."""
+    fw = _filter_taps(f)
+    p0 = (fw - down + 1) // 2
+    p1 = (fw - down) // 2
+    return upfirdn2d(x, f, down=down, padding=(p0, p1, p0, p1))
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Equalized-lr layers
+
+class FullyConnected(nn.Module):
+    """Equalized-lr linear layer: ``act(x @ (W·g)ᵀ + b·lr)``, ``g = lr/sqrt(in)``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
+                 lr_multiplier: float = 1.0, bias_init: float = 0.0, device=None):
+        super().__init__()
+        _check_act(activation)
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        self.weight = nn.Parameter(torch.randn([out_features, in_features], device=device) / lr_multiplier)
+        self.bias = (nn.Parameter(torch.full([out_features], float(bias_init), device=device))
+                     if bias else None)
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t()) if x.ndim == 2 else F.linear(x, w, b)
+        x = F.linear(x, w)
+        return bias_act(x, b, dim=x.ndim - 1, act=self.activation)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, act={self.activation}"
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise=None, up: int = 1,
+                     padding: int = 0, resample_filter: torch.Tensor | None = None, demodulate: bool = True,
+                     fused_modconv: bool = True) -> torch.Tensor:
+    """Modulated (and demodulated) 2-D convolution.
+
+    ``x`` [B, I, H, W], ``weight`` [O, I, k, k], ``styles`` [B, I].  ``fused_modconv`` folds the styles into
+    per-sample weights and runs one grouped convolution; otherwise the activations are scaled before and
+    after a shared convolution (cheaper on large batches, identical result).
+    ``up=2`` upsamples with the FIR filter before the convolution.
+    """
+    b = x.shape[0]
+    o, i, kh, kw = weight.shape
+    if styles.shape != (b, i):
+        raise ValueError(f"styles must be [{b}, {i}], got {tuple(styles.shape)}")
+    if up > 1:
+        if resample_filter is None:
+            raise ValueError("up > 1 needs a resample_filter")
+        x = upsample2d(x, resample_filter, up)
+    dcoefs = None
+    if demodulate:
+        w = weight.unsqueeze(0) * styles.reshape(b, 1, i, 1, 1)  # [B, O, I, k, k]
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [B, O]
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(b, i, 1, 1)
+        x = F.conv2d(x, weight.to(x.dtype), padding=padding)
+        if dcoefs is not None:
+            x = x * dcoefs.to(x.dtype).reshape(b, o, 1, 1)
+        if noise is not None:
+            x = x + noise.to(x.dtype)
+        return x
+    w = weight.unsqueeze(0) * styles.reshape(b, 1, i, 1, 1)
+    if dcoefs is not None:
+        w = w * dcoefs.reshape(b, o, 1, 1, 1)
+    x = x.reshape(1, b * i, *x.shape[2:])
+    w = w.reshape(b * o, i, kh, kw).to(x.dtype)
+    x = F.conv2d(x, w, padding=padding, groups=b)
+    x = x.reshape(b, o, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3×3 conv + noise + bias + lrelu (+ clamp), optionally upsampling ×2 first."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
+                 up: int = 1, use_noise: bool = True, activation: str = "lrelu", resample_filter=(1, 3, 3, 1),
+                 conv_clamp: float | None = None, channels_last: bool = False, device=None):
+        super().__init__()
+        _check_act(activation)
+        self.in_channels, self.out_channels, self.w_dim = in_channels, out_channels, w_dim
+        self.resolution, self.up, self.activation, self.conv_clamp = resolution, up, activation, conv_clamp
+        self.use_noise, self.padding = use_noise, kernel_size // 2
+        self.register_buffer("resample_filter", setup_filter(resample_filter),
+                             persistent=False)
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0, device=device)
+        mf = torch.channels_last if channels_last else torch.contiguous_format
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size],
+                                               device=device).to(memory_format=mf))
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, resolution], device=device))
+            self.noise_strength = nn.Parameter(torch.zeros([], device=device))
+        self.bias = nn.Parameter(torch.zeros([out_channels], device=device))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True,
+                gain: float = 1.0) -> torch.Tensor:
+        if noise_mode not in ("random", "const", "none"):
+            raise ValueError(f"noise_mode must be random|const|none, got {noise_mode!r}")
+        styles = self.affine(w)
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
+                                dtype=x.dtype) * self.noise_strength.to(x.dtype)
+        elif self.use_noise and noise_mode == "const":
+            noise = self.noise_const.to(x.dtype) * self.noise_strength.to(x.dtype)
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+                             resample_filter=self.resample_filter, fused_modconv=fused_modconv)
+        act_gain = ACTIVATIONS[self.activation][1] * gain
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=clamp)
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1×1 conv without demodulation (StyleGAN2 ``torgb``), used for the tri-plane heads."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
+                 conv_clamp: float | None = None, channels_last: bool = False, device=None):
+        super().__init__()
+        self.in_channels, self.out_channels, self.conv_clamp = in_channels, out_channels, conv_clamp
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0, device=device)
+        mf = torch.channels_last if channels_last else torch.contiguous_format
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size],
+                                               device=device).to(memory_format=mf))
+        self.bias = nn.Parameter(torch.zeros([out_channels], device=device))
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.padding = kernel_size // 2
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, padding=self.padding, demodulate=False,
+                             fused_modconv=fused_modconv)
+        return bias_act(x, self.bias, clamp=self.conv_clamp)
+
+
+class ModulatedFullyConnected(nn.Module):
+    """Per-sample modulated linear layer for point decoders: ``x`` [B, N, I], ``w`` [B, w_dim] → [B, N, O]."""
+
+    def __init__(self, in_features: int, out_features: int, w_dim: int, activation: str = "lrelu",
+                 demodulate: bool = True, device=None):
+        super().__init__()
+        _check_act(activation)
+        self.in_features, self.out_features = in_features, out_features
+        self.activation, self.demodulate = activation, demodulate
+        self.affine = FullyConnected(w_dim, in_features, bias_init=1.0, device=device)
+        self.weight = nn.Parameter(torch.randn([out_features, in_features], device=device))
+        self.bias = nn.Parameter(torch.zeros([out_features], device=device))
+        self.weight_gain = 1.0 / math.sqrt(in_features)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.in_features:
+            raise ValueError(f"expected x [B, N, {self.in_features}], got {tuple(x.shape)}")
+        styles = self.affine(w)  # [B, I]
+        if not self.demodulate:
+            styles = styles * self.weight_gain
+        wt = self.weight.unsqueeze(0) * styles.unsqueeze(1)  # [B, O, I]
+        if self.demodulate:
+            wt = wt * (wt.square().sum(dim=2, keepdim=True) + 1e-8).rsqrt()
+        x = torch.bmm(x, wt.transpose(1, 2).to(x.dtype))
+        return bias_act(x, self.bias, dim=2, act=self.activation)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, act={self.activation}, demod={self.demodulate}"
+
+
+class ModulatedConv3d(nn.Module):
+    """Modulated + demodulated 3-D convolution (grouped per sample) + bias + activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 3,
+                 activation: str = "lrelu", demodulate: bool = True, conv_clamp: float | None = None, device=None):
+        super().__init__()
+        _check_act(activation)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.activation, self.demodulate, self.conv_clamp = activation, demodulate, conv_clamp
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0, device=device)
+        k = kernel_size
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, k, k, k], device=device))
+        self.bias = nn.Parameter(torch.zeros([out_channels], device=device))
+        self.padding = k // 2
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        styles = self.affine(w)
+        if not self.demodulate:
+            styles = styles / math.sqrt(self.weight[0].numel())
+        wt = self.weight.unsqueeze(0) * styles.reshape(b, 1, -1, 1, 1, 1)
+        if self.demodulate:
+            wt = wt * (wt.square().sum(dim=[2, 3, 4, 5], keepdim=True) + 1e-8).rsqrt()
+        x = x.reshape(1, -1, *x.shape[2:])
+        x = F.conv3d(x, wt.reshape(-1, *self.weight.shape[1:]).to(x.dtype), padding=self.padding, groups=b)
+        x = x.reshape(b, self.out_channels, *x.shape[2:])
+        return bias_act(x, self.bias, act=self.activation, clamp=self.conv_clamp)
+
+
+class Conv2dLayer(nn.Module):
+    """Equalized-lr (non-modulated) conv with optional FIR downsampling, for the discriminators."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+                 activation: str = "linear", down: int = 1, resample_filter=(1, 3, 3, 1),
+                 conv_clamp: float | None = None, channels_last: bool = False, device=None):
+        super().__init__()
+        _check_act(activation)
+        self.in_channels, self.out_channels, self.activation = in_channels, out_channels, activation
+        self.down, self.conv_clamp, self.kernel_size = down, conv_clamp, kernel_size
+        self.register_buffer("resample_filter", setup_filter(resample_filter),
+                             persistent=False)
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.act_gain = ACTIVATIONS[activation][1]
+        mf = torch.channels_last if channels_last else torch.contiguous_format
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size],
+                                               device=device).to(memory_format=mf))
+        self.bias = nn.Parameter(torch.zeros([out_channels], device=device)) if bias else None
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        if self.down > 1:
+            fw = _filter_taps(self.resample_filter)
+            if self.kernel_size == 1:
+                x = downsample2d(x, self.resample_filter, self.down)
+                x = F.conv2d(x, w)
+            else:
+                # blur with enough padding that a stride-`down` valid convolution yields H/down
+                p = (fw - self.down + self.kernel_size - 1) // 2
+                x = upfirdn2d(x, self.resample_filter, padding=p)
+                x = F.conv2d(x, w, stride=self.down)
+        else:
+            x = F.conv2d(x, w, padding=self.kernel_size // 2)
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+
+
+class MinibatchStdLayer(nn.Module):
+    """Appends the per-group feature standard deviation as ``num_channels`` extra channels."""
+
+    def __init__(self, group_size: int = 4, num_channels: int = 1):
+        super().__init__()
+        self.group_size, self.num_channels = group_size, num_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group_size, n) if self.group_size else n
+        if n % g != 0:
+            g = math.gcd(n, g)  # keeps any batch size working (StyleGAN requires divisibility)
+        f = self.num_channels
+        cf = c // f
+        y = x.reshape(g, -1, f, cf, h, w).float()
+        y = y - y.mean(dim=0)
+        y = (y.square().mean(dim=0) + 1e-8).sqrt()
+        y = y.mean(dim=[2, 3, 4]).reshape(-1, f, 1, 1)
+        y = y.repeat(g, 1, h, w).to(x.dtype)
+        return torch.cat([x, y], dim=1)
+
+
+def positional_encoding(p: torch.Tensor) -> torch.Tensor:
+    """``[sin πp, cos πp]`` along the last axis."""
+    return torch.cat([torch.sin(math.pi * p), torch.cos(math.pi * p)], dim=-1)
+
+
+class Conv3dLayer(nn.Module):
+    """Equalized-lr, non-modulated 3-D conv (used as the 1×1×1 residual skip of the geometry nets)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, bias: bool = False,
+                 activation: str = "linear", device=None):
+        super().__init__()
+        _check_act(activation)
+        k = kernel_size
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, k, k, k], device=device))
+        self.bias = nn.Parameter(torch.zeros([out_channels], device=device)) if bias else None
+        self.weight_gain = 1.0 / math.sqrt(in_channels * k ** 3)
+        self.activation, self.padding = activation, k // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv3d(x, (self.weight * self.weight_gain).to(x.dtype), padding=self.padding)
+        return bias_act(x, self.bias, act=self.activation)
