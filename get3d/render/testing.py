@@ -1,0 +1,103 @@
+"""Small textured fixture meshes (ShapeNet-v1-like OBJ + MTL + texture) and manifests, for tests and benches."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def _texture(path: Path, seed: int, size: int = 64) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colors = rng.integers(40, 255, size=(4, 3))
+    yy, xx = np.mgrid[0:size, 0:size]
+    idx = ((xx // (size // 4)) % 2) * 2 + ((yy // (size // 4)) % 2)
+    Image.fromarray(colors[idx].astype(np.uint8)).save(path)
+
+
+def box_geometry(size=(1.0, 1.0, 1.0)):
+    """24 vertices (4 per face) with per-face UVs, and 12 triangles (counter-clockwise outside)."""
+    sx, sy, sz = (s / 2.0 for s in size)
+    verts, uvs, faces = [], [], []
+    for axis in range(3):
+        for sign in (-1.0, 1.0):
+            n = np.zeros(3)
+            n[axis] = sign
+            u = np.zeros(3)
+            u[(axis + 1) % 3] = 1.0
+            v = np.cross(n, u)
+            base = len(verts)
+            for cu, cv in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
+                verts.append(n + cu * u + cv * v)
+                uvs.append(((cu + 1) / 2, (cv + 1) / 2))
+            faces += [(base, base + 1, base + 2), (base, base + 2, base + 3)]
+    verts = np.array(verts) * np.array([sx, sy, sz])
+    return verts, np.array(uvs), np.array(faces)
+
+
+def torus_geometry(r_major=0.5, r_minor=0.2, n=24, m=12):
+    i, j = np.meshgrid(np.arange(n + 1), np.arange(m + 1), indexing="ij")
+    a, b = 2 * math.pi * i / n, 2 * math.pi * j / m
+    x = (r_major + r_minor * np.cos(b)) * np.cos(a)
+    z = (r_major + r_minor * np.cos(b)) * np.sin(a)
+    y = r_minor * np.sin(b)
+    verts = np.stack([x, y, z], -1).reshape(-1, 3)
+    uvs = np.stack([i / n, j / m], -1).reshape(-1, 2)
+    faces = []
+    for ii in range(n):
+        for jj in range(m):
+            p0, p1 = ii * (m + 1) + jj, (ii + 1) * (m + 1) + jj
+            faces += [(p0, p0 + 1, p1 + 1), (p0, p1 + 1, p1)]
+    return verts, uvs, np.array(faces)
+
+
+def write_textured_obj(folder: Path, verts, uvs, faces, seed: int = 0, texture: bool = True) -> Path:
+    """ShapeNet-v1-like ``model.obj`` + ``model.mtl`` + ``images/texture0.png``; returns the OBJ path."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    if texture:
+        _texture(folder / "images" / "texture0.png", seed)
+    (folder / "model.mtl").write_text(
+        "newmtl mat0\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n" + ("map_Kd images/texture0.png\n"))
+    lines = ["mtllib model.mtl"]
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
+    lines += [f"vt {u:.6f} {v:.6f}" for u, v in uvs]
+    lines.append("usemtl mat0")
+    lines += [f"f {a + 1}/{a + 1} {b + 1}/{b + 1} {c + 1}/{c + 1}" for a, b, c in faces]
+    obj = folder / "model.obj"
+    obj.write_text("\n".join(lines) + "\n")
+    return obj
+
+
+def sha256_files(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()
+
+
+def make_fixture_set(root: Path, n: int = 3, synset: str = "03001627", extra_items: list | None = None,
+                     split_cycle=("train", "train", "val", "test")) -> Path:
+    """``n`` textured meshes (boxes and tori of varied shapes) and a manifest; returns the manifest path."""
+    root = Path(root)
+    items = []
+    for k in range(n):
+        if k % 2 == 0:
+            geo = box_geometry((0.5 + 0.1 * (k % 3), 0.4 + 0.15 * (k % 2), 0.3 + 0.05 * k))
+        else:
+            geo = torus_geometry(0.4 + 0.03 * k, 0.12)
+        model_id = f"obj{k:03d}"
+        obj = write_textured_obj(root / synset / model_id, *geo, seed=k)
+        items.append({"id": model_id, "synset": synset, "mesh": str(obj.relative_to(root)),
+                      "scale": 1.0, "translation": [0.0, 0.0, 0.0], "split": split_cycle[k % len(split_cycle)],
+                      "sha256": sha256_files(obj, obj.with_name("model.mtl"))})
+    items += list(extra_items or [])
+    manifest = {"version": 1, "source": "procedural", "category": "chair", "synset": synset,
+                "items": items, "failures": []}
+    path = root / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=1))
+    return path
