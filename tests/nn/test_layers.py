@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from get3d.nn import layers as L
+
+
+def test_upfirdn2d_matches_dense_filter():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    f1 = L.setup_filter([1, 3, 3, 1])
+    f2 = torch.outer(f1, f1)
+    a = L.upfirdn2d_ref(x, f1, up=2, padding=(2, 1, 2, 1), gain=4)
+    b = L.upfirdn2d_ref(x, f2, up=2, padding=(2, 1, 2, 1), gain=4)
+    assert a.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_resampling_preserves_constants_and_shapes():
+    f = L.setup_filter([1, 3, 3, 1])
+    x = torch.full((1, 2, 8, 8), 3.0)
+    up = L.upsample2d(x, f)
+    down = L.downsample2d(x, f)
+    assert up.shape == (1, 2, 16, 16) and down.shape == (1, 2, 4, 4)
+    torch.testing.assert_close(up[..., 2:-2, 2:-2], torch.full_like(up[..., 2:-2, 2:-2], 3.0))
+    torch.testing.assert_close(down[..., 1:-1, 1:-1], torch.full_like(down[..., 1:-1, 1:-1], 3.0))
+
+
+def test_kernel_seam_dispatch():
+    calls = []
+
+    def fake(x, f, **kw):
+        calls.append(kw["up"])
+        return L.upfirdn2d_ref(x, f, **kw)
+    L.register_kernel("upfirdn2d", fake)
+    try:
+        L.upsample2d(torch.zeros(1, 1, 4, 4), L.setup_filter([1, 3, 3, 1]))
+    finally:
+        L.register_kernel("upfirdn2d", None)
+    assert calls == [2] and L.KERNELS["upfirdn2d"] is L.upfirdn2d_ref
+    with pytest.raises(KeyError):
+        L.register_kernel("nope", None)
+
+
+def test_fully_connected_equalized_lr():
+    fc = L.FullyConnected(64, 32, lr_multiplier=0.01, bias_init=1.0)
+    assert float(fc.weight.detach().std()) > 50  # stored N(0, 1/lr²)
+    y = fc(torch.randn(4096, 64))
+    assert abs(float(y.std()) - 1.0) < 0.1 and abs(float(y.mean()) - 0.01) < 0.05
+    act = L.FullyConnected(64, 64, activation="lrelu")(torch.randn(8192, 64))
+    assert 0.8 < float(act.square().mean()) < 1.3  # lrelu gain √2 keeps the 2nd moment ≈ 1
+    with pytest.raises(ValueError, match="activation"):
+        L.FullyConnected(2, 2, activation="swish")
+
+
+def test_modulated_conv_fused_equals_unfused():
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 8, 8)
+    w = torch.randn(4, 8, 3, 3)
+    s = torch.randn(3, 8)
+    f = L.setup_filter([1, 3, 3, 1])
+    a = L.modulated_conv2d(x, w, s, padding=1, up=2, resample_filter=f, fused_modconv=True)
+    b = L.modulated_conv2d(x, w, s, padding=1, up=2, resample_filter=f, fused_modconv=False)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # demodulation: unit-variance input → ~unit-variance output regardless of the style scale
+    y = L.modulated_conv2d(torch.randn(3, 8, 32, 32), w, s * 100, padding=1)
+    assert 0.5 < float(y.std()) < 1.5
+
+
+def test_modulated_fc_and_conv3d_shapes_and_grads():
+    fc = L.ModulatedFullyConnected(5, 7, 16)
+    x = torch.randn(2, 11, 5, requires_grad=True)
+    y = fc(x, torch.randn(2, 16))
+    assert y.shape == (2, 11, 7)
+    y.sum().backward()
+    assert x.grad is not None and fc.affine.weight.grad is not None
+    c3 = L.ModulatedConv3d(4, 6, 16)
+    assert c3(torch.randn(2, 4, 5, 5, 5), torch.randn(2, 16)).shape == (2, 6, 5, 5, 5)
+
+
+def test_discriminator_conv_downsamples():
+    conv = L.Conv2dLayer(3, 5, 3, down=2, activation="lrelu")
+    assert conv(torch.randn(2, 3, 16, 16)).shape == (2, 5, 8, 8)
+    skip = L.Conv2dLayer(3, 5, 1, down=2)
+    assert skip(torch.randn(2, 3, 16, 16)).shape == (2, 5, 8, 8)
+
+
+def test_minibatch_std_and_clamp():
+    mb = L.MinibatchStdLayer(4, 1)
+    y = mb(torch.randn(8, 6, 4, 4))
+    assert y.shape == (8, 7, 4, 4)
+    # StyleGAN grouping is strided: with N=8, G=4 the groups are samples {0,2,4,6} and {1,3,5,7}
+    assert torch.allclose(y[0::2, 6], y[0, 6].expand(4, 4, 4))
+    assert not torch.allclose(y[0, 6], y[1, 6])
+    assert float(L.bias_act_ref(torch.full((2, 2), 1e4), clamp=256).max()) == 256
+    assert math.isclose(float(L.bias_act_ref(torch.ones(1, 1), act="lrelu")), math.sqrt(2), rel_tol=1e-6)
