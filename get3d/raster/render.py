@@ -1,0 +1,127 @@
+"""Batched mesh rendering on any :class:`~get3d.raster.base.RasterBackend` (the GET3D image formation).
+
+Meshes of different sizes are concatenated and drawn in one call in nvdiffrast's **range mode**: each mesh's
+vertices are transformed by its own camera, and image ``b`` rasterizes only mesh ``b``'s triangles.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+from get3d.cameras import flip_rows, look_at
+
+from .base import RasterBackend
+
+TextureFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _to_hw(x: torch.Tensor) -> torch.Tensor:
+    """Rasterizer [B,H,W,C] (row 0 = bottom) → top-down [B,C,H,W]."""
+    return flip_rows(x).permute(0, 3, 1, 2).contiguous()
+
+
+def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, torch.Tensor]], mvp: torch.Tensor,
+                  resolution: int, texture_fn: TextureFn | None = None, antialias: bool = True) -> dict:
+    """Render ``B`` meshes, mesh ``b`` seen through ``mvp[b]`` (world → clip, e.g. ``cameras.mvp_from_c2w``).
+
+    Args:
+        meshes: ``B`` pairs ``(verts [Vi,3] world, faces [Fi,3] long)``; ``Fi`` may be 0.
+        mvp: ``[B,4,4]``.
+        resolution: square image size.
+        texture_fn: ``(points [N,3] world, sample_index [N] long) -> [N,C]``, called once with only the covered
+            pixels' interpolated world positions.
+        antialias: apply analytic antialiasing to mask and rgb (the path by which images reach vertex positions).
+
+    Returns a dict of top-down images: ``mask`` [B,1,H,W] (antialiased hard mask), ``rgb`` [B,C,H,W] (when
+    ``texture_fn`` is given; zero background), ``depth`` [B,1,H,W] (interpolated clip ``w`` = view-space depth
+    for perspective cameras, 0 = background), ``hard_mask`` [B,1,H,W]; plus ``rast`` [B,H,W,4] in rasterizer
+    layout (row 0 = bottom), ``pos_clip`` [V,4], ``tri`` [F,3] int32 and ``ranges`` [B,2] for reuse.
+    """
+    b = len(meshes)
+    if mvp.dim() != 3 or mvp.shape[0] != b or mvp.shape[1:] != (4, 4):
+        raise ValueError(f"render_meshes: mvp must be [{b},4,4] for {b} meshes, got {tuple(mvp.shape)}")
+    if b == 0:
+        raise ValueError("render_meshes: need at least one mesh")
+    dev = mvp.device
+    h = w = int(resolution)
+    verts, faces, sid, ranges = [], [], [], []
+    v_off = f_off = 0
+    for i, (v, f) in enumerate(meshes):
+        if v.dim() != 2 or v.shape[-1] != 3 or f.dim() != 2 or f.shape[-1] != 3:
+            raise ValueError(f"render_meshes: mesh {i} must be (verts [V,3], faces [F,3]), got "
+                             f"{tuple(v.shape)}, {tuple(f.shape)}")
+        verts.append(v.to(device=dev, dtype=torch.float32))
+        faces.append(f.to(device=dev, dtype=torch.long) + v_off)
+        sid.append(torch.full((v.shape[0],), i, dtype=torch.long, device=dev))
+        ranges.append((f_off, f.shape[0]))
+        v_off += v.shape[0]
+        f_off += f.shape[0]
+    v_all = torch.cat(verts, 0)
+    tri = torch.cat(faces, 0).to(torch.int32)
+    sid_all = torch.cat(sid, 0)
+    ranges_t = torch.tensor(ranges, dtype=torch.int32)
+    vh = torch.cat([v_all, torch.ones_like(v_all[:, :1])], 1)
+    pos_clip = torch.einsum("vij,vj->vi", mvp.to(torch.float32)[sid_all], vh).contiguous()
+
+    out: dict = {"pos_clip": pos_clip, "tri": tri, "ranges": ranges_t}
+    if f_off == 0:
+        zero = torch.zeros(b, 1, h, w, device=dev) + 0.0 * v_all.sum()
+        out.update(mask=zero, hard_mask=zero.detach(), depth=zero, rast=torch.zeros(b, h, w, 4, device=dev))
+        if texture_fn is not None:
+            probe = texture_fn(torch.zeros(0, 3, device=dev), torch.zeros(0, dtype=torch.long, device=dev))
+            out["rgb"] = torch.zeros(b, probe.shape[-1], h, w, device=dev, dtype=probe.dtype) + 0.0 * probe.sum()
+        return out
+
+    rast = backend.rasterize(pos_clip, tri, (h, w), ranges=ranges_t)
+    hard = (rast[..., 3:4] > 0).to(torch.float32)
+    mask = backend.antialias(hard, rast, pos_clip, tri) if antialias else hard
+    depth = backend.interpolate(pos_clip[:, 3:4].contiguous(), rast, tri)
+    out.update(rast=rast, hard_mask=_to_hw(hard), mask=_to_hw(mask), depth=_to_hw(depth))
+    if texture_fn is not None:
+        world = backend.interpolate(v_all.contiguous(), rast, tri)             # [B,H,W,3]
+        covered = rast[..., 3] > 0
+        idx = torch.nonzero(covered.reshape(-1)).squeeze(1)
+        sample_index = torch.div(idx, h * w, rounding_mode="floor")
+        pts = world.reshape(-1, 3)[idx]
+        feats = texture_fn(pts, sample_index)
+        if feats.dim() != 2 or feats.shape[0] != idx.shape[0]:
+            raise ValueError(f"render_meshes: texture_fn must return [N={idx.shape[0]}, C], got {tuple(feats.shape)}")
+        img = torch.zeros(b * h * w, feats.shape[1], device=dev, dtype=feats.dtype).index_put((idx,), feats)
+        img = img.reshape(b, h, w, -1)
+        if antialias:
+            img = backend.antialias(img.contiguous(), rast, pos_clip, tri)
+        out["rgb"] = _to_hw(img)
+    return out
+
+
+def ortho_projection(half_width: float = 0.5 * math.sqrt(3.0), near: float = 0.1, far: float = 10.0,
+                     device=None) -> torch.Tensor:
+    """OpenGL orthographic projection (camera looks down -z) of the view box
+    ``[-hw, hw]^2 × [-far, -near]`` → clip cube; ``w`` stays 1."""
+    if half_width <= 0 or not (0 <= near < far):
+        raise ValueError(f"ortho_projection: need half_width > 0 and 0 <= near < far, got {half_width}, {near}, {far}")
+    s = 1.0 / half_width
+    return torch.tensor([
+        [s, 0.0, 0.0, 0.0],
+        [0.0, s, 0.0, 0.0],
+        [0.0, 0.0, -2.0 / (far - near), -(far + near) / (far - near)],
+        [0.0, 0.0, 0.0, 1.0],
+    ], dtype=torch.float32, device=device)
+
+
+def ortho_view_mvp(directions: torch.Tensor, half_width: float = 0.5 * math.sqrt(3.0),
+                   distance: float = 2.0) -> torch.Tensor:
+    """World → clip matrices ``[B,4,4]`` for orthographic views of the unit box ``[-0.5, 0.5]^3`` (centred at the
+    origin) from the unit-ish ``directions [B,3]`` (camera placed at ``distance * dir`` looking at the origin, +y up).
+    The default ``half_width = sqrt(3)/2`` keeps the whole box in view from any direction (LFD silhouettes).
+    """
+    if directions.dim() != 2 or directions.shape[-1] != 3:
+        raise ValueError(f"ortho_view_mvp: directions must be [B,3], got {tuple(directions.shape)}")
+    d = directions.to(torch.float64)
+    d = d / torch.linalg.norm(d, dim=-1, keepdim=True).clamp_min(1e-12)
+    c2w = look_at(d * distance)
+    r = 0.5 * math.sqrt(3.0)
+    proj = ortho_projection(half_width, max(distance - r - 0.1, 1e-3), distance + r + 0.1).to(torch.float64)
+    return (proj @ torch.linalg.inv(c2w)).to(torch.float32)
