@@ -83,10 +83,15 @@ class GET3DLoss:
                 sdf_sum = sdf.sum()
             else:
                 sdf_sum = sdf * img.shape[0]
-            total = (loss_rgb.sum() + loss_mask.sum() + self.cfg.sdf_reg_weight * sdf_sum) / norm
+            # Empty-shape guard term (mean |s| of all-inside / all-outside samples), weight 1 as in the public code.
+            empty = out.get("empty_shape_loss")
+            empty_sum = torch.zeros([], device=img.device) if empty is None else (
+                empty.float().sum() if empty.ndim > 0 else empty.float() * img.shape[0])
+            total = (loss_rgb.sum() + loss_mask.sum() + self.cfg.sdf_reg_weight * sdf_sum + empty_sum) / norm
             (total * gain).backward()
             return {"G/adv_rgb": loss_rgb.detach().sum(), "G/adv_mask": loss_mask.detach().sum(),
-                    "G/sdf_reg": sdf_sum.detach(), "G/total": total.detach() * norm}
+                    "G/sdf_reg": sdf_sum.detach(), "G/empty_shape": empty_sum.detach(),
+                    "G/total": total.detach() * norm}
         if phase == "Dmain":
             with torch.no_grad():
                 out = self.run_G(fake, update_w_avg=False)

@@ -39,8 +39,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file next to ``path``, fsync it, ``os.replace`` it over ``path``, fsync the dir."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to a temp file next to ``path``, fsync it, ``os.replace`` it over ``path``, fsync the dir.
+
+    ``fsync=False`` keeps the rename atomicity (no torn file after a process crash) but skips the disk flush:
+    for derived files that are regenerated anyway (plot CSVs)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
@@ -48,7 +51,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -56,11 +60,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(path.parent)
+    if fsync:
+        fsync_dir(path.parent)
 
 
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path, text: str, fsync: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
 def atomic_write_json(path, obj: Any) -> None:
@@ -232,4 +237,4 @@ class RunDir:
                 v = r.get(name)
                 if isinstance(v, (int, float)) and v is not None:
                     buf.write(f"{r['kimg']:.6f},{v:.8g}\n")
-            atomic_write_text(self.plots / f"{col}.csv", buf.getvalue())
+            atomic_write_text(self.plots / f"{col}.csv", buf.getvalue(), fsync=False)

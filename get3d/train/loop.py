@@ -1,0 +1,520 @@
+"""The GET3D training loop.
+
+``train(cfg_model, cfg_train, dataset_path, run_dir, hooks=None)`` runs (or resumes) one training run. It
+imports neither Prefect nor MLflow: outside orchestration plugs in through :class:`Hooks`.
+
+Per step (global batch ``B`` split into chunks of ``batch_per_gpu``, chunks spread over ranks):
+
+1. ``Gmain``  — G update on both discriminators' non-saturating loss + SDF regulariser (style mixing on).
+2. ``Greg``   — none.
+3. ``Dmain``  — D_rgb and D_mask update on real/fake logistic loss.
+4. ``Dreg``   — every ``r1_interval`` steps: lazy R1 on both discriminators (weight × interval).
+5. G_ema update; counters; tick / snapshot / abort checks.
+
+Determinism: every random draw of a step comes from generators seeded with ``(seed, step, phase, chunk)``
+(the global torch RNG — used by the generator's per-layer noise — is reseeded per chunk too), and the data
+order is a function of ``(seed, cur_nimg)``. So the trajectory does not depend on how the run was cut into
+processes (kill + resume) or on how many ranks share the batch. With ``deterministic: true`` on CPU a resumed
+run ends bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from get3d.schema import parse_section, to_dict
+from get3d.train import checkpoint as ckpt
+from get3d.train import distributed as dist_util
+from get3d.train.config import TrainConfig
+from get3d.train.ema import ema_beta, make_ema, update_ema
+from get3d.train.losses import FakeInputs, GET3DLoss, RealInputs, sanitize_grads
+from get3d.train.rundir import RunDir
+from get3d.train.sampler import ResumableBatchSampler
+
+log = logging.getLogger("get3d.train")
+
+PHASE_IDS = {"Gmain": 1, "Dmain": 2, "Dreg": 3, "fakes": 4, "preview": 5}
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive non-finite losses; the run stopped and the last good snapshot is kept."""
+
+
+class TrainAborted(RuntimeError):
+    pass
+
+
+@dataclass
+class Hooks:
+    """Callbacks for outside orchestration. All are optional and called on rank 0 only
+    (``should_abort``'s answer is broadcast to every rank)."""
+
+    on_progress: Callable[[dict], None] | None = None
+    should_abort: Callable[[], bool] | None = None
+    on_snapshot: Callable[[Path, str], None] | None = None
+
+
+def derive_seed(*parts: int) -> int:
+    """Mix integers into a 63-bit seed (splitmix64-style); stable across runs and platforms."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF
+        x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+        x = (x * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 29
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _set_deterministic(on: bool) -> None:
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def _peak_memory(device: torch.device) -> dict:
+    out = {"mem/host_rss_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if device.type == "cuda":
+        out["mem/gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        out["mem/gpu_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
+    return out
+
+
+def _fmt_progress(rec: dict) -> str:
+    parts = [f"tick {rec['tick']:<5d}", f"kimg {rec['kimg']:<9.3f}", f"step {rec['step']:<7d}",
+             f"s/kimg {rec['timing/sec_per_kimg']:<8.2f}", f"img/s {rec['timing/img_per_sec']:<7.2f}"]
+    for key, lab in (("loss/G", "G"), ("loss/D", "D"), ("loss/r1", "R1"), ("loss/sdf_reg", "sdf")):
+        if key in rec and rec[key] is not None:
+            parts.append(f"{lab} {rec[key]:<8.4f}")
+    if "mem/gpu_peak_gib" in rec:
+        parts.append(f"gpumem {rec['mem/gpu_peak_gib']:.2f}GiB")
+    else:
+        parts.append(f"rss {rec['mem/host_rss_peak_gib']:.2f}GiB")
+    if rec.get("nonfinite/steps_skipped"):
+        parts.append(f"nonfinite-skips {rec['nonfinite/steps_skipped']}")
+    return "  ".join(parts)
+
+
+class _TickStats:
+    """Sums of per-sample loss terms over a tick (kept in the training state so resume is exact)."""
+
+    def __init__(self, sums: dict | None = None, counts: dict | None = None):
+        self.sums = dict(sums or {})
+        self.counts = dict(counts or {})
+
+    def add(self, terms: dict[str, float], n: int) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + n
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / max(self.counts[k], 1) for k in self.sums}
+
+    def state(self) -> dict:
+        return {"sums": self.sums, "counts": self.counts}
+
+
+def _flat_losses(means: dict[str, float]) -> dict[str, float]:
+    out = {f"loss/{k}": v for k, v in means.items()}
+    g = [means.get("G/adv_rgb"), means.get("G/adv_mask")]
+    if all(v is not None for v in g):
+        out["loss/G"] = g[0] + g[1]
+    d = [means.get(k) for k in ("D/fake_rgb", "D/fake_mask", "D/real_rgb", "D/real_mask")]
+    if all(v is not None for v in d):
+        out["loss/D"] = sum(d)
+    if "D/r1_rgb" in means:
+        out["loss/r1"] = means["D/r1_rgb"] + means.get("D/r1_mask", 0.0)
+    if "G/sdf_reg" in means:
+        out["loss/sdf_reg"] = means["G/sdf_reg"]
+    return out
+
+
+def _resolve_backend(cfg: TrainConfig, cfg_model, device: torch.device) -> str:
+    """train.backend when explicit, else the model's raster_backend, else by device."""
+    want = cfg.backend if cfg.backend != "auto" else getattr(cfg_model, "raster_backend", "auto")
+    if want == "nvdiffrast" and device.type != "cuda":
+        raise ValueError("train.backend / model.raster_backend: 'nvdiffrast' needs a CUDA device; "
+                         "use 'torch' or 'auto' on CPU")
+    if want in ("torch", "nvdiffrast"):
+        return want
+    return "nvdiffrast" if device.type == "cuda" else "torch"
+
+
+def train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks | None = None) -> dict:
+    """Train (or resume) one run. Returns ``{"status", "cur_nimg", "kimg", "state", "network", "run_dir"}``."""
+    from get3d.train import models  # imports get3d.nn lazily (keeps `--help` and config parsing light)
+
+    hooks = hooks or Hooks()
+    cfg = cfg_train
+    world, device = dist_util.init(cfg.device, cfg.dist_timeout_s)
+    _set_deterministic(cfg.deterministic)
+    run = RunDir(run_dir, writer=world.is_main)
+    dataset_path = Path(dataset_path)
+    if not dataset_path.exists():
+        raise FileNotFoundError(f"dataset {dataset_path} does not exist")
+
+    # ---- networks (identical init on every rank: same seed; rank 0's weights broadcast anyway)
+    backend = _resolve_backend(cfg, cfg_model, device)
+    _seed_everything(derive_seed(cfg.seed, 0xB1D))
+    nets = models.build_networks(cfg_model, device=device, backend=backend)
+    for m in (nets.G, nets.D_rgb, nets.D_mask):
+        dist_util.broadcast_module_params(m, world)
+    G_ema = make_ema(nets.G)
+    g_params = [p for p in nets.G.parameters() if p.requires_grad]
+    d_params = [p for p in list(nets.D_rgb.parameters()) + list(nets.D_mask.parameters()) if p.requires_grad]
+    opt_G = torch.optim.Adam(g_params, **cfg.adam_kwargs("G"))
+    opt_D = torch.optim.Adam(d_params, **cfg.adam_kwargs("D"))
+    loss = GET3DLoss(nets, cfg, device)
+
+    # ---- resume
+    cur_nimg, step, tick, tick_start_nimg = 0, 0, 0, 0
+    nonfinite_run, nonfinite_total = 0, 0
+    tick_stats = _TickStats()
+    last_state_path: Path | None = None
+    resumed_from = None
+    found = None
+    if cfg.resume == "auto":
+        found = ckpt.find_resume_state(run.checkpoints)
+    elif cfg.resume != "none":
+        p = Path(cfg.resume)
+        header, payload = ckpt.load_checkpoint(p, "state")
+        found = (p, header, payload)
+    if found is not None:
+        path, header, st = found
+        nets.G.load_state_dict(st["G"])
+        nets.D_rgb.load_state_dict(st["D_rgb"])
+        nets.D_mask.load_state_dict(st["D_mask"])
+        G_ema.load_state_dict(st["G_ema"])
+        opt_G.load_state_dict(st["opt_G"])
+        opt_D.load_state_dict(st["opt_D"])
+        c = st["counters"]
+        cur_nimg, step, tick, tick_start_nimg = c["cur_nimg"], c["step"], c["tick"], c["tick_start_nimg"]
+        nonfinite_run, nonfinite_total = c.get("nonfinite_run", 0), c.get("nonfinite_total", 0)
+        tick_stats = _TickStats(**st.get("tick_stats", {}))
+        ckpt.restore_rng(st["rng"])
+        if st.get("sampler", {}).get("seed", cfg.seed) != cfg.seed:
+            log.warning("resuming with train.seed=%s but the snapshot was written with seed %s",
+                        cfg.seed, st["sampler"]["seed"])
+        resumed_from = str(path)
+        last_state_path = Path(path)
+        if world.is_main:
+            log.info("resumed from %s at kimg %.3f (step %d)", path, cur_nimg / 1000, step)
+            run.truncate_stats(cur_nimg)
+
+    # ---- data
+    dataset = models.open_dataset(dataset_path, cfg_model)
+    num_chunks = cfg.batch_size // cfg.batch_per_gpu
+    my_chunks = dist_util.rank_chunks(num_chunks, world)
+    sampler = ResumableBatchSampler(len(dataset), cfg.seed, cfg.batch_size, cfg.batch_per_gpu, my_chunks,
+                                    start_nimg=cur_nimg)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                         pin_memory=device.type == "cuda",
+                                         worker_init_fn=models.worker_init_fn if cfg.num_workers else None,
+                                         persistent_workers=False,
+                                         prefetch_factor=2 if cfg.num_workers else None)
+    data_iter = iter(loader)
+
+    config_record = {"model": to_dict(cfg_model), "train": to_dict(cfg), "backend": backend,
+                     "world_size": world.world_size, "device": str(device)}
+    run.write_provenance(config=config_record, dataset_path=dataset_path, seed=cfg.seed,
+                         world_size=world.world_size, resumed_from=resumed_from,
+                         dataset_digest=models.dataset_digest(dataset_path) if world.is_main else {})
+
+    total_nimg = int(round(cfg.total_kimg * 1000))
+    snap_nimg = int(round(cfg.snapshot_kimg * 1000))
+    tick_nimg = int(round(cfg.kimg_per_tick * 1000))
+    B = cfg.batch_size
+    norm = float(B)
+
+    def state_payload() -> dict:
+        return {
+            "G": nets.G.state_dict(), "D_rgb": nets.D_rgb.state_dict(), "D_mask": nets.D_mask.state_dict(),
+            "G_ema": G_ema.state_dict(), "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+            "counters": {"cur_nimg": cur_nimg, "step": step, "tick": tick, "tick_start_nimg": tick_start_nimg,
+                         "nonfinite_run": nonfinite_run, "nonfinite_total": nonfinite_total},
+            "tick_stats": tick_stats.state(),
+            "rng": ckpt.capture_rng(),
+            "sampler": sampler.state_dict() | {"position_nimg": cur_nimg},
+            "w_avg": {k: v.detach().cpu() for k, v in G_ema.named_buffers() if k.endswith("w_avg")},
+            "model_config": to_dict(cfg_model), "train_config": to_dict(cfg),
+            "world_size": world.world_size,
+        }
+
+    def write_snapshots() -> tuple[Path | None, Path | None]:
+        nonlocal last_state_path
+        # Refuse to write a state whose weights are not finite: the last good one stays the newest.
+        bad = [n for n, p in list(nets.G.named_parameters()) + list(G_ema.named_parameters())
+               if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise NonFiniteError(f"refusing to snapshot non-finite weights ({bad[0]} …) at kimg "
+                                 f"{cur_nimg / 1000:.3f}; last good state: {last_state_path}")
+        if not world.is_main:
+            return None, None
+        sp = ckpt.save_checkpoint(run.checkpoints / ckpt.snapshot_name("state", cur_nimg), "state", cur_nimg,
+                                  state_payload())
+        net = {"G_ema": G_ema.state_dict(), "model_config": to_dict(cfg_model),
+               "provenance": json.loads((run.path / "run.json").read_text()),
+               "cur_nimg": cur_nimg, "kimg": cur_nimg / 1000.0, "train_config": to_dict(cfg)}
+        np_ = ckpt.save_checkpoint(run.checkpoints / ckpt.snapshot_name("network", cur_nimg), "network",
+                                   cur_nimg, net)
+        ckpt.write_latest_pointer(run.checkpoints, "state", sp, cur_nimg)
+        ckpt.write_latest_pointer(run.checkpoints, "network", np_, cur_nimg)
+        ckpt.prune_snapshots(run.checkpoints, "state", cfg.keep_snapshots)
+        last_state_path = sp
+        for kind, path in (("state", sp), ("network", np_)):
+            if hooks.on_snapshot:
+                hooks.on_snapshot(path, kind)
+        return sp, np_
+
+    def step_fakes(phase: str) -> list[FakeInputs]:
+        """Random inputs of this rank's chunks, cut out of the *global* batch's draw (world-size invariant)."""
+        g = torch.Generator().manual_seed(derive_seed(cfg.seed, step, PHASE_IDS[phase], PHASE_IDS["fakes"]))
+        z_tex = torch.randn([B, nets.z_dim], generator=g)
+        z_geo = torch.randn([B, nets.z_dim], generator=g)
+        camera, c2w = nets.sample_cameras(B, g)
+        out = []
+        for c in my_chunks:
+            s = slice(c * cfg.batch_per_gpu, (c + 1) * cfg.batch_per_gpu)
+            out.append(FakeInputs(z_tex[s].to(device), z_geo[s].to(device), camera[s].to(device),
+                                  c2w[s].to(device), derive_seed(cfg.seed, step, PHASE_IDS[phase], c, 7)))
+        return out
+
+    def run_phase(phase: str, module_params, opt, reals, fakes, gain: float = 1.0) -> tuple[bool, dict]:
+        opt.zero_grad(set_to_none=False)
+        sums: dict[str, torch.Tensor] = {}
+        for i, c in enumerate(my_chunks):
+            torch.manual_seed(derive_seed(cfg.seed, step, PHASE_IDS[phase], c))
+            terms = loss.accumulate(phase, reals[i] if reals else None, fakes[i] if fakes else None,
+                                    norm=norm, gain=gain)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0) + v.detach().double()
+        keys = sorted(sums)
+        vec = torch.stack([sums[k] for k in keys]).to(device)
+        dist_util.allreduce_sum(vec, world)
+        dist_util.allreduce_grads(module_params, world)
+        vals = vec.tolist()
+        finite = all(math.isfinite(v) for v in vals)
+        if finite:
+            sanitize_grads(module_params, cfg.grad_clamp)
+            opt.step()
+        else:
+            opt.zero_grad(set_to_none=False)
+        return finite, dict(zip(keys, vals))
+
+    def next_reals() -> list[RealInputs]:
+        reals = []
+        for _ in my_chunks:
+            batch = next(data_iter)
+            reals.append(RealInputs(batch["image"].to(device, non_blocking=True).float(),
+                                    batch["mask"].to(device, non_blocking=True).float(),
+                                    batch["camera"].to(device, non_blocking=True).float()))
+        return reals
+
+    # ---- main loop
+    status = "completed"
+    t_tick = time.perf_counter()
+    t_start = t_tick
+    tick_nimg_done = 0
+    if world.is_main:
+        log.info("training %s → %.3f kimg, batch %d (%d chunk(s) of %d on %d rank(s)), device %s, backend %s",
+                 run.path, cfg.total_kimg, B, num_chunks, cfg.batch_per_gpu, world.world_size, device, backend)
+    preview_z = None
+    try:
+        while cur_nimg < total_nimg:
+            reals = next_reals()
+            step_ok = True
+            # Gmain
+            nets.G.requires_grad_(True); nets.D_rgb.requires_grad_(False); nets.D_mask.requires_grad_(False)
+            ok, vals = run_phase("Gmain", g_params, opt_G, None, step_fakes("Gmain"))
+            step_ok &= ok
+            if ok:
+                tick_stats.add(vals, B)
+            # Dmain
+            nets.G.requires_grad_(False); nets.D_rgb.requires_grad_(True); nets.D_mask.requires_grad_(True)
+            ok, vals = run_phase("Dmain", d_params, opt_D, reals, step_fakes("Dmain"))
+            step_ok &= ok
+            if ok:
+                tick_stats.add(vals, B)
+            # Dreg (lazy R1)
+            if cfg.r1_gamma > 0 and step % cfg.r1_interval == 0:
+                ok, vals = run_phase("Dreg", d_params, opt_D, reals, None, gain=float(cfg.r1_interval))
+                step_ok &= ok
+                if ok:
+                    tick_stats.add(vals, B)
+            nets.G.requires_grad_(True)
+            # EMA
+            update_ema(G_ema, nets.G, ema_beta(cur_nimg, B, cfg.ema_kimg, cfg.ema_rampup))
+            cur_nimg += B
+            step += 1
+            tick_nimg_done += B
+            if step_ok:
+                nonfinite_run = 0
+            else:
+                nonfinite_run += 1
+                nonfinite_total += 1
+                if world.is_main:
+                    log.warning("non-finite loss at step %d (kimg %.3f): step skipped (%d consecutive of max %d)",
+                                step - 1, cur_nimg / 1000, nonfinite_run, cfg.max_nonfinite_steps)
+                if nonfinite_run >= cfg.max_nonfinite_steps:
+                    raise NonFiniteError(
+                        f"{nonfinite_run} consecutive steps with non-finite losses (up to kimg {cur_nimg / 1000:.3f}); "
+                        f"training stopped. Last good training state: {last_state_path or 'none written yet'}. "
+                        f"Lower the learning rates or check the data.")
+
+            done = cur_nimg >= total_nimg
+            tick_end = done or cur_nimg - tick_start_nimg >= tick_nimg
+            if tick_end:
+                dt = time.perf_counter() - t_tick
+                n = max(tick_nimg_done, 1)
+                rec = {"tick": tick, "step": step, "nimg": cur_nimg, "kimg": cur_nimg / 1000.0,
+                       "timing/sec_per_tick": dt, "timing/sec_per_kimg": dt / n * 1000.0,
+                       "timing/img_per_sec": n / max(dt, 1e-9), "timing/total_sec": time.perf_counter() - t_start,
+                       "nonfinite/steps_skipped": nonfinite_total}
+                rec.update(_flat_losses(tick_stats.means()))
+                rec.update(_peak_memory(device))
+                # Keep buffers (w_avg) identical on every rank.
+                dist_util.broadcast_module_buffers(nets.G, world)
+                dist_util.broadcast_module_buffers(G_ema, world)
+                if world.is_main:
+                    run.log_stats(rec)
+                    run.write_plots()
+                    print(_fmt_progress(rec), flush=True)
+                    if hooks.on_progress:
+                        hooks.on_progress(rec)
+                    if cfg.image_snapshot_ticks and (tick % cfg.image_snapshot_ticks == 0 or done):
+                        if preview_z is None:
+                            preview_z = _preview_inputs(nets, cfg.seed, device)
+                        _save_preview(nets, G_ema, preview_z, run.images / f"fakes-{cur_nimg:012d}.png")
+                tick += 1
+                tick_start_nimg = cur_nimg
+                tick_stats = _TickStats()
+                t_tick = time.perf_counter()
+                tick_nimg_done = 0
+            if snap_nimg > 0 and not done and cur_nimg // snap_nimg > (cur_nimg - B) // snap_nimg:
+                write_snapshots()
+            abort = bool(hooks.should_abort()) if (world.is_main and hooks.should_abort) else False
+            if dist_util.broadcast_flag(abort, world, device):
+                status = "aborted"
+                if world.is_main:
+                    log.warning("abort requested at kimg %.3f: writing a training state and stopping", cur_nimg / 1000)
+                break
+        state_path, net_path = write_snapshots()
+    finally:
+        del data_iter
+    if world.is_main:
+        log.info("%s at kimg %.3f; state %s, network %s", status, cur_nimg / 1000, state_path, net_path)
+    return {"status": status, "cur_nimg": cur_nimg, "kimg": cur_nimg / 1000.0, "step": step,
+            "state": str(state_path) if state_path else None, "network": str(net_path) if net_path else None,
+            "run_dir": str(run.path)}
+
+
+def _preview_inputs(nets, seed: int, device, n: int = 8):
+    g = torch.Generator().manual_seed(derive_seed(seed, PHASE_IDS["preview"]))
+    z_tex = torch.randn([n, nets.z_dim], generator=g)
+    z_geo = torch.randn([n, nets.z_dim], generator=g)
+    camera, c2w = nets.sample_cameras(n, g)
+    return z_tex.to(device), z_geo.to(device), camera.to(device), c2w.to(device)
+
+
+@torch.no_grad()
+def _save_preview(nets, G_ema, inputs, path: Path) -> None:
+    from PIL import Image
+
+    from get3d.train.rundir import atomic_write_bytes
+    z_tex, z_geo, camera, c2w = inputs
+    cpu_state = torch.get_rng_state()
+    out = nets.generate(z_tex, z_geo, camera, c2w, style_mixing_prob=0.0, mix_seed=0, update_w_avg=False,
+                        G=G_ema, noise_mode="const")
+    torch.set_rng_state(cpu_state)
+    img = out["img"].float().cpu()
+    rgb = ((img[:, :3].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    mask = (img[:, 3:4].clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)
+    grid = torch.cat([torch.cat(list(rgb), dim=2), torch.cat(list(mask), dim=2)], dim=1)  # [3, 2H, nW]
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------- command line (also used by tests/torchrun)
+
+def _parse_overrides(items: list[str]) -> dict[str, dict]:
+    import yaml
+    out: dict[str, dict] = {"model": {}, "train": {}}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set {item!r}: expected section.key=value")
+        key, val = item.split("=", 1)
+        section, _, name = key.partition(".")
+        if section not in out or not name:
+            raise SystemExit(f"--set {item!r}: key must start with 'model.' or 'train.'")
+        out[section][name] = yaml.safe_load(val)
+    return out
+
+
+def load_configs(params: str | None, overrides: list[str]):
+    """Model and train configs from a params.yaml (sections ``model`` and ``train``) plus ``--set`` overrides."""
+    import yaml
+
+    from get3d.train.models import model_config_class
+    data = {"model": {}, "train": {}}
+    if params:
+        raw = yaml.safe_load(Path(params).read_text()) or {}
+        for s in data:
+            data[s] = dict(raw.get(s) or {})
+    for s, kv in _parse_overrides(overrides).items():
+        data[s].update(kv)
+    cfg_model = parse_section(model_config_class(), data["model"], "model")
+    cfg_train = parse_section(TrainConfig, data["train"], "train")
+    return cfg_model, cfg_train
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m get3d.train.loop", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="HDF5 dataset file")
+    ap.add_argument("--run-dir", required=True, help="run directory (created; resumed from when it has states)")
+    ap.add_argument("--params", default=None, help="params.yaml to read the model/train sections from")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one knob, e.g. --set train.total_kimg=0.1 (repeatable)")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg_model, cfg_train = load_configs(args.params, args.overrides)
+    try:
+        res = train(cfg_model, cfg_train, args.data, args.run_dir)
+    finally:
+        dist_util.shutdown()
+    if dist_util.world_from_env().is_main:
+        print(json.dumps(res), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    from torch.distributed.elastic.multiprocessing.errors import record
+    sys.exit(record(main)())
