@@ -87,7 +87,10 @@ def configure_renderer(bproc, bpy, s: dict) -> str:
     scene.view_settings.exposure = 0.0
     scene.view_settings.gamma = 1.0
     res = int(s["resolution"])
-    K = np.asarray(s["K"], dtype=np.float64)
+    # Our K puts pixel centres at integer + 0.5; BlenderProc's K convention (OpenCV) at integers.
+    K = np.asarray(s["K"], dtype=np.float64).copy()
+    K[0, 2] -= 0.5
+    K[1, 2] -= 0.5
     bproc.camera.set_intrinsics_from_K_matrix(K, res, res, clip_start=float(s["clip_start"]),
                                               clip_end=float(s["clip_end"]))
     return used
@@ -179,7 +182,9 @@ def main(argv: list[str]) -> int:
     out_dir = job["out_dir"]
     os.makedirs(out_dir, exist_ok=True)
     s = job["settings"]
-    abort_after = int(os.environ.get("GET3D_RENDER_TEST_ABORT_AFTER", "0"))  # tests: simulated crash
+    # Test hooks: a simulated crash (SIGKILL of this process after N objects) and a delay between objects.
+    abort_after = int(os.environ.get("GET3D_RENDER_TEST_ABORT_AFTER", "0"))
+    delay = float(os.environ.get("GET3D_RENDER_TEST_DELAY_S", "0"))
 
     t0 = time.perf_counter()
     bproc = bproc_bootstrap.load()
@@ -209,6 +214,8 @@ def main(argv: list[str]) -> int:
         emit("done", id=obj["id"], views=int(rgba.shape[0]), seconds=time.perf_counter() - t)
         if abort_after and n + 1 >= abort_after:
             os.kill(os.getpid(), 9)
+        if delay:
+            time.sleep(delay)
     emit("exit", seconds=time.perf_counter() - t0)
     return 0
 

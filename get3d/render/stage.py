@@ -37,7 +37,7 @@ from get3d.schema import to_dict
 from .config import RenderConfig
 
 #: Bump when the worker's output for the same inputs changes (invalidates resumable results).
-RENDER_CODE_VERSION = 1
+RENDER_CODE_VERSION = 2
 H5_FORMAT_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = Path(__file__).with_name("blender_worker.py")
@@ -226,6 +226,10 @@ def validate_object(item: ObjectSpec, cfg: RenderConfig) -> tuple[str, str] | No
     if not (math.isfinite(item.scale) and item.scale > 0 and all(math.isfinite(t) for t in item.translation)):
         return ("invalid_transform", f"scale {item.scale!r}, translation {list(item.translation)!r}")
     if p.suffix.lower() == ".obj":
+        with open(p, "rb") as f:
+            head = f.read(1 << 16)
+        if b"\0" in head:
+            return ("corrupt_file", f"{rel}: binary data in a text OBJ file")
         bad = _check_obj_materials(p)
         if bad:
             return bad

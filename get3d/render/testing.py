@@ -81,8 +81,12 @@ def sha256_files(*paths: Path) -> str:
 
 
 def make_fixture_set(root: Path, n: int = 3, synset: str = "03001627", extra_items: list | None = None,
-                     split_cycle=("train", "train", "val", "test")) -> Path:
-    """``n`` textured meshes (boxes and tori of varied shapes) and a manifest; returns the manifest path."""
+                     split_cycle=("train", "train", "val", "test"), scale: float = 0.6,
+                     offsets: dict | None = None) -> Path:
+    """``n`` textured meshes (boxes and tori of varied shapes) and a manifest; returns the manifest path.
+
+    ``offsets`` maps an item index to a translation (to test off-centre placement).
+    """
     root = Path(root)
     items = []
     for k in range(n):
@@ -93,11 +97,38 @@ def make_fixture_set(root: Path, n: int = 3, synset: str = "03001627", extra_ite
         model_id = f"obj{k:03d}"
         obj = write_textured_obj(root / synset / model_id, *geo, seed=k)
         items.append({"id": model_id, "synset": synset, "mesh": str(obj.relative_to(root)),
-                      "scale": 1.0, "translation": [0.0, 0.0, 0.0], "split": split_cycle[k % len(split_cycle)],
+                      "scale": scale, "translation": list((offsets or {}).get(k, (0.0, 0.0, 0.0))), "split": split_cycle[k % len(split_cycle)],
                       "sha256": sha256_files(obj, obj.with_name("model.mtl"))})
-    items += list(extra_items or [])
+    items += [dict(it) for it in (extra_items or [])]
     manifest = {"version": 1, "source": "procedural", "category": "chair", "synset": synset,
                 "items": items, "failures": []}
     path = root / "manifest.json"
     path.write_text(json.dumps(manifest, indent=1))
     return path
+
+
+#: Small, fast render settings used by tests: 64², 4 views, 4 samples; elevations span 0-60 degrees.
+SMALL_RENDER = dict(resolution=64, views_per_object=4, samples=4, elevation_min_deg=0.0, elevation_max_deg=60.0,
+                    seed=7)
+#: One object off-centre: catches mirrored / swapped axes in the projection test.
+TEST_OFFSETS = {3: (0.12, 0.05, -0.08)}
+
+
+def small_cfg(**kw):
+    from .config import RenderConfig
+
+    return RenderConfig(**{**SMALL_RENDER, **kw})
+
+
+def make_test_assets(root: Path, n: int = 4, **kw) -> Path:
+    return make_fixture_set(root, n=n, offsets=TEST_OFFSETS, **kw)
+
+
+def render_python_or_none() -> Path | None:
+    """The render interpreter if present (GET3D_RENDER_PYTHON or <repo>/.venv-render/bin/python)."""
+    import os
+    import shutil
+
+    repo = Path(__file__).resolve().parents[2]
+    p = Path(os.environ.get("GET3D_RENDER_PYTHON", str(repo / ".venv-render" / "bin" / "python")))
+    return p if (p.exists() or shutil.which(str(p))) else None
