@@ -268,20 +268,19 @@ class GET3DGenerator(nn.Module):
                   device=device)
         self.mapping_tex = MappingNetwork(z_dim, w_dim, self.num_ws, **kw)
         self.mapping_geo = MappingNetwork(z_dim, w_dim, self.num_ws, **kw)
+        # a backend name ('auto' | 'torch' | 'nvdiffrast') or a RasterBackend object; names are resolved (and
+        # grids built) through get3d.nn.surface's module caches, so copies of G (EMA) share them
         self.raster_backend = raster_backend
-        self._grid = None  # iso-surface grid, built lazily on the device of first use
 
     # -- components -----------------------------------------------------------------------------------
     def grid(self, device):
         from get3d.nn import surface
-        if self._grid is None or self._grid.device != torch.device(device):
-            self._grid = surface.make_grid(self.iso_surface, self.tet_res, self.dmtet_scale, device)
-        return self._grid
+        return surface.make_grid(self.iso_surface, self.tet_res, self.dmtet_scale, device)
 
     def backend(self, device):
         if self.raster_backend is None or isinstance(self.raster_backend, str):
             from get3d.nn import surface
-            self.raster_backend = surface.make_raster_backend(self.raster_backend, device)
+            return surface.make_raster_backend(self.raster_backend, device)
         return self.raster_backend
 
     # -- mapping --------------------------------------------------------------------------------------
@@ -307,18 +306,13 @@ class GET3DGenerator(nn.Module):
         verts = grid.verts.unsqueeze(0).expand(batch, -1, -1)
         need_feats = self.backbone.cube_weights is not None
         out = self.backbone.query_geometry(state, verts, return_features=need_feats)
-        sdf, dfm = out[0], out[1]
-        delta = torch.tanh(dfm) / (self.tet_res * self.deformation_multiplier)
-        verts_def = verts + delta
-        sdf, guard_loss = surface.empty_shape_guard(sdf, grid)
-        reg = surface.sdf_reg_loss(sdf, grid)
         weights = None
         if need_feats:
-            weights = surface.cube_features(out[2], grid)  # [B, cubes, 8*C]
-            weights = self.backbone.cube_weights(weights, state["w_geo"])
-        meshes = surface.extract(self.iso_surface, verts_def, sdf, grid, weights)
-        return {"sdf": sdf, "deformation": delta, "verts": verts_def, "meshes": meshes,
-                "sdf_reg_loss": reg, "empty_shape_loss": guard_loss}
+            weights = self.backbone.cube_weights(surface.cube_features(out[2], grid), state["w_geo"])
+        res = surface.extract_surface(self.iso_surface, grid, out[0], out[1], self.tet_res,
+                                      self.deformation_multiplier, weights)
+        res["deformation"] = res["verts"] - verts
+        return res
 
     # -- forward --------------------------------------------------------------------------------------
     def synthesize(self, ws_tex: torch.Tensor, ws_geo: torch.Tensor, camera: Any, noise_mode: str = "random",

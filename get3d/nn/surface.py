@@ -3,30 +3,45 @@
 
 Contract used by :class:`get3d.nn.generator.GET3DGenerator`:
 
-- ``make_grid(iso_surface, tet_res, scale, device)`` → object with ``verts`` [V, 3] (grid box ±0.5·scale)
-  and ``device``; whatever else extraction / regularisers need rides along on the object.
-- ``empty_shape_guard(sdf [B, V], grid)`` → (sdf with empty / full samples fixed and detached, loss).
-- ``sdf_reg_loss(sdf, grid)`` → scalar (sign-flip BCE over crossing grid edges, mean over samples).
-- ``cube_features(feats [B, V, C], grid)`` → [B, cubes, 8·C] (FlexiCubes only).
-- ``extract(iso_surface, verts [B, V, 3], sdf [B, V], grid, cube_weights)`` → list of (verts, faces).
-- ``render(backend, meshes, mvp, resolution, texture_fn)`` → dict with ``mask`` [B,1,H,W], ``rgb`` [B,3,H,W].
+- ``make_grid(iso_surface, tet_res, scale, device)`` → grid with ``verts`` [V, 3] (box ±0.5·scale), ``edges``,
+  ``centre``, ``boundary`` (``get3d.geometry.tetgrid.TetGrid`` for DMTet); cached per (res, scale, device) at
+  module level, so deep copies of the generator (EMA) do not copy grids or raster contexts.
+- ``extract_surface(iso_surface, grid, sdf, deformation, tet_res, multiplier, cube_weights)`` → deformed grid,
+  empty-shape guard, SDF regulariser and marching tets in one call (``get3d.geometry.dmtet.dmtet_extract``).
+- ``render(backend, meshes, mvp, resolution, texture_fn)`` → ``get3d.raster.render.render_meshes`` dict.
+
+SDF convention: DMTet, sdf > 0 inside (raw network output).
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 
+_GRIDS: dict = {}
+_BACKENDS: dict = {}
 
-def _geometry():
-    try:
-        import get3d.geometry as geometry
-    except ImportError as exc:  # pragma: no cover - only while the geometry package is missing
-        raise RuntimeError(f"get3d.geometry is needed for mesh extraction but does not import ({exc})") from exc
-    return geometry
 
+def _geometry_fn(name: str):
+    for mod in ("get3d.geometry.dmtet", "get3d.geometry"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        fn = getattr(m, name, None)
+        if callable(fn):
+            return fn
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- rendering
 
 def make_raster_backend(name: str | None, device):
-    from get3d.raster import get_backend
-    return get_backend(name or "auto", device)
+    key = (name or "auto", str(torch.device(device)))
+    if key not in _BACKENDS:
+        from get3d.raster import get_backend
+        _BACKENDS[key] = get_backend(key[0], device)
+    return _BACKENDS[key]
 
 
 def render(backend, meshes, mvp: torch.Tensor, resolution: int, texture_fn) -> dict:
@@ -34,21 +49,45 @@ def render(backend, meshes, mvp: torch.Tensor, resolution: int, texture_fn) -> d
     return render_meshes(backend, meshes, mvp, resolution, texture_fn)
 
 
+# ---------------------------------------------------------------------------------------------- grids
+
 def make_grid(iso_surface: str, tet_res: int, scale: float, device):
-    raise NotImplementedError("filled in when get3d.geometry lands")
-
-
-def empty_shape_guard(sdf: torch.Tensor, grid):
-    raise NotImplementedError
-
-
-def sdf_reg_loss(sdf: torch.Tensor, grid) -> torch.Tensor:
-    raise NotImplementedError
+    if iso_surface != "dmtet":
+        fn = _geometry_fn("make_flexicubes_grid")
+        if fn is None:
+            raise NotImplementedError("iso_surface 'flexicubes' needs get3d.geometry's FlexiCubes (not available yet)")
+        return fn(tet_res, scale, device)
+    key = (iso_surface, int(tet_res), float(scale), str(torch.device(device)))
+    if key not in _GRIDS:
+        from get3d.geometry.tetgrid import load_tet_grid
+        _GRIDS[key] = load_tet_grid(tet_res, scale, device=device)
+    return _GRIDS[key]
 
 
 def cube_features(feats: torch.Tensor, grid) -> torch.Tensor:
-    raise NotImplementedError
+    """[B, V, C] per-vertex features → [B, cubes, 8·C] per-cube corner features (FlexiCubes)."""
+    corners = getattr(grid, "cube_corners", None)
+    if corners is None:
+        raise NotImplementedError("FlexiCubes grid does not expose cube_corners")
+    b, _, c = feats.shape
+    return feats[:, corners.reshape(-1)].reshape(b, corners.shape[0], 8 * c)
 
 
-def extract(iso_surface: str, verts: torch.Tensor, sdf: torch.Tensor, grid, cube_weights=None):
-    raise NotImplementedError
+# ---------------------------------------------------------------------------------------------- extraction
+
+def extract_surface(iso_surface: str, grid, sdf: torch.Tensor, deformation: torch.Tensor, tet_res: int,
+                    multiplier: float, cube_weights: torch.Tensor | None = None) -> dict:
+    """Raw network SDF [B, V] and deformation [B, V, 3] → dict(meshes, verts (deformed grid), sdf (guarded),
+    sdf_reg_loss (scalar, unweighted), empty_shape_loss (scalar, mean over the batch))."""
+    if iso_surface == "flexicubes":
+        fn = _geometry_fn("flexicubes_extract")
+        if fn is None:
+            raise NotImplementedError("iso_surface 'flexicubes' needs get3d.geometry's FlexiCubes (not available yet)")
+        out = fn(grid, sdf, deformation, multiplier=multiplier, weights=cube_weights)
+    else:
+        from get3d.geometry.dmtet import dmtet_extract
+        if grid.res != tet_res:
+            raise ValueError(f"tet grid resolution {grid.res} does not match the generator's tet_res {tet_res}")
+        out = dmtet_extract(grid, sdf, deformation, multiplier=multiplier, guard=True)
+    return {"meshes": out["meshes"], "verts": out["verts"], "sdf": out["sdf"], "sdf_reg_loss": out["sdf_reg"],
+            "empty_shape_loss": out["empty_loss"].mean()}
