@@ -608,6 +608,8 @@ def assemble(out_h5: Path, man: Manifest, ok: list, done: dict, failures: dict, 
             str_t = h5py.string_dtype("utf-8")
             f.create_dataset("object_ids", data=np.array([r["item"].id for r in ok], dtype=object), dtype=str_t,
                              track_times=False)
+            f.create_dataset("object_synset", data=np.array([r["item"].synset or man.synset for r in ok],
+                                                            dtype=object), dtype=str_t, track_times=False)
             f.create_dataset("object_split", data=np.array([r["item"].split for r in ok], dtype=object),
                              dtype=str_t, track_times=False)
             g = f.create_group("splits", track_order=True)

@@ -132,3 +132,36 @@ def render_python_or_none() -> Path | None:
     repo = Path(__file__).resolve().parents[2]
     p = Path(os.environ.get("GET3D_RENDER_PYTHON", str(repo / ".venv-render" / "bin" / "python")))
     return p if (p.exists() or shutil.which(str(p))) else None
+
+
+def synthetic_dataset(root: Path, n_objects: int = 4, views: int = 3, resolution: int = 32, seed: int = 0) -> Path:
+    """A render-stage HDF5 (same writer, same layout) filled with synthetic discs instead of Blender renders.
+
+    For testing readers without the render environment.  Returns the HDF5 path.
+    """
+    from .stage import ObjectSpec, Manifest, assemble, object_cameras
+
+    root = Path(root)
+    (root / "objects").mkdir(parents=True, exist_ok=True)
+    cfg = small_cfg(resolution=resolution, views_per_object=views, seed=seed)
+    rng = np.random.default_rng(seed)
+    records, done = [], {}
+    yy, xx = np.mgrid[0:resolution, 0:resolution] + 0.5
+    for k in range(n_objects):
+        oid = f"syn{k:03d}"
+        item = ObjectSpec(id=oid, synset="03001627", mesh=root / "none.obj", mesh_rel="none.obj", scale=1.0,
+                          translation=(0.0, 0.0, 0.0), split=("train", "train", "val", "test")[k % 4], sha256="")
+        rgba = rng.integers(0, 256, size=(views, resolution, resolution, 4), dtype=np.uint8)
+        for v in range(views):
+            cx, cy, r = rng.uniform(0.3, 0.7) * resolution, rng.uniform(0.3, 0.7) * resolution, resolution / 4
+            inside = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+            rgba[v, ..., 3] = np.where(inside, 255, 0)
+        npz = root / "objects" / f"{oid}.npz"
+        np.savez(npz, rgba=rgba, key=np.array("synthetic"))
+        done[oid] = npz
+        records.append({"item": item, "cams": object_cameras(cfg, oid), "key": "synthetic", "stem": oid})
+    man = Manifest(path=root / "manifest.json", source="synthetic", category="chair", synset="03001627",
+                   items=[r["item"] for r in records])
+    out = root / "synthetic.h5"
+    assemble(out, man, records, done, {}, records, cfg)
+    return out

@@ -1,0 +1,122 @@
+"""Training dataset over the render stage's HDF5 file (see docs/rendering.md for its layout).
+
+Each item is one rendered view::
+
+    image   float32 [3, H, W] in [-1, 1]: RGB x (alpha > 0) on black (area-downsampled when resized)
+    mask    float32 [1, H, W] in [0, 1]:  alpha > 0 (area-downsampled -> coverage, or binarised)
+    camera  float32 [2]:  (azimuth, polar) radians, get3d.cameras conventions
+    c2w     float32 [4, 4] camera-to-world, +y-up world, OpenGL camera
+    object_index int64: index into ``dataset.object_ids``
+
+The HDF5 file is opened lazily in each process (h5py handles cannot be pickled) and the handle is dropped
+when the dataset is pickled for DataLoader workers.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SPLITS = ("train", "val", "test")
+
+
+def _strs(a) -> list[str]:
+    return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in a]
+
+
+class RenderedViews(torch.utils.data.Dataset):
+    def __init__(self, path, resolution: int | None = None, split: str | Iterable[str] | None = "train",
+                 mask_mode: str = "soft"):
+        import h5py
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: rendered dataset not found (run the render stage)")
+        if mask_mode not in ("soft", "binary"):
+            raise ValueError(f"mask_mode: {mask_mode!r} is not one of soft|binary")
+        splits = SPLITS if split is None else ((split,) if isinstance(split, str) else tuple(split))
+        for s in splits:
+            if s not in SPLITS:
+                raise ValueError(f"split: {s!r} is not one of {list(SPLITS)}")
+        with h5py.File(self.path, "r") as f:
+            for key in ("images", "azimuth", "polar", "c2w", "object_index", "object_ids", "object_split"):
+                if key not in f:
+                    raise KeyError(f"{self.path}: missing dataset {key!r}; not a render-stage HDF5 file")
+            self.stored_resolution = int(f["images"].shape[1])
+            self.object_ids = _strs(f["object_ids"][:])
+            self.object_split = _strs(f["object_split"][:])
+            obj_index = f["object_index"][:].astype(np.int64)
+            self.views_per_object = int(f.attrs.get("views_per_object", 0))
+        keep = np.array([s in splits for s in self.object_split], dtype=bool)
+        self.indices = np.nonzero(keep[obj_index])[0] if len(obj_index) else np.zeros(0, np.int64)
+        self.object_index = obj_index
+        self.resolution = int(resolution or self.stored_resolution)
+        if self.resolution < 1:
+            raise ValueError(f"resolution: {resolution!r} must be positive")
+        self.mask_mode = mask_mode
+        self.splits = splits
+        self._h5 = None
+        self._pid = None
+
+    # -- lazy per-process handle -------------------------------------------------------------------
+    def _file(self):
+        if self._h5 is None or self._pid != os.getpid():
+            import h5py
+
+            self._h5 = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._h5
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_h5"] = None
+        state["_pid"] = None
+        return state
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    # -- items -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        j = int(self.indices[i])
+        f = self._file()
+        rgba = torch.from_numpy(np.ascontiguousarray(f["images"][j]))  # [H, W, 4] uint8
+        mask = (rgba[..., 3:4] > 0).permute(2, 0, 1).float()  # [1, H, W]
+        rgb = rgba[..., :3].permute(2, 0, 1).float().div_(255.0) * mask  # on black
+        if self.resolution != self.stored_resolution:
+            x = torch.cat([rgb, mask], 0)[None]
+            if self.resolution < self.stored_resolution:
+                x = F.interpolate(x, size=(self.resolution, self.resolution), mode="area")
+            else:
+                x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+            rgb, mask = x[0, :3], x[0, 3:].clamp_(0.0, 1.0)
+        if self.mask_mode == "binary":
+            mask = (mask > 0.5).float()
+        camera = torch.tensor([f["azimuth"][j], f["polar"][j]], dtype=torch.float32)
+        return {"image": rgb.mul_(2.0).sub_(1.0), "mask": mask, "camera": camera,
+                "c2w": torch.from_numpy(f["c2w"][j].astype(np.float32)),
+                "object_index": int(self.object_index[j])}
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """One intra-op thread per DataLoader worker (no oversubscription); the handle opens lazily."""
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: RenderedViews, batch_size: int, shuffle: bool = True, num_workers: int = 2,
+                seed: int = 0, drop_last: bool = True, **kw) -> torch.utils.data.DataLoader:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
+        worker_init_fn=worker_init_fn if num_workers > 0 else None, generator=g,
+        persistent_workers=num_workers > 0, **kw)
