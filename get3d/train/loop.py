@@ -166,7 +166,7 @@ def _resolve_backend(cfg: TrainConfig, cfg_model, device: torch.device) -> str:
 
 def train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks | None = None) -> dict:
     """Train (or resume) one run. Returns ``{"status", "cur_nimg", "kimg", "state", "network", "run_dir"}``."""
-    from get3d.train import models  # imports get3d.nn lazily (keeps `--help` and config parsing light)
+    from get3d.train import models
 
     hooks = hooks or Hooks()
     cfg = cfg_train
@@ -180,7 +180,8 @@ def train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks
     # ---- networks (identical init on every rank: same seed; rank 0's weights broadcast anyway)
     backend = _resolve_backend(cfg, cfg_model, device)
     _seed_everything(derive_seed(cfg.seed, 0xB1D))
-    nets = models.build_networks(cfg_model, device=device, backend=backend)
+    nets = models.build_networks(cfg_model, device=device, backend=backend,
+                                 prior=models.camera_prior(cfg_model, dataset_path))
     for m in (nets.G, nets.D_rgb, nets.D_mask):
         dist_util.broadcast_module_params(m, world)
     G_ema = make_ema(nets.G)

@@ -81,6 +81,31 @@ class Networks:
                  generator=gen, update_w_avg=update_w_avg, noise_mode=noise_mode)
 
 
+def _render_attrs(path) -> dict:
+    """Camera settings the dataset was rendered with (HDF5 attrs written by get3d.render), or {}."""
+    try:
+        import json
+
+        import h5py
+        with h5py.File(path, "r") as f:
+            cfg = json.loads(f.attrs["config"]) if "config" in f.attrs else {}
+            for k in ("radius", "fovy_deg"):
+                if k in f.attrs:
+                    cfg.setdefault(k, float(f.attrs[k]))
+            return cfg
+    except Exception:  # noqa: BLE001 - not an HDF5 of ours: fall back to the model / default prior
+        return {}
+
+
+def camera_prior(cfg_model, dataset_path=None) -> cameras.CameraPrior:
+    """Prior for fake cameras: the one the dataset was rendered with, else model hints, else GET3D's default."""
+    r = _render_attrs(dataset_path) if dataset_path is not None else {}
+    if "elevation_min_deg" in r and "elevation_max_deg" in r:
+        return cameras.CameraPrior(float(r["elevation_min_deg"]), float(r["elevation_max_deg"]),
+                                   float(r.get("radius", cameras.RADIUS)), float(r.get("fovy_deg", cameras.FOVY_DEG)))
+    return _camera_prior(cfg_model)
+
+
 def _camera_prior(cfg_model) -> cameras.CameraPrior:
     lo = getattr(cfg_model, "elevation_min_deg", None)
     hi = getattr(cfg_model, "elevation_max_deg", None)
@@ -99,7 +124,8 @@ def _camera_prior(cfg_model) -> cameras.CameraPrior:
     return cameras.CameraPrior(**kw)
 
 
-def build_networks(cfg_model, device: torch.device, backend: str | None) -> Networks:
+def build_networks(cfg_model, device: torch.device, backend: str | None,
+                   prior: cameras.CameraPrior | None = None) -> Networks:
     """``backend`` (train.backend when not 'auto') overrides the model's ``raster_backend``."""
     if backend and hasattr(cfg_model, "raster_backend") and cfg_model.raster_backend != backend:
         import dataclasses
@@ -113,14 +139,56 @@ def build_networks(cfg_model, device: torch.device, backend: str | None) -> Netw
     else:
         D_rgb, D_mask = Ds.rgb, Ds.mask
     G, D_rgb, D_mask = (m.to(device).train() for m in (G, D_rgb, D_mask))
-    return Networks(G, D_rgb, D_mask, _camera_prior(cfg_model))
+    return Networks(G, D_rgb, D_mask, prior or _camera_prior(cfg_model))
 
 
 # ---------------------------------------------------------------- data
 
+class H5Views(torch.utils.data.Dataset):
+    """Minimal reader of the render stage's HDF5 (images [N,R,R,4] uint8, masks, azimuth, polar, c2w).
+
+    Fallback only, used while ``get3d.data.dataset`` is not importable; same item dict as that class.
+    The file is opened lazily per process (h5py handles do not survive pickling into workers).
+    """
+
+    def __init__(self, path: str):
+        import h5py
+        self.path = str(path)
+        with h5py.File(self.path, "r") as f:
+            for key in ("images", "azimuth", "polar", "c2w"):
+                if key not in f:
+                    raise ValueError(f"dataset {self.path}: missing HDF5 dataset {key!r}")
+            self.n = int(f["images"].shape[0])
+        self._f = None
+
+    def __len__(self):
+        return self.n
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_f"] = None
+        return d
+
+    def __getitem__(self, i: int) -> dict:
+        import h5py
+        import numpy as np
+        if self._f is None:
+            self._f = h5py.File(self.path, "r")
+        f = self._f
+        rgba = torch.from_numpy(np.asarray(f["images"][i])).permute(2, 0, 1).float() / 255.0
+        mask = (rgba[3:4] > 0).float()
+        image = (rgba[:3] * mask) * 2 - 1
+        cam = torch.tensor([float(f["azimuth"][i]), float(f["polar"][i])], dtype=torch.float32)
+        return {"image": image, "mask": mask, "camera": cam,
+                "c2w": torch.from_numpy(np.asarray(f["c2w"][i], dtype=np.float32)), "index": i}
+
+
 def open_dataset(path: Path, cfg_model=None):
-    cls = _import_attr(["get3d.data.dataset:MultiViewDataset", "get3d.data.dataset:GET3DDataset",
-                        "get3d.data.dataset:HDF5Dataset", "get3d.data.dataset:Dataset", "get3d.data:Dataset"])
+    try:
+        cls = _import_attr(["get3d.data.dataset:MultiViewDataset", "get3d.data.dataset:GET3DDataset",
+                            "get3d.data.dataset:HDF5Dataset", "get3d.data.dataset:Dataset", "get3d.data:Dataset"])
+    except ImportError:
+        cls = H5Views
     res = getattr(cfg_model, "img_resolution", None) if cfg_model is not None else None
     import inspect
     params = inspect.signature(cls).parameters
@@ -144,6 +212,13 @@ def dataset_digest(path: Path) -> dict:
             continue
         h = fn(path)
         return h if isinstance(h, dict) else {"path": str(path), "sha256": str(h)}
+    try:
+        import h5py
+        with h5py.File(path, "r") as f:
+            if "dataset_hash" in f.attrs:
+                return {"path": str(path), "sha256": str(f.attrs["dataset_hash"]), "kind": "render-stage content hash"}
+    except Exception:  # noqa: BLE001 - not HDF5: hash the bytes
+        pass
     from get3d.train.rundir import dataset_hash
     return dataset_hash(path)
 
