@@ -139,6 +139,8 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--variants", default="unified,separate")
     ap.add_argument("--mode", choices=("auto", "full", "fields"), default="auto")
+    ap.add_argument("--backend", choices=("auto", "torch", "nvdiffrast"), default="auto",
+                    help="raster backend (auto: nvdiffrast on CUDA when importable)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -154,10 +156,12 @@ def main(argv=None):
     results = []
     for g in args.variants.split(","):
         cfg = small_config(generator=g) if args.small else ModelConfig(generator=g)
+        cfg = cfg.with_overrides(raster_backend=args.backend)
         res = bench_variant(cfg, args.batch, device, args.warmup, args.iters, mode)
         results.append(res)
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\nGET3D networks on {dev_name}, torch {torch.__version__}, batch {args.batch}, mode {mode}, "
+          f"raster {args.backend}, "
           f"{'small' if args.small else 'paper'} config")
     print(f"{'generator':<10} {'pass':<22} {'median ms':>10} {'min ms':>9} {'peak GiB':>9}")
     for r in results:
