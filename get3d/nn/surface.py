@@ -52,23 +52,20 @@ def render(backend, meshes, mvp: torch.Tensor, resolution: int, texture_fn) -> d
 # ---------------------------------------------------------------------------------------------- grids
 
 def make_grid(iso_surface: str, tet_res: int, scale: float, device):
-    if iso_surface != "dmtet":
-        fn = _geometry_fn("make_flexicubes_grid")
-        if fn is None:
-            raise NotImplementedError("iso_surface 'flexicubes' needs get3d.geometry's FlexiCubes (not available yet)")
-        return fn(tet_res, scale, device)
     key = (iso_surface, int(tet_res), float(scale), str(torch.device(device)))
     if key not in _GRIDS:
-        from get3d.geometry.tetgrid import load_tet_grid
-        _GRIDS[key] = load_tet_grid(tet_res, scale, device=device)
+        if iso_surface == "flexicubes":
+            from get3d.geometry.flexicubes import make_cube_grid
+            _GRIDS[key] = make_cube_grid(tet_res, scale, device=device)
+        else:
+            from get3d.geometry.tetgrid import load_tet_grid
+            _GRIDS[key] = load_tet_grid(tet_res, scale, device=device)
     return _GRIDS[key]
 
 
 def cube_features(feats: torch.Tensor, grid) -> torch.Tensor:
     """[B, V, C] per-vertex features → [B, cubes, 8·C] per-cube corner features (FlexiCubes)."""
-    corners = getattr(grid, "cube_corners", None)
-    if corners is None:
-        raise NotImplementedError("FlexiCubes grid does not expose cube_corners")
+    corners = grid.cubes  # [n³, 8] vertex ids (corner c = dx + 2dy + 4dz)
     b, _, c = feats.shape
     return feats[:, corners.reshape(-1)].reshape(b, corners.shape[0], 8 * c)
 
@@ -80,14 +77,19 @@ def extract_surface(iso_surface: str, grid, sdf: torch.Tensor, deformation: torc
     """Raw network SDF [B, V] and deformation [B, V, 3] → dict(meshes, verts (deformed grid), sdf (guarded),
     sdf_reg_loss (scalar, unweighted), empty_shape_loss (scalar, mean over the batch))."""
     if iso_surface == "flexicubes":
-        fn = _geometry_fn("flexicubes_extract")
-        if fn is None:
-            raise NotImplementedError("iso_surface 'flexicubes' needs get3d.geometry's FlexiCubes (not available yet)")
-        out = fn(grid, sdf, deformation, multiplier=multiplier, weights=cube_weights)
+        # FlexiCubes' convention is sdf < 0 inside; the raw network output is used as that field directly (as
+        # in the public code), with Δv = tanh(x)/(2n) fixed by get3d.geometry.flexicubes.  No empty-shape guard.
+        from get3d.geometry.flexicubes import flexicubes_extract
+        out = flexicubes_extract(grid, sdf, deformation, weights=cube_weights)
+        out.setdefault("empty_loss", sdf.new_zeros(sdf.shape[0]))
+        out["sdf"] = sdf
     else:
         from get3d.geometry.dmtet import dmtet_extract
         if grid.res != tet_res:
             raise ValueError(f"tet grid resolution {grid.res} does not match the generator's tet_res {tet_res}")
         out = dmtet_extract(grid, sdf, deformation, multiplier=multiplier, guard=True)
-    return {"meshes": out["meshes"], "verts": out["verts"], "sdf": out["sdf"], "sdf_reg_loss": out["sdf_reg"],
-            "empty_shape_loss": out["empty_loss"].mean()}
+    res = {"meshes": out["meshes"], "verts": out["verts"], "sdf": out["sdf"], "sdf_reg_loss": out["sdf_reg"],
+           "empty_shape_loss": out["empty_loss"].mean()}
+    if "dev_loss" in out:
+        res["flexicubes_dev_loss"] = out["dev_loss"]
+    return res

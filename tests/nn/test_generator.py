@@ -142,3 +142,12 @@ def test_config_validation_errors():
     with pytest.raises(ConfigError, match="triplane_channels"):
         parse_section(ModelConfig, {"triplane_channels": [1, 2]}, "model")
     assert ModelConfig(iso_surface="flexicubes").resolved_deformation_multiplier == 2.0
+
+
+def test_flexicubes_generator_runs_and_backprops():
+    cfg, G = _gen(iso_surface="flexicubes", tet_res=6)
+    zt, zg = _z(cfg, 8)
+    out = G(zt, zg, CAM)
+    assert out["img"].shape == (2, 4, cfg.img_resolution, cfg.img_resolution)
+    (out["img"].mean() + out["sdf_reg_loss"]).backward()
+    assert _grad_norm(G, "backbone.sdf") > 0
