@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from get3d.geometry import dmtet_extract, load_tet_grid  # noqa: E402
-from get3d.raster import TorchRasterBackend, get_backend  # noqa: E402
-from get3d.raster.agreement import compare_backends, random_scene  # noqa: E402
+from get3d.geometry import dmtet_extract, load_tet_grid
+from get3d.raster import TorchRasterBackend, get_backend
+from get3d.raster.agreement import compare_backends, random_scene
 
 
 def _sync(dev):

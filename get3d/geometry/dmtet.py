@@ -107,7 +107,6 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) ->
         raise ValueError(f"marching_tets: verts {tuple(verts.shape)} does not match sdf {tuple(sdf.shape)}")
     dev = sdf.device
     tets = tets.to(dev).long()
-    t_count = tets.shape[0]
     with torch.no_grad():
         occ = sdf > 0                                                    # [B,V]
         occ_t = occ[:, tets]                                             # [B,T,4]

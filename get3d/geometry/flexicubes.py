@@ -30,7 +30,7 @@ import torch
 
 from .dmtet import sdf_reg_loss
 
-CUBE_EDGES = tuple((a, b) for a in range(8) for b in range(8) if a < b and bin(a ^ b).count("1") == 1)  # 12
+CUBE_EDGES = tuple((a, b) for a in range(8) for b in range(8) if a < b and (a ^ b).bit_count() == 1)  # 12
 NUM_WEIGHTS = 21
 
 

@@ -47,7 +47,7 @@ class TetGrid:
     res: int
     scale: float
 
-    def to(self, device) -> "TetGrid":
+    def to(self, device) -> TetGrid:
         return TetGrid(self.verts.to(device), self.tets.to(device), self.edges.to(device), self.centre,
                        self.boundary.to(device), self.res, self.scale)
 
@@ -107,7 +107,7 @@ def _load_npz(path: Path, res: int) -> dict | None:
         if d["tets"].ndim != 2 or d["tets"].shape[1] != 4 or d["tets"].max() >= d["verts"].shape[0]:
             raise ValueError("bad tets array")
         return d
-    except Exception as exc:  # corrupt / truncated / foreign file
+    except Exception as exc:  # noqa: BLE001 - corrupt / truncated / foreign file
         warnings.warn(f"tet grid cache {path} is unreadable ({exc}); rebuilding it")
         return None
 

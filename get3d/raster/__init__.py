@@ -8,12 +8,18 @@ from __future__ import annotations
 import torch
 
 from .base import RasterBackend
+from .render import ortho_projection, ortho_view_mvp, render_meshes
 from .torch_backend import TorchRasterBackend
 
-from .render import ortho_projection, ortho_view_mvp, render_meshes  # noqa: E402
-
-__all__ = ["RasterBackend", "TorchRasterBackend", "get_backend", "nvdiffrast_available", "render_meshes",
-           "ortho_projection", "ortho_view_mvp"]
+__all__ = [
+    "RasterBackend",
+    "TorchRasterBackend",
+    "get_backend",
+    "nvdiffrast_available",
+    "ortho_projection",
+    "ortho_view_mvp",
+    "render_meshes",
+]
 
 
 def nvdiffrast_available() -> bool:

@@ -29,7 +29,7 @@ Conventions (identical to nvdiffrast's, so CPU tests exercise what the GPU runs)
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ from .base import RasterBackend, check_inputs
 
 def _plugin_name(dr_module) -> str:
     import nvdiffrast
-    name = "nvdiffrast_plugin_%s_torch%s" % (nvdiffrast.__version__, torch.__version__)
+    name = f"nvdiffrast_plugin_{nvdiffrast.__version__}_torch{torch.__version__}"
     return re.sub(r"\W|^(?=\d)", "_", name)
 
 
@@ -37,7 +37,7 @@ def import_nvdiffrast():
         build_dir = cpp_extension._get_build_directory(_plugin_name(dr), False)
         if build_dir not in sys.path:
             sys.path.insert(0, build_dir)
-    except Exception as exc:  # pragma: no cover - only on exotic torch versions
+    except Exception as exc:  # noqa: BLE001 - only on exotic torch versions
         import warnings
         warnings.warn(f"nvdiffrast: could not add the plugin build folder to sys.path ({exc})")
     return dr

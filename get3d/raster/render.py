@@ -6,7 +6,7 @@ vertices are transformed by its own camera, and image ``b`` rasterizes only mesh
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

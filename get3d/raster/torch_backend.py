@@ -27,7 +27,7 @@ discontinuity pixel pairs; the blend weight is an autograd expression of the sil
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -1,5 +1,4 @@
 import math
-import os
 import warnings
 
 import numpy as np
@@ -7,9 +6,19 @@ import pytest
 import torch
 
 from get3d import cameras
-from get3d.geometry import (dmtet_extract, empty_shape_guard, euler_characteristic, flexicubes_extract,
-                            is_watertight, load_tet_grid, make_cube_grid, marching_tets, mesh_area, sdf_reg_loss,
-                            signed_volume)
+from get3d.geometry import (
+    dmtet_extract,
+    empty_shape_guard,
+    euler_characteristic,
+    flexicubes_extract,
+    is_watertight,
+    load_tet_grid,
+    make_cube_grid,
+    marching_tets,
+    mesh_area,
+    sdf_reg_loss,
+    signed_volume,
+)
 from get3d.geometry.tetgrid import build_tet_grid_arrays
 from get3d.raster import TorchRasterBackend, render_meshes
 

@@ -8,8 +8,8 @@ if not torch.cuda.is_available():
     pytest.skip("needs CUDA", allow_module_level=True)
 pytest.importorskip("nvdiffrast.torch")
 
-from get3d.raster import TorchRasterBackend, get_backend, render_meshes  # noqa: E402
-from get3d.raster.agreement import compare_backends, random_scene, uv_sphere  # noqa: E402
+from get3d.raster import TorchRasterBackend, get_backend, render_meshes
+from get3d.raster.agreement import compare_backends, random_scene, uv_sphere
 
 
 @pytest.fixture(scope="module")

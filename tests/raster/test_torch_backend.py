@@ -223,7 +223,6 @@ def test_render_cube_projects_where_cameras_say():
 
 
 def test_render_empty_and_mixed_batch():
-    v = torch.rand(10, 3) - 0.5
     empty = (torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long))
     c2w = cameras.camera_to_world(torch.tensor([0.0, 1.0]), torch.tensor([1.2, 1.0]))
     mvp = cameras.mvp_from_c2w(c2w)
