@@ -221,4 +221,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    code = main(sys.argv)
+    # Every result is already written (fsync + rename): skip Blender's slow interpreter teardown
+    # (~1 s; it is also where the exit-time segfault lives).  bproc_bootstrap's atexit fix covers
+    # callers that do exit normally.
+    bproc_bootstrap.hard_exit(code)

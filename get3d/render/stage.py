@@ -468,8 +468,9 @@ def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress:
 
     # Validate what is left; validation failures are recorded like render failures (and resumable).
     to_render = []
-    for r in pending:
-        bad = validate_object(r["item"], cfg)
+    with cf.ThreadPoolExecutor(max_workers=max(1, min(8, _cpu_count()))) as pool:
+        verdicts = list(pool.map(lambda r: validate_object(r["item"], cfg), pending))
+    for r, bad in zip(pending, verdicts):
         if bad is None:
             to_render.append(r)
             continue
