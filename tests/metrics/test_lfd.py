@@ -1,0 +1,87 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from get3d.metrics import lfd as L
+
+
+def _meshes():
+    import trimesh
+    from trimesh import creation
+    a = creation.cylinder(0.2, 1.0, sections=12)
+    rot = trimesh.transformations.rotation_matrix(0.7, [0.3, 1.0, 0.2])
+    a_rot = a.copy()
+    a_rot.apply_transform(rot)
+    b = creation.icosphere(1)
+    return [(a.vertices, a.faces), (a_rot.vertices, a_rot.faces), (b.vertices, b.faces)]
+
+
+@pytest.fixture(scope="module")
+def desc():
+    return L.mesh_descriptors(_meshes(), device="cpu")
+
+
+def test_alignment_table_is_rotation_group():
+    t = L.alignment_table()
+    assert t.shape == (60, 10) and len({tuple(r) for r in t.tolist()}) == 60
+    assert t[0].tolist() == list(range(10))
+    assert all(sorted(r) == list(range(10)) for r in t.tolist())
+
+
+def test_lfd_self_zero_symmetric_rotation(desc):
+    d = L.lfd_matrix(desc, desc, device="cpu")
+    assert torch.all(torch.diagonal(d) == 0)
+    assert torch.equal(d, d.T)
+    # a rotated copy of the cylinder is closer than a sphere
+    assert d[0, 1] < d[0, 2] and d[1, 0] < d[1, 2]
+
+
+def test_descriptor_shapes_and_ranges(desc):
+    assert desc.art.shape == (3, 10, 10, 35) and desc.fd.shape == (3, 10, 10, 10)
+    assert desc.cir.dtype == torch.uint8 and desc.ecc.shape == (3, 10, 10)
+
+
+def test_degenerate_meshes_defined():
+    with pytest.warns(RuntimeWarning):
+        d = L.mesh_descriptors([(np.zeros((0, 3)), np.zeros((0, 3), int)),
+                                (np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0.0]]), np.array([[0, 1, 2]]))])
+    assert torch.all(d.art[0] == 0)
+    m = L.lfd_matrix(d, d, device="cpu")
+    assert torch.isfinite(m).all() and m[0, 0] == 0 and m[1, 1] == 0
+
+
+def test_silhouette_descriptors_on_disc_and_square():
+    H = 256
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
+    disc = ((xx - 127.5) ** 2 + (yy - 127.5) ** 2) < 80 ** 2
+    sq = (xx > 60) & (xx < 190) & (yy > 60) & (yy < 190)
+    s = torch.stack([disc, sq])
+    cx, cy = L._centres(s)
+    assert L.eccentricity(s, cx, cy)[0] < 0.01
+    assert L.circularity(s)[0] > 0.85
+    fd = L.fourier_descriptors(s, cx, cy)
+    assert fd[0, 0] < 0.02  # a disc has a flat centroid-distance signal
+    art = L.art_coefficients(s, cx, cy, torch.tensor([80.0, 92.0], dtype=torch.float64))
+    assert art[0, 2:].max() < 0.05  # only p=0 terms survive for a centred disc
+
+
+REF = Path(os.environ.get("GET3D_LFD_REFERENCE", "/tmp/get3d_lfd_reference")) / "lfd" / "Executable"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REF / "3DAlignment").is_file(), reason="original LightField program not built "
+                    "(run scripts/lfd_reference/compare.py)")
+def test_against_original_program(tmp_path):
+    import shutil
+    import sys
+    if shutil.which("xvfb-run") is None:
+        pytest.skip("xvfb-run missing")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from scripts.lfd_reference.compare import main
+    res = main(["--work", str(REF.parents[1]), "--n", "4", "--json", str(tmp_path / "r.json")])
+    assert res["alignment_table_matches"] and res["cameras_match"]
+    assert res["summary"]["all"]["within_1_pct"] > 98.0
