@@ -165,10 +165,23 @@ def _resolve_backend(cfg: TrainConfig, cfg_model, device: torch.device) -> str:
 
 
 def train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks | None = None) -> dict:
-    """Train (or resume) one run. Returns ``{"status", "cur_nimg", "kimg", "state", "network", "run_dir"}``."""
+    """Train (or resume) one run. Returns ``{"status", "cur_nimg", "kimg", "step", "state", "network", "run_dir"}``.
+
+    Raises :class:`NonFiniteError` after ``max_nonfinite_steps`` consecutive non-finite losses and
+    :class:`~get3d.train.checkpoint.CheckpointError` when resume finds only corrupt training states.
+    """
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark)
+    try:
+        return _train(cfg_model, cfg_train, dataset_path, run_dir, hooks or Hooks())
+    finally:  # leave the process as found (matters when train() runs inside a larger program or a test)
+        torch.use_deterministic_algorithms(prev[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[1], prev[2]
+
+
+def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> dict:
     from get3d.train import models
 
-    hooks = hooks or Hooks()
     cfg = cfg_train
     world, device = dist_util.init(cfg.device, cfg.dist_timeout_s)
     _set_deterministic(cfg.deterministic)
@@ -344,6 +357,7 @@ def train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks
         log.info("training %s → %.3f kimg, batch %d (%d chunk(s) of %d on %d rank(s)), device %s, backend %s",
                  run.path, cfg.total_kimg, B, num_chunks, cfg.batch_per_gpu, world.world_size, device, backend)
     preview_z = None
+    snapshot_due = False
     try:
         while cur_nimg < total_nimg:
             reals = next_reals()
@@ -416,7 +430,11 @@ def train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks
                 t_tick = time.perf_counter()
                 tick_nimg_done = 0
             if snap_nimg > 0 and not done and cur_nimg // snap_nimg > (cur_nimg - B) // snap_nimg:
+                snapshot_due = True
+            if snapshot_due and not done and nonfinite_run == 0:
+                # Never snapshot in the middle of a non-finite streak: the newest state stays a healthy one.
                 write_snapshots()
+                snapshot_due = False
             abort = bool(hooks.should_abort()) if (world.is_main and hooks.should_abort) else False
             if dist_util.broadcast_flag(abort, world, device):
                 status = "aborted"
