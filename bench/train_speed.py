@@ -1,0 +1,152 @@
+"""Training speed of the real loop: s/kimg, img/s and peak memory, next to the public GET3D numbers.
+
+Runs :func:`get3d.train.loop.train` itself (all phases incl. lazy R1, EMA, data loading) on a synthetic
+dataset in the render stage's HDF5 layout, one tick per step; the first ``--warmup`` steps are dropped and
+GPU peak memory is reset after them ("steady" peak; the first-iteration peak is reported separately).
+
+    python bench/train_speed.py --profile paper                 # GPU: batch 4, 1024², tet 90, unified G
+    python bench/train_speed.py --device cpu --small            # CPU smoke (tiny config)
+    python bench/train_speed.py --profile paper --generator separate --precision bf16 --json out.json
+
+Public reference (the original code on one H100, car recipe: batch 4, 1024², tet 90, fp16 D):
+unified G 121.6 s/kimg, ~10.9 GiB steady peak; separate G 139.6 s/kimg, ~16.7 GiB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PUBLIC = {  # (s/kimg, steady peak GiB) of the public code on an H100, batch 4, 1024², tet 90
+    "unified": (121.6, 10.9),
+    "separate": (139.6, 16.7),
+}
+
+SMALL_MODEL = {
+    "z_dim": 16, "w_dim": 16, "mapping_layers": 2, "img_resolution": 32, "triplane_resolution": 16,
+    "triplane_channels": [16, 16, 8], "plane_channels": 4, "decoder_hidden": 8, "texture_features": 4,
+    "tet_res": 8, "d_channels": [8, 16, 16, 16], "d_mapping_layers": 1, "num_fp16_res": 0,
+    "channels_last": False, "raster_backend": "torch", "cmap_dim": 16,
+}
+
+
+def synthetic_dataset(path: Path, res: int, n: int = 16) -> Path:
+    import h5py
+
+    from get3d import cameras
+    rng = np.random.default_rng(0)
+    az, po = cameras.CameraPrior().sample_numpy(n, rng)
+    yy, xx = np.mgrid[0:res, 0:res] + 0.5
+    inside = ((xx - res / 2) ** 2 + (yy - res / 2) ** 2 < (0.3 * res) ** 2)
+    imgs = np.zeros((n, res, res, 4), np.uint8)
+    for i in range(n):
+        imgs[i][inside, :3] = rng.integers(0, 255, 3, dtype=np.uint8)
+        imgs[i][inside, 3] = 255
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=imgs, chunks=(1, res, res, 4))
+        f.create_dataset("azimuth", data=az.astype(np.float32))
+        f.create_dataset("polar", data=po.astype(np.float32))
+        f.create_dataset("c2w", data=cameras.camera_to_world(az, po).astype(np.float32))
+        f.attrs["dataset_hash"] = f"synthetic-{res}-{n}"
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", choices=("paper", "small"), default=None)
+    ap.add_argument("--small", action="store_true", help="same as --profile small")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument("--generator", choices=("unified", "separate"), default="unified")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--batch", type=int, default=None, help="global batch (paper: 4, small: 4)")
+    ap.add_argument("--batch-per-gpu", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (paper: 17 = one R1 cycle + 1)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (paper: 3, small: 1)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    profile = "small" if args.small else (args.profile or "paper")
+
+    from get3d.nn import ModelConfig
+    from get3d.schema import parse_section
+    from get3d.train.config import TrainConfig
+    from get3d.train.loop import Hooks, _parse_overrides, train
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = dict(SMALL_MODEL) if profile == "small" else {}
+    model["generator"] = args.generator
+    model.update(_parse_overrides(args.overrides)["model"])
+    cfg_model = parse_section(ModelConfig, model, "model")
+    batch = args.batch or 4
+    steps = args.steps or (17 if profile == "paper" else 4)
+    warmup = args.warmup if args.warmup is not None else (3 if profile == "paper" else 1)
+    total = warmup + steps
+    cfg_train = parse_section(TrainConfig, {
+        "total_kimg": total * batch / 1000, "batch_size": batch, "batch_per_gpu": args.batch_per_gpu or batch,
+        "kimg_per_tick": batch / 1000, "snapshot_kimg": 0, "image_snapshot_ticks": 0, "num_workers": 2,
+        "device": device, "precision": args.precision, "resume": "none", "seed": 0, "r1_gamma": 40.0,
+    }, "train")
+
+    ticks: list[dict] = []
+    first_peak = {}
+
+    def on_progress(rec):
+        ticks.append(rec)
+        if len(ticks) == warmup and device == "cuda":
+            first_peak["gib"] = torch.cuda.max_memory_allocated() / 2**30
+            torch.cuda.reset_peak_memory_stats()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = synthetic_dataset(Path(tmp) / "data.h5", cfg_model.img_resolution)
+        t0 = time.perf_counter()
+        train(cfg_model, cfg_train, data, Path(tmp) / "run", Hooks(on_progress=on_progress))
+        wall = time.perf_counter() - t0
+    timed = ticks[warmup:]
+    spk = [r["timing/sec_per_kimg"] for r in timed]
+    sec_per_kimg = sum(r["timing/sec_per_tick"] for r in timed) / (len(timed) * batch) * 1000
+    res = {
+        "profile": profile, "device": device, "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+        "generator": args.generator, "precision": args.precision, "batch": batch,
+        "img_resolution": cfg_model.img_resolution, "tet_res": cfg_model.tet_res, "timed_steps": len(timed),
+        "warmup_steps": warmup, "sec_per_kimg": sec_per_kimg, "sec_per_kimg_median_step": statistics.median(spk),
+        "img_per_sec": 1000.0 / sec_per_kimg, "sec_per_step": sec_per_kimg * batch / 1000,
+        "peak_mem_gib_steady": timed[-1].get("mem/gpu_peak_gib") if device == "cuda" else None,
+        "peak_mem_gib_first_steps": first_peak.get("gib"),
+        "host_rss_peak_gib": timed[-1]["mem/host_rss_peak_gib"], "wall_sec": wall,
+        "torch": torch.__version__,
+    }
+    pub = PUBLIC[args.generator]
+    rows = [("this code", f"{res['sec_per_kimg']:.1f}", f"{res['img_per_sec']:.2f}",
+             f"{res['peak_mem_gib_steady']:.2f}" if res["peak_mem_gib_steady"] is not None
+             else f"rss {res['host_rss_peak_gib']:.2f}",
+             f"{profile}, {device}{' ' + res['gpu'] if res['gpu'] else ''}, batch {batch}, "
+             f"{cfg_model.img_resolution}², tet {cfg_model.tet_res}, {args.generator} G, {args.precision}"),
+            ("public GET3D", f"{pub[0]:.1f}", f"{1000 / pub[0]:.2f}", f"{pub[1]:.1f}",
+             f"H100, batch 4, 1024², tet 90, {args.generator} G, fp16 D (measured, PLATFORM.md)")]
+    head = ("", "s/kimg", "img/s", "peak GiB", "setting")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
+    for r in [head] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    if profile != "paper":
+        print("(the small profile is not comparable with the public number; it checks that the bench runs)")
+    if res["peak_mem_gib_first_steps"] is not None:
+        print(f"first {warmup} step(s) peak: {res['peak_mem_gib_first_steps']:.2f} GiB")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
