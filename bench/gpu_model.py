@@ -57,7 +57,9 @@ def _measure(name, fn, timer, warmup, iters):
         t, m = timer(fn)
         ts.append(t)
         mems.append(m)
-    return {"pass": name, "ms_median": statistics.median(ts), "ms_min": min(ts), "peak_gib": max(mems)}
+    row = {"pass": name, "ms_median": statistics.median(ts), "ms_min": min(ts), "peak_gib": max(mems)}
+    print(f"  {name:<22} {row['ms_median']:>10.1f} ms  {row['peak_gib']:.2f} GiB", flush=True)
+    return row
 
 
 def geometry_available() -> bool:
