@@ -57,6 +57,11 @@ def synthetic_dataset(path: Path, res: int, n: int = 16) -> Path:
         f.create_dataset("azimuth", data=az.astype(np.float32))
         f.create_dataset("polar", data=po.astype(np.float32))
         f.create_dataset("c2w", data=cameras.camera_to_world(az, po).astype(np.float32))
+        f.create_dataset("object_index", data=np.arange(n, dtype=np.int32))
+        f.create_dataset("object_ids", data=np.array([f"obj{i}" for i in range(n)], dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("object_split", data=np.array(["train"] * n, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
         f.attrs["dataset_hash"] = f"synthetic-{res}-{n}"
     return path
 

@@ -20,7 +20,6 @@ run ends bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -29,9 +28,9 @@ import random
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -443,7 +442,7 @@ def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hook
                 break
         state_path, net_path = write_snapshots()
     finally:
-        del data_iter
+        data_iter = None  # shuts the loader workers down
     if world.is_main:
         log.info("%s at kimg %.3f; state %s, network %s", status, cur_nimg / 1000, state_path, net_path)
     return {"status": status, "cur_nimg": cur_nimg, "kimg": cur_nimg / 1000.0, "step": step,

@@ -5,10 +5,8 @@ Everything the loop needs from them goes through here, so an interface change to
 from __future__ import annotations
 
 import importlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -185,7 +183,7 @@ class H5Views(torch.utils.data.Dataset):
 
 def open_dataset(path: Path, cfg_model=None):
     try:
-        cls = _import_attr(["get3d.data.dataset:MultiViewDataset", "get3d.data.dataset:GET3DDataset",
+        cls = _import_attr(["get3d.data.dataset:RenderedViews", "get3d.data.dataset:MultiViewDataset", "get3d.data.dataset:GET3DDataset",
                             "get3d.data.dataset:HDF5Dataset", "get3d.data.dataset:Dataset", "get3d.data:Dataset"])
     except ImportError:
         cls = H5Views

@@ -1,7 +1,6 @@
 """torchrun with two CPU processes (gloo) == one process with the same global batch; dead rank → all exit."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -9,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import child_env, cli_args, load_state, run_cli
 
 from get3d.train.checkpoint import list_snapshots
-from train_helpers import child_env, cli_args, load_state, run_cli
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,9 +8,9 @@ import sys
 import time
 
 import torch
+from train_helpers import child_env, cli_args, load_state, run_cli
 
 from get3d.train.checkpoint import list_snapshots
-from train_helpers import child_env, cli_args, load_state, run_cli
 
 TOTAL_KIMG = 0.024  # 6 steps of batch 4
 

@@ -8,11 +8,11 @@ import math
 
 import pytest
 import torch
+from train_helpers import tiny_configs
 
 from get3d.train import checkpoint as ckpt
 from get3d.train import losses as losses_mod
 from get3d.train.loop import Hooks, NonFiniteError, train
-from train_helpers import tiny_configs
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,6 @@ def base_run(tiny_dataset, tmp_path_factory):
     seen = {"progress": [], "snap": []}
     hooks = Hooks(on_progress=seen["progress"].append, on_snapshot=lambda p, k: seen["snap"].append((p.name, k)))
     torch.manual_seed(0)
-    from get3d.nn import build_generator
     res = train(cm, ct, tiny_dataset, run_dir, hooks)
     return run_dir, res, seen, cm, ct
 

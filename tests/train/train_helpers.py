@@ -57,6 +57,10 @@ def write_tiny_dataset(path: Path, n_objects: int = 4, views: int = 4, res: int 
         f.create_dataset("polar", data=po.astype(np.float32))
         f.create_dataset("c2w", data=c2w)
         f.create_dataset("object_index", data=np.repeat(np.arange(n_objects, dtype=np.int32), views))
+        f.create_dataset("object_ids", data=np.array([f"obj{i}" for i in range(n_objects)], dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("object_split", data=np.array(["train"] * n_objects, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
         f.attrs.update({"resolution": res, "views_per_object": views, "radius": cameras.RADIUS,
                         "fovy_deg": cameras.FOVY_DEG, "dataset_hash": f"tiny-{seed}-{n_objects}-{views}",
                         "config": json.dumps({"elevation_min_deg": 0.0, "elevation_max_deg": 30.0,
