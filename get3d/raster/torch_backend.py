@@ -106,8 +106,16 @@ class TorchRasterBackend(RasterBackend):
         a1 = qx[:, 2] * qy[:, 0] - qy[:, 2] * qx[:, 0]
         a2 = qx[:, 0] * qy[:, 1] - qy[:, 0] * qx[:, 1]
         at = a0 + a1 + a2
-        u = a0 / at
-        v = a1 / at
+        # As nvdiffrast: the forward value is clamped to [0, 1] (pixels that the snapped coverage test accepts
+        # can lie a hair outside the float triangle), while the gradient is that of the unclamped barycentric
+        # with a small epsilon on the area (nvdiffrast's rasterize backward uses 1 / (at + 1e-6 sign(at))).
+        at_grad = at + torch.where(at >= 0, 1e-6, -1e-6)
+        u_grad, v_grad = a0 / at_grad, a1 / at_grad
+        with torch.no_grad():
+            u_fwd = (a0 / at).clamp(0.0, 1.0)
+            v_fwd = (a1 / at).clamp(0.0, 1.0)
+        u = u_grad + (u_fwd - u_grad).detach()
+        v = v_grad + (v_fwd - v_grad).detach()
         vals = torch.stack([u, v, best_z[pix].to(torch.float32), (tid[k] + 1).to(torch.float32)], 1)
         rast = rast.index_put((pix,), vals)
         return rast.reshape(b, h, w, 4)

@@ -48,7 +48,11 @@ def test_perspective_correct_barycentrics_and_depth():
     out = render_meshes(BK, [(v, f)], mvp, 64)
     rast = out["rast"]
     world = BK.interpolate(v, rast, out["tri"])[0]
-    ys, xs = torch.nonzero(rast[0, ..., 3] > 0, as_tuple=True)
+    # Barycentrics are clamped to [0, 1] like nvdiffrast's, so pixels accepted by the snapped coverage test but
+    # a hair outside the float triangle do not re-project exactly: check the strictly interior ones.
+    u, v_ = rast[0, ..., 0], rast[0, ..., 1]
+    inside = (rast[0, ..., 3] > 0) & (u > 0) & (v_ > 0) & (u + v_ < 1)
+    ys, xs = torch.nonzero(inside, as_tuple=True)
     assert ys.numel() > 50
     K = cameras.intrinsics(64)
     uv = cameras.project_points(world[ys, xs].double().numpy(), c2w[0].numpy(), K)
