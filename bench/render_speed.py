@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -24,10 +24,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from get3d.render.config import RenderConfig  # noqa: E402
-from get3d.render.stage import (load_manifest, object_cameras, render_dataset, render_python,  # noqa: E402
-                                _cpu_count)
-from get3d.render.testing import make_fixture_set  # noqa: E402
+from get3d.render.config import RenderConfig
+from get3d.render.stage import _cpu_count, load_manifest, object_cameras, render_dataset, render_python
+from get3d.render.testing import make_fixture_set
 
 BARE = r'''
 import json, sys, time
@@ -71,6 +70,13 @@ np.savez(sys.argv[3], **out)
 Y_UP_TO_Z_UP = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], float)
 
 
+def _cpu(children_only: bool = False) -> float:
+    """CPU seconds (user + sys) of finished children, plus this process's own unless children_only."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = 0.0 if children_only else time.process_time()
+    return ch.ru_utime + ch.ru_stime + own
+
+
 def run(args) -> list[dict]:
     rows = []
     py = render_python()
@@ -89,17 +95,19 @@ def run(args) -> list[dict]:
                                for it in items]}
             (tmp / "bare.json").write_text(json.dumps(job))
             (tmp / "bare.py").write_text(BARE)
-            t_pipe, t_bare = [], []
+            t_pipe, t_bare, c_pipe, c_bare = [], [], [], []
             for rep in range(args.repeat):  # interleaved; the minimum is reported (noisy shared machines)
-                t0 = time.perf_counter()
+                c0, t0 = _cpu(), time.perf_counter()
                 s = render_dataset(manifest, tmp / f"out{res}" / "d.h5", cfg, tmp / f"work{res}-{rep}",
                                    progress=False)
                 t_pipe.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
+                c_pipe.append(_cpu() - c0)
+                c0, t0 = _cpu(children_only=True), time.perf_counter()
                 subprocess.run([str(py), str(tmp / "bare.py"), str(tmp / "bare.json"),
                                 str(REPO / "get3d" / "render"), str(tmp / f"bare{res}.npz")],
                                check=True, capture_output=True, text=True, cwd=tmp)
                 t_bare.append(time.perf_counter() - t0)
+                c_bare.append(_cpu(children_only=True) - c0)
 
             import h5py
 
@@ -112,6 +120,8 @@ def run(args) -> list[dict]:
             tp, tb = min(t_pipe), min(t_bare)
             rows.append({"res": res, "views": n, "pipeline_s": tp, "bare_s": tb,
                          "pipeline_vps": n / tp, "bare_vps": n / tb, "overhead": tp / tb - 1,
+                         "pipeline_cpu_s": min(c_pipe), "bare_cpu_s": min(c_bare),
+                         "overhead_cpu": min(c_pipe) / min(c_bare) - 1,
                          "max_px_diff": diff, "mean_px_diff": mean_diff})
     return rows
 
@@ -128,11 +138,13 @@ def main(argv=None) -> int:
     rows = run(args)
     print(f"\nCycles {args.device.upper()}, {_cpu_count()} cores, {args.objects} objects x {args.views} views, {args.samples} samples, "
           f"1 Blender process each (start-up included), min of {args.repeat}\n")
-    print("| res | views | pipeline s | bare s | pipeline views/s | bare views/s | overhead | max / mean px diff |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| res | views | pipeline wall s | bare wall s | pipeline views/s | bare views/s | overhead (wall) "
+          "| pipeline CPU s | bare CPU s | overhead (CPU) | max / mean px diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['res']}² | {r['views']} | {r['pipeline_s']:.2f} | {r['bare_s']:.2f} | {r['pipeline_vps']:.2f} | "
-              f"{r['bare_vps']:.2f} | {100 * r['overhead']:+.1f}% | {r['max_px_diff']} / {r['mean_px_diff']:.3f} |")
+              f"{r['bare_vps']:.2f} | {100 * r['overhead']:+.1f}% | {r['pipeline_cpu_s']:.1f} | {r['bare_cpu_s']:.1f} "
+              f"| {100 * r['overhead_cpu']:+.1f}% | {r['max_px_diff']} / {r['mean_px_diff']:.3f} |")
     return 0
 
 

@@ -14,8 +14,8 @@ when the dataset is pickled for DataLoader workers.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch

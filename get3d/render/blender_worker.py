@@ -25,7 +25,7 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bproc_bootstrap  # noqa: E402
+import bproc_bootstrap
 
 EVENT_PREFIX = "@@GET3D "
 JOB_VERSION = 1
@@ -113,7 +113,7 @@ def import_mesh(bpy, path: str) -> list:
             raise ObjectFailure("unsupported_format", f"{path}: extension {ext!r} (use .obj, .ply, .glb, .gltf)")
     except ObjectFailure:
         raise
-    except Exception as exc:  # noqa: BLE001 - importer errors become a named failure
+    except Exception as exc:
         raise ObjectFailure("import_failed", f"{path}: {exc}") from exc
     new = [o for o in bpy.data.objects if o not in before]
     if not any(o.type == "MESH" and len(o.data.polygons) > 0 for o in new):
@@ -159,7 +159,7 @@ def render_object(bproc, bpy, s: dict, obj: dict) -> np.ndarray:
     add_lights(bproc, s, poses)
     try:
         data = bproc.renderer.render(verbose=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ObjectFailure("render_failed", str(exc)) from exc
     rgba = np.stack([np.asarray(c, dtype=np.uint8) for c in data["colors"]])
     res = int(s["resolution"])
@@ -185,6 +185,7 @@ def main(argv: list[str]) -> int:
     # Test hooks: a simulated crash (SIGKILL of this process after N objects) and a delay between objects.
     abort_after = int(os.environ.get("GET3D_RENDER_TEST_ABORT_AFTER", "0"))
     delay = float(os.environ.get("GET3D_RENDER_TEST_DELAY_S", "0"))
+    crash_on = os.environ.get("GET3D_RENDER_TEST_CRASH_ON", "")  # SIGKILL while rendering this object id
 
     t0 = time.perf_counter()
     bproc = bproc_bootstrap.load()
@@ -197,6 +198,8 @@ def main(argv: list[str]) -> int:
     for n, obj in enumerate(job["objects"]):
         stem = obj["stem"]
         emit("begin", id=obj["id"])
+        if crash_on and obj["id"] == crash_on:
+            os.kill(os.getpid(), 9)
         t = time.perf_counter()
         try:
             rgba = render_object(bproc, bpy, s, obj)
@@ -206,11 +209,11 @@ def main(argv: list[str]) -> int:
                 traceback.format_exception_only(type(exc), exc)).strip()
             record = {"id": obj["id"], "key": obj["key"], "reason": reason, "detail": detail}
             atomic_write_bytes(os.path.join(out_dir, stem + ".failed.json"),
-                               lambda f: f.write(json.dumps(record).encode()))
+                               lambda f, rec=record: f.write(json.dumps(rec).encode()))
             emit("failed", id=obj["id"], reason=reason, detail=detail)
             continue
         atomic_write_bytes(os.path.join(out_dir, stem + ".npz"),
-                           lambda f: np.savez_compressed(f, rgba=rgba, key=np.array(obj["key"])))
+                           lambda f, a=rgba, k=obj["key"]: np.savez_compressed(f, rgba=a, key=np.array(k)))
         emit("done", id=obj["id"], views=int(rgba.shape[0]), seconds=time.perf_counter() - t)
         if abort_after and n + 1 >= abort_after:
             os.kill(os.getpid(), 9)

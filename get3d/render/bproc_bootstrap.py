@@ -44,7 +44,7 @@ def _clear_typing_caches() -> None:
     for clear in list(getattr(typing, "_cleanups", ())):
         try:
             clear()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:  # noqa: BLE001, S110 - best effort at exit
             pass
 
 
@@ -82,16 +82,15 @@ def load():
             if p not in sys.path:
                 sys.path.append(p)
 
-    import bpy  # noqa: F401  - import first so its exit hook is registered before ours
+    import bpy
 
-    major = "%d.%d" % bpy.app.version[:2]
+    major = f"{bpy.app.version[0]}.{bpy.app.version[1]}"
     bpy_dir = _find_blender_dir(os.path.dirname(os.path.abspath(bpy.__file__)), major)
 
     # (1) import the package shell without running its Blender-only body.
     os.environ.pop("INSIDE_OF_THE_INTERNAL_BLENDER_PYTHON_ENVIRONMENT", None)
     os.environ["OUTSIDE_OF_THE_INTERNAL_BLENDER_PYTHON_ENVIRONMENT_BUT_IN_RUN_SCRIPT"] = "1"
-    import blenderproc  # noqa: F401
-
+    import blenderproc
     from blenderproc.python.utility import SetupUtility as setup_mod
 
     setup_cls = setup_mod.SetupUtility
@@ -149,7 +148,7 @@ def load():
             init_mod.clean_up(clean_up_camera=True)
         bpy.context.scene.render.engine = "CYCLES"
         RendererUtility.set_render_devices()
-        init_mod._Initializer.set_default_parameters()  # noqa: SLF001 - the body of the original init
+        init_mod._Initializer.set_default_parameters()
         GlobalStorage.add("bproc_init_complete", True)
 
     init_mod.init = _init

@@ -25,9 +25,9 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -252,8 +252,9 @@ def validate_object(item: ObjectSpec, cfg: RenderConfig) -> tuple[str, str] | No
     world = verts * item.scale + np.asarray(item.translation)
     reach = float(np.linalg.norm(world, axis=1).max())
     if reach > cfg.max_extent:
-        return ("out_of_bounds", f"{rel}: normalised vertices reach {reach:.3f} from the origin > "
-                                 f"render.max_extent {cfg.max_extent} (normalise it in the assets stage)")
+        detail = (f"{rel}: normalised vertices reach {reach:.3f} from the origin > "
+                  f"render.max_extent {cfg.max_extent} (normalise it in the assets stage)")
+        return ("out_of_bounds", detail)
     return None
 
 
@@ -432,18 +433,78 @@ class _Progress:
 
 
 # --------------------------------------------------------------------------------------------- stage
-def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress: bool = True) -> dict:
-    """Render every manifest item and assemble ``out_h5`` (+ ``.json`` manifest, ``.contact.png``).
+@dataclass
+class RenderPlan:
+    """What is left to do; built by :func:`plan_render`, consumed by shards and :func:`finish_render`.
 
-    Resumable: results in ``work_dir`` whose key matches are reused.  Raises :class:`FailureGateError`
-    (no dataset written, results kept) when the failed fraction exceeds ``cfg.max_failure_fraction``.
+    The three steps are separate so an orchestrator (e.g. a Prefect flow) can run the shards itself::
+
+        plan = plan_render(manifest, cfg, work_dir)
+        reports = [render_shard(job, path) for job, path in plan.shard_jobs()]   # anywhere, in parallel
+        retry = [i for rep in reports for i in plan.absorb(rep)]                  # crashed objects, leftovers
+        summary = finish_render(plan, out_h5)
     """
-    t_start = time.perf_counter()
+
+    manifest: Manifest
+    cfg: RenderConfig
+    work_dir: Path
+    records: list
+    done: dict
+    failures: dict
+    to_render: list
+    skipped: int
+    validated_bad: int
+    workers: int
+    threads: int
+    reports: list = field(default_factory=list)
+
+    @property
+    def obj_dir(self) -> Path:
+        return self.work_dir / "objects"
+
+    def shard_jobs(self, ids: list[str] | None = None, attempt: int = 0) -> list[tuple[dict, Path]]:
+        """(job, job_path) pairs for the objects still to render (or only ``ids``)."""
+        wanted = None if ids is None else set(ids)
+        queue = [r for r in self.to_render if wanted is None or r["item"].id in wanted]
+        if not queue:
+            return []
+        size = max(1, min(self.cfg.objects_per_shard, math.ceil(len(queue) / self.workers)))
+        jobs = []
+        for k, i in enumerate(range(0, len(queue), size)):
+            objs = [{"id": r["item"].id, "stem": r["stem"], "mesh": str(r["item"].mesh.resolve()),
+                     "scale": r["item"].scale, "translation": r["item"].translation,
+                     "c2w": r["cams"]["c2w"], "key": r["key"]} for r in queue[i:i + size]]
+            jobs.append((make_job(objs, self.cfg, self.obj_dir, self.threads),
+                         self.work_dir / "jobs" / f"a{attempt}-s{k:05d}.json"))
+        return jobs
+
+    def absorb(self, report: dict) -> list[str]:
+        """Take in one :func:`render_shard` report; returns the ids to retry (a crash's bystanders).
+
+        Raises :class:`RenderError` when the worker failed before rendering anything (broken environment,
+        GPU requested but absent...).
+        """
+        self.reports.append(report)
+        if report["returncode"] != 0 and not report["done"] and not report["failed"] \
+                and report["crashed_on"] is None:
+            raise RenderError(f"Blender worker failed before rendering (exit {report['returncode']}):\n"
+                              f"{report['stderr_tail']}")
+        crashed = report["crashed_on"]
+        by_id = {r["item"].id: r for r in self.to_render}
+        if crashed is not None and crashed in by_id:
+            r = by_id[crashed]
+            rec = {"id": crashed, "key": r["key"], "reason": "renderer_crashed", "stage": "render",
+                   "detail": f"Blender exited with code {report['returncode']} while rendering this object"}
+            _write_json_atomic(self.obj_dir / (r["stem"] + ".failed.json"), rec)
+        return [i for i in report["missing"] if i != crashed]
+
+
+def plan_render(manifest_path, cfg: RenderConfig, work_dir) -> RenderPlan:
+    """Read the manifest, compute cameras and keys, find reusable results, validate the rest, gate early."""
     cfg.validate("render")
     man = load_manifest(manifest_path)
     if not man.items:
         raise RenderError(f"{man.path}: the manifest lists no items")
-    out_h5 = Path(out_h5)
     work_dir = Path(work_dir)
     obj_dir = work_dir / "objects"
     obj_dir.mkdir(parents=True, exist_ok=True)
@@ -478,67 +539,68 @@ def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress:
         _write_json_atomic(obj_dir / (r["stem"] + ".failed.json"), rec)
         failures[r["item"].id] = rec
     _gate(len(failures), len(records), cfg, failures, early=True)
-
-    python = render_python() if to_render else None
     workers, threads = plan_workers(cfg, len(to_render))
-    bar = _Progress(len(records), skipped + (len(pending) - len(to_render)), progress and bool(to_render))
-    shard_reports = []
-    try:
-        queue = list(to_render)
-        for attempt in range(3):  # a crashed Blender process: its in-flight object fails, the rest retry
-            if not queue:
-                break
-            size = max(1, min(cfg.objects_per_shard, math.ceil(len(queue) / workers)))
-            shards = [queue[i:i + size] for i in range(0, len(queue), size)]
-            jobs = []
-            for k, shard in enumerate(shards):
-                objs = [{"id": r["item"].id, "stem": r["stem"], "mesh": str(r["item"].mesh.resolve()),
-                         "scale": r["item"].scale, "translation": r["item"].translation,
-                         "c2w": r["cams"]["c2w"], "key": r["key"]} for r in shard]
-                jobs.append((make_job(objs, cfg, obj_dir, threads), work_dir / "jobs" / f"a{attempt}-s{k:05d}.json"))
-            with cf.ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                futs = [pool.submit(render_shard, job, path, python=python, on_event=bar.event,
-                                    timeout=cfg.shard_timeout_s) for job, path in jobs]
-                reports = [f.result() for f in futs]
-            shard_reports += reports
-            by_id = {r["item"].id: r for r in queue}
-            queue = []
-            for rep in reports:
-                if rep["returncode"] != 0 and not rep["done"] and not rep["failed"] and rep["crashed_on"] is None:
-                    raise RenderError(f"Blender worker failed before rendering (exit {rep['returncode']}):\n"
-                                      f"{rep['stderr_tail']}")
-                crashed = rep["crashed_on"]
-                if crashed is not None and crashed in by_id:
-                    r = by_id[crashed]
-                    rec = {"id": crashed, "key": r["key"], "reason": "renderer_crashed", "stage": "render",
-                           "detail": f"Blender exited with code {rep['returncode']} while rendering this object"}
-                    _write_json_atomic(obj_dir / (r["stem"] + ".failed.json"), rec)
-                    bar.event({"event": "failed"})
-                queue += [by_id[i] for i in rep["missing"] if i != crashed]
-        if queue:
-            raise RenderError(f"{len(queue)} objects still unrendered after 3 attempts, e.g. {queue[0]['item'].id!r}")
-    finally:
-        bar.close()
+    return RenderPlan(manifest=man, cfg=cfg, work_dir=work_dir, records=records, done=done, failures=failures,
+                      to_render=to_render, skipped=skipped, validated_bad=len(pending) - len(to_render),
+                      workers=workers, threads=threads)
 
-    for r in to_render:
+
+def finish_render(plan: RenderPlan, out_h5) -> dict:
+    """Collect per-object results, apply the failure gate, write HDF5 + JSON + contact sheet."""
+    t0 = time.perf_counter()
+    done, failures = dict(plan.done), dict(plan.failures)
+    for r in plan.to_render:
         oid = r["item"].id
-        npz = obj_dir / (r["stem"] + ".npz")
+        npz = plan.obj_dir / (r["stem"] + ".npz")
         if _result_key(npz) == r["key"]:
             done[oid] = npz
         else:
-            rec = _failure_record(obj_dir / (r["stem"] + ".failed.json"), r["key"])
+            rec = _failure_record(plan.obj_dir / (r["stem"] + ".failed.json"), r["key"])
             rec = rec or {"id": oid, "reason": "render_failed", "detail": "no result written"}
             rec.setdefault("stage", "render")
             failures[oid] = rec
-    _gate(len(failures), len(records), cfg, failures, early=False)
+    _gate(len(failures), len(plan.records), plan.cfg, failures, early=False)
+    ok = [r for r in plan.records if r["item"].id in done]
+    summary = assemble(Path(out_h5), plan.manifest, ok, done, failures, plan.records, plan.cfg)
+    summary.update(rendered=sum(1 for r in plan.to_render if r["item"].id in done),
+                   skipped_existing=plan.skipped, workers=plan.workers, threads_per_worker=plan.threads,
+                   shards=len(plan.reports), seconds_assemble=time.perf_counter() - t0)
+    return summary
 
-    t_render = time.perf_counter()
-    ok = [r for r in records if r["item"].id in done]
-    summary = assemble(out_h5, man, ok, done, failures, records, cfg)
-    summary.update(rendered=len(to_render) - sum(1 for r in to_render if r["item"].id in failures),
-                   skipped_existing=skipped, workers=workers, threads_per_worker=threads,
-                   seconds_total=time.perf_counter() - t_start, seconds_assemble=time.perf_counter() - t_render,
-                   shards=len(shard_reports))
+
+def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress: bool = True) -> dict:
+    """Render every manifest item and assemble ``out_h5`` (+ ``.json`` manifest, ``.contact.png``).
+
+    Resumable: results in ``work_dir`` whose key matches are reused.  Raises :class:`FailureGateError`
+    (no dataset written, results kept) when the failed fraction exceeds ``cfg.max_failure_fraction``.
+    """
+    t_start = time.perf_counter()
+    plan = plan_render(manifest_path, cfg, work_dir)
+    python = render_python() if plan.to_render else None
+    bar = _Progress(len(plan.records), plan.skipped + plan.validated_bad, progress and bool(plan.to_render))
+    try:
+        retry = None
+        for attempt in range(3):  # a crashed Blender process: its in-flight object fails, the rest retry
+            jobs = plan.shard_jobs(retry, attempt)
+            if not jobs:
+                break
+            with cf.ThreadPoolExecutor(max_workers=min(plan.workers, len(jobs))) as pool:
+                futs = [pool.submit(render_shard, job, path, python=python, on_event=bar.event,
+                                    timeout=cfg.shard_timeout_s) for job, path in jobs]
+                reports = [f.result() for f in futs]
+            retry = []
+            for rep in reports:
+                retry += plan.absorb(rep)
+                if rep["crashed_on"] is not None:
+                    bar.event({"event": "failed"})
+            if not retry:
+                break
+        if retry:
+            raise RenderError(f"{len(retry)} objects still unrendered after 3 attempts, e.g. {retry[0]!r}")
+    finally:
+        bar.close()
+    summary = finish_render(plan, out_h5)
+    summary["seconds_total"] = time.perf_counter() - t_start
     return summary
 
 
@@ -575,7 +637,7 @@ def assemble(out_h5: Path, man: Manifest, ok: list, done: dict, failures: dict, 
     dataset_hash = hashlib.sha256()
     try:
         with h5py.File(tmp, "w", track_order=True) as f:
-            kw = dict(compression="lzf", track_times=False)
+            kw = {"compression": "lzf", "track_times": False}
             img = f.create_dataset("images", (N * V, R, R, 4), np.uint8, chunks=(1, R, R, 4), **kw)
             msk = f.create_dataset("masks", (N * V, R, R), np.uint8, chunks=(1, R, R), **kw)
             az = np.zeros(N * V, np.float32)

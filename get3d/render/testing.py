@@ -108,8 +108,8 @@ def make_fixture_set(root: Path, n: int = 3, synset: str = "03001627", extra_ite
 
 
 #: Small, fast render settings used by tests: 64², 4 views, 4 samples; elevations span 0-60 degrees.
-SMALL_RENDER = dict(resolution=64, views_per_object=4, samples=4, elevation_min_deg=0.0, elevation_max_deg=60.0,
-                    seed=7)
+SMALL_RENDER = {"resolution": 64, "views_per_object": 4, "samples": 4, "elevation_min_deg": 0.0,
+                "elevation_max_deg": 60.0, "seed": 7}
 #: One object off-centre: catches mirrored / swapped axes in the projection test.
 TEST_OFFSETS = {3: (0.12, 0.05, -0.08)}
 
@@ -139,7 +139,7 @@ def synthetic_dataset(root: Path, n_objects: int = 4, views: int = 3, resolution
 
     For testing readers without the render environment.  Returns the HDF5 path.
     """
-    from .stage import ObjectSpec, Manifest, assemble, object_cameras
+    from .stage import Manifest, ObjectSpec, assemble, object_cameras
 
     root = Path(root)
     (root / "objects").mkdir(parents=True, exist_ok=True)

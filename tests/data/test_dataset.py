@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from get3d.data import RenderedViews, make_loader
-from get3d.data.export_get3d_layout import export_get3d_layout, load_get3d_layout, main as export_main
+from get3d.data.export_get3d_layout import export_get3d_layout, load_get3d_layout
+from get3d.data.export_get3d_layout import main as export_main
 from get3d.render.testing import synthetic_dataset
 
 

@@ -9,8 +9,18 @@ import pytest
 
 from get3d import cameras
 from get3d.render.config import RenderConfig
-from get3d.render.stage import (FailureGateError, RenderEnvironmentError, RenderError, file_stem, load_manifest,
-                                object_cameras, object_key, render_dataset, render_python, validate_object)
+from get3d.render.stage import (
+    FailureGateError,
+    RenderEnvironmentError,
+    RenderError,
+    file_stem,
+    load_manifest,
+    object_cameras,
+    object_key,
+    render_dataset,
+    render_python,
+    validate_object,
+)
 from get3d.render.testing import make_fixture_set, torus_geometry, write_textured_obj
 from get3d.schema import ConfigError, parse_section
 

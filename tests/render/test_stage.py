@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 
 from get3d.render.stage import FailureGateError, make_job, object_cameras, render_dataset, render_shard
-from get3d.render.testing import torus_geometry, write_textured_obj
-
 from get3d.render.testing import make_test_assets as make_assets
-from get3d.render.testing import small_cfg
+from get3d.render.testing import small_cfg, torus_geometry, write_textured_obj
 
 pytestmark = pytest.mark.render
 REPO = Path(__file__).resolve().parents[2]
@@ -129,7 +127,7 @@ def test_kill_midway_then_resume_renders_only_missing(clean_run, tmp_path):
     code = ("import sys; from get3d.render.stage import render_dataset; from get3d.render.config import RenderConfig;"
             f"render_dataset({str(manifest)!r}, {str(out)!r}, RenderConfig(**{clean_run['cfg'].__dict__!r}), "
             f"{str(work)!r}, progress=False)")
-    env = dict(os.environ, GET3D_RENDER_TEST_DELAY_S="2")
+    env = dict(os.environ, GET3D_RENDER_TEST_DELAY_S="1")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, start_new_session=True)
     objects = work / "objects"
     deadline = time.time() + 60
@@ -153,9 +151,43 @@ def test_kill_midway_then_resume_renders_only_missing(clean_run, tmp_path):
 
 def test_crashed_worker_is_replaced(clean_run, tmp_path, monkeypatch):
     """A Blender process that dies between objects: a new one picks up the rest; result unchanged."""
-    manifest = make_assets(tmp_path / "assets", n=3)
+    manifest = make_assets(tmp_path / "assets", n=2)
     monkeypatch.setenv("GET3D_RENDER_TEST_ABORT_AFTER", "1")
     s = render_dataset(manifest, tmp_path / "o.h5", clean_run["cfg"], tmp_path / "w", progress=False)
-    assert s["counts"]["rendered"] == 3 and s["shards"] == 3 and not s["failures"]
+    assert s["counts"]["rendered"] == 2 and s["shards"] == 2 and not s["failures"]
     with h5py.File(s["h5"], "r") as f, h5py.File(clean_run["h5"], "r") as g:
+        np.testing.assert_array_equal(f["images"][:], g["images"][:8])
+
+
+def test_crash_inside_an_object_fails_it_by_name_and_retries_on_rerun(clean_run, tmp_path, monkeypatch):
+    manifest = make_assets(tmp_path / "assets", n=3)
+    monkeypatch.setenv("GET3D_RENDER_TEST_CRASH_ON", "obj001")
+    cfg = small_cfg(max_failure_fraction=0.5)
+    s = render_dataset(manifest, tmp_path / "o.h5", cfg, tmp_path / "w", progress=False)
+    assert [(f["id"], f["reason"]) for f in s["failures"]] == [("obj001", "renderer_crashed")]
+    assert s["counts"]["rendered"] == 2 and "exited with code" in s["failures"][0]["detail"]
+    monkeypatch.delenv("GET3D_RENDER_TEST_CRASH_ON")
+    s2 = render_dataset(manifest, tmp_path / "o.h5", cfg, tmp_path / "w", progress=False)
+    assert s2["rendered"] == 1 and s2["skipped_existing"] == 2 and not s2["failures"]
+    with h5py.File(s2["h5"], "r") as f, h5py.File(clean_run["h5"], "r") as g:
         np.testing.assert_array_equal(f["images"][:], g["images"][:12])
+
+
+def test_plan_shards_finish_api_gives_the_same_dataset(clean_run, tmp_path):
+    """The stage split into plan / independent shards / finish, as an orchestrator would run it."""
+    from get3d.render.stage import finish_render, plan_render
+
+    manifest = make_assets(tmp_path / "assets")
+    plan = plan_render(manifest, small_cfg(objects_per_shard=1), tmp_path / "w")
+    jobs = plan.shard_jobs()
+    assert len(jobs) == 4 and all(len(job["objects"]) == 1 for job, _ in jobs)
+    # one shard can run on its own, in any order; here two at a time in one process each
+    retry = []
+    for job, path in reversed(jobs[:2]):
+        retry += plan.absorb(render_shard(job, path))
+    merged = {"version": 1, "out_dir": jobs[2][0]["out_dir"], "settings": jobs[2][0]["settings"],
+              "objects": jobs[2][0]["objects"] + jobs[3][0]["objects"]}
+    retry += plan.absorb(render_shard(merged, tmp_path / "w" / "jobs" / "merged.json"))
+    assert retry == []
+    s = finish_render(plan, tmp_path / "out" / "renders.h5")
+    _assert_same_dataset(clean_run["h5"], s["h5"])
