@@ -20,10 +20,10 @@ class RenderConfig:
     samples: int = spec(32, min=1, max=4096, help="Cycles samples per pixel")
     denoiser: str = spec("none", choices=("none", "openimagedenoise"), help="Cycles denoiser")
     light_type: str = spec("area", choices=("area", "point", "sun"), help="the one light's type")
-    light_energy: float = spec(60.0, min=0.0, max=1e6, help="light power (W; sun: strength)")
+    light_energy: float = spec(10.0, min=0.0, max=1e6, help="light power (W; sun: strength)")
     light_placement: str = spec("camera", choices=("camera", "top"),
                                 help="camera: the light follows each view (headlight); top: fixed above")
-    ambient: float = spec(0.5, min=0.0, max=100.0, help="white world light strength (not visible: film is "
+    ambient: float = spec(0.15, min=0.0, max=100.0, help="white world light strength (not visible: film is "
                           "transparent)")
     film_transparent: bool = spec(True, help="transparent background (alpha channel = coverage)")
     view_transform: str = spec("Standard", choices=("Standard", "Filmic", "AgX", "Raw"),

@@ -27,3 +27,10 @@ def clean_run(tmp_path_factory):
     summary = render_dataset(manifest, root / "out" / "renders.h5", cfg, root / "work", progress=False)
     return {"root": root, "manifest": manifest, "cfg": cfg, "summary": summary,
             "h5": Path(summary["h5"]), "json": Path(summary["manifest"])}
+
+
+@pytest.fixture(autouse=True)
+def _skip_render_tests_without_env(request):
+    """Every test marked `render` skips with the reason when the render venv is missing."""
+    if request.node.get_closest_marker("render") is not None:
+        require_render_env()
