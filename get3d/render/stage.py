@@ -290,8 +290,8 @@ def render_shard(job: dict, job_path, *, python=None, on_event: Callable[[dict],
     """Render one job in one Blender process; usable on its own (e.g. as a Prefect task).
 
     Writes ``job`` to ``job_path`` and runs the worker.  Returns ``{"returncode", "done": [ids],
-    "failed": [ids], "missing": [ids], "crashed_on": id | None, "seconds", "stderr_tail"}``; results are
-    the files the worker wrote in ``job["out_dir"]``.
+    "failed": [ids], "missing": [ids], "crashed_on": id | None, "timed_out", "pid", "seconds",
+    "stderr_tail"}``; results are the files the worker wrote in ``job["out_dir"]``.
     """
     python = Path(python) if python else render_python()
     job_path = Path(job_path)
@@ -320,7 +320,13 @@ def render_shard(job: dict, job_path, *, python=None, on_event: Callable[[dict],
 
     th = threading.Thread(target=_drain_stderr, daemon=True)
     th.start()
-    timer = threading.Timer(timeout, proc.kill) if timeout else None
+    timed_out = threading.Event()
+
+    def _kill_on_timeout():
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, _kill_on_timeout) if timeout else None
     if timer:
         timer.start()
     try:
@@ -355,7 +361,8 @@ def render_shard(job: dict, job_path, *, python=None, on_event: Callable[[dict],
         else:
             missing.append(o["id"])
     return {"returncode": rc, "done": done, "failed": failed, "missing": missing,
-            "crashed_on": current if rc != 0 else None, "seconds": time.perf_counter() - t0,
+            "crashed_on": current if rc != 0 else None, "timed_out": timed_out.is_set(),
+            "pid": proc.pid, "seconds": time.perf_counter() - t0,
             "stderr_tail": "".join(stderr_lines[-30:])}
 
 
@@ -494,7 +501,8 @@ class RenderPlan:
         if crashed is not None and crashed in by_id:
             r = by_id[crashed]
             rec = {"id": crashed, "key": r["key"], "reason": "renderer_crashed", "stage": "render",
-                   "detail": f"Blender exited with code {report['returncode']} while rendering this object"}
+                   "detail": f"Blender exited with code {report['returncode']} while rendering this object"
+                             + (" (killed after render.shard_timeout_s)" if report.get("timed_out") else "")}
             _write_json_atomic(self.obj_dir / (r["stem"] + ".failed.json"), rec)
         return [i for i in report["missing"] if i != crashed]
 
