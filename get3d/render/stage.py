@@ -399,17 +399,58 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def plan_workers(cfg: RenderConfig, n_objects: int) -> tuple[int, int]:
-    """(parallel Blender processes, Cycles CPU threads each), bounded by the cores."""
+def visible_gpus() -> list[str]:
+    """GPU ids Blender workers may be pinned to: ``GET3D_RENDER_GPUS`` ("0,1"; "" = none), else
+    ``CUDA_VISIBLE_DEVICES``, else the GPUs ``nvidia-smi -L`` lists, else none."""
+    for var in ("GET3D_RENDER_GPUS", "CUDA_VISIBLE_DEVICES"):
+        if var in os.environ:
+            return [g.strip() for g in os.environ[var].split(",") if g.strip() and g.strip() != "-1"]
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def plan_workers(cfg: RenderConfig, n_objects: int, gpus: list[str] | None = None) -> tuple[int, int]:
+    """(parallel Blender processes, Cycles CPU threads each), bounded by the cores.
+
+    With GPUs (device auto/gpu and ``gpus`` non-empty) the default is one process per GPU.
+    """
     cores = _cpu_count()
     if cfg.workers:
         workers = cfg.workers
+    elif cfg.device != "cpu" and gpus:
+        workers = len(gpus)
     elif cfg.device == "gpu":
         workers = 1
     else:
         workers = max(1, min(8, cores // 4))
     workers = max(1, min(workers, cores, max(1, n_objects)))
     return workers, max(1, cores // workers)
+
+
+class _GpuPool:
+    """Hands each running shard a GPU (round robin over ``gpus``, ``slots`` processes in all)."""
+
+    def __init__(self, gpus: list[str], slots: int):
+        import queue
+
+        self.q = queue.Queue()
+        for k in range(slots):
+            self.q.put(gpus[k % len(gpus)] if gpus else None)
+
+    def run(self, fn, *args, **kw):
+        gpu = self.q.get()
+        try:
+            if gpu is not None:
+                kw["env"] = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+            return fn(*args, **kw)
+        finally:
+            self.q.put(gpu)
 
 
 # --------------------------------------------------------------------------------------------- progress
@@ -463,6 +504,7 @@ class RenderPlan:
     validated_bad: int
     workers: int
     threads: int
+    gpus: list = field(default_factory=list)
     reports: list = field(default_factory=list)
 
     @property
@@ -547,10 +589,11 @@ def plan_render(manifest_path, cfg: RenderConfig, work_dir) -> RenderPlan:
         _write_json_atomic(obj_dir / (r["stem"] + ".failed.json"), rec)
         failures[r["item"].id] = rec
     _gate(len(failures), len(records), cfg, failures, early=True)
-    workers, threads = plan_workers(cfg, len(to_render))
+    gpus = visible_gpus() if (cfg.device != "cpu" and to_render) else []
+    workers, threads = plan_workers(cfg, len(to_render), gpus)
     return RenderPlan(manifest=man, cfg=cfg, work_dir=work_dir, records=records, done=done, failures=failures,
                       to_render=to_render, skipped=skipped, validated_bad=len(pending) - len(to_render),
-                      workers=workers, threads=threads)
+                      workers=workers, threads=threads, gpus=gpus)
 
 
 def finish_render(plan: RenderPlan, out_h5) -> dict:
@@ -592,8 +635,10 @@ def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress:
             jobs = plan.shard_jobs(retry, attempt)
             if not jobs:
                 break
-            with cf.ThreadPoolExecutor(max_workers=min(plan.workers, len(jobs))) as pool:
-                futs = [pool.submit(render_shard, job, path, python=python, on_event=bar.event,
+            slots = min(plan.workers, len(jobs))
+            gpu_pool = _GpuPool(plan.gpus, slots)  # pins each Blender process to one GPU when there are GPUs
+            with cf.ThreadPoolExecutor(max_workers=slots) as pool:
+                futs = [pool.submit(gpu_pool.run, render_shard, job, path, python=python, on_event=bar.event,
                                     timeout=cfg.shard_timeout_s) for job, path in jobs]
                 reports = [f.result() for f in futs]
             retry = []

@@ -162,3 +162,26 @@ def test_key_changes_with_inputs(tmp_path):
     cfg2 = RenderConfig(samples=64)
     assert object_key(item, object_cameras(cfg2, item.id), cfg2) != k
     assert object_key(item, object_cameras(cfg, item.id), RenderConfig(workers=3)) == k  # not content
+
+
+def test_gpu_discovery_and_worker_plan(monkeypatch):
+    from get3d.render.stage import _GpuPool, plan_workers, visible_gpus
+
+    monkeypatch.setenv("GET3D_RENDER_GPUS", "0,1,3")
+    assert visible_gpus() == ["0", "1", "3"]
+    monkeypatch.setenv("GET3D_RENDER_GPUS", "")
+    assert visible_gpus() == []
+    monkeypatch.delenv("GET3D_RENDER_GPUS")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    assert visible_gpus() == ["2"]
+    monkeypatch.setattr("get3d.render.stage._cpu_count", lambda: 16)
+    assert plan_workers(RenderConfig(), 100, ["0", "1"]) == (2, 8)        # one process per GPU
+    assert plan_workers(RenderConfig(device="cpu"), 100, ["0", "1"]) == (4, 4)
+    assert plan_workers(RenderConfig(), 1, ["0", "1"]) == (1, 16)          # never more than objects
+    assert plan_workers(RenderConfig(workers=3), 100, []) == (3, 5)
+    seen = []
+    pool = _GpuPool(["0", "1"], 2)
+    for _ in range(3):
+        pool.run(lambda env=None: seen.append(env["CUDA_VISIBLE_DEVICES"]))
+    assert seen == ["0", "1", "0"]
+    assert _GpuPool([], 1).run(lambda **kw: kw) == {}
