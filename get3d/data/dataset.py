@@ -50,6 +50,10 @@ class RenderedViews(torch.utils.data.Dataset):
             self.object_ids = _strs(f["object_ids"][:])
             self.object_split = _strs(f["object_split"][:])
             obj_index = f["object_index"][:].astype(np.int64)
+            # small per-image metadata stays in memory; items then read one image chunk each
+            self.azimuth = f["azimuth"][:].astype(np.float32)
+            self.polar = f["polar"][:].astype(np.float32)
+            self.c2w = f["c2w"][:].astype(np.float32)
             self.views_per_object = int(f.attrs.get("views_per_object", 0))
         keep = np.array([s in splits for s in self.object_split], dtype=bool)
         self.indices = np.nonzero(keep[obj_index])[0] if len(obj_index) else np.zeros(0, np.int64)
@@ -101,9 +105,9 @@ class RenderedViews(torch.utils.data.Dataset):
             rgb, mask = x[0, :3], x[0, 3:].clamp_(0.0, 1.0)
         if self.mask_mode == "binary":
             mask = (mask > 0.5).float()
-        camera = torch.tensor([f["azimuth"][j], f["polar"][j]], dtype=torch.float32)
+        camera = torch.tensor([self.azimuth[j], self.polar[j]], dtype=torch.float32)
         return {"image": rgb.mul_(2.0).sub_(1.0), "mask": mask, "camera": camera,
-                "c2w": torch.from_numpy(f["c2w"][j].astype(np.float32)),
+                "c2w": torch.from_numpy(self.c2w[j].copy()),
                 "object_index": int(self.object_index[j])}
 
 
