@@ -49,6 +49,55 @@ def run_assets(args) -> int:
     return 0
 
 
+def _render_args(p):
+    _params_arg(p)
+    p.add_argument("--manifest", type=Path, default=Path("data/assets/manifest.json"), help="asset manifest")
+    p.add_argument("--out", type=Path, default=Path("data/dataset/dataset.h5"),
+                   help="HDF5 dataset; dataset.json (manifest) and dataset.contact.png are written beside it")
+    p.add_argument("--work-dir", type=Path, default=Path("data/render_work"),
+                   help="per-object results; a rerun renders only what is missing here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("render", "render every asset with BlenderProc from the GET3D camera prior into an HDF5 dataset")(_render_args)
+def run_render(args) -> int:
+    from get3d.config import load_params
+    from get3d.render.stage import render_dataset
+
+    params = load_params(args.params, only=["render"])
+    summary = render_dataset(args.manifest.resolve(), args.out.resolve(), params.render, args.work_dir.resolve(),
+                             progress=not args.no_progress)
+    c = summary["counts"]
+    print(f"render: {c['rendered']} objects ({c['images']} views), {c['failed']} failed -> {summary['h5']}")
+    for oid, why in list((summary.get("failures") or {}).items())[:20]:
+        print(f"  failed {oid}: {why}")
+    return 0
+
+
+def _train_args(p):
+    _params_arg(p)
+    p.add_argument("--data", type=Path, default=Path("data/dataset/dataset.h5"), help="HDF5 dataset (render stage)")
+    p.add_argument("--run-dir", type=Path, default=Path("data/train"), help="run directory (resumed when compatible)")
+    p.add_argument("--model-out", type=Path, default=Path("data/model/generator.pt"),
+                   help="where the final inference snapshot (G_ema + config + provenance) is published")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
+
+
+@command("train", "train (or resume) GET3D on the rendered dataset; publish the final generator")(_train_args)
+def run_train(args) -> int:
+    import torch
+
+    from get3d.config import load_params
+    from get3d.train.stage import run_train_stage
+
+    params = load_params(args.params, only=["model", "train"])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    res = run_train_stage(params.model, params.train, args.data, args.run_dir, args.model_out)
+    print(f"train: {res['status']} at {res['kimg']:.3f} kimg (step {res['step']}) -> {res['model']}")
+    return 0
+
+
 def _validate_args(p):
     _params_arg(p)
 

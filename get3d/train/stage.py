@@ -1,0 +1,67 @@
+"""The ``train`` stage as DVC and Prefect run it: resume when compatible, publish the final generator.
+
+The run directory is a persistent DVC output, so a killed ``dvc repro`` resumes where it stopped.  A run
+directory trained under *different* settings (anything but the schedule/infrastructure keys below) is not
+resumed: it is moved aside as ``<run_dir>.stale`` (its previous version is in the DVC cache anyway) and the
+run starts fresh.  The newest inference snapshot is copied atomically to ``model_out`` for later stages.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from get3d.assets.io import atomic_write_bytes
+from get3d.schema import to_dict
+
+log = logging.getLogger(__name__)
+
+#: Keys that may change between a run and its resumption (how long / how it runs, not what it learns).
+RESUMABLE_KEYS = {"total_kimg", "snapshot_kimg", "image_snapshot_ticks", "kimg_per_tick", "resume", "num_workers",
+                  "device", "keep_snapshots", "dist_timeout_s", "max_nonfinite_steps"}
+
+
+def _learning_config(model_cfg, train_cfg) -> dict:
+    train = {k: v for k, v in to_dict(train_cfg).items() if k not in RESUMABLE_KEYS}
+    return {"model": to_dict(model_cfg), "train": train}
+
+
+def incompatible_keys(run_dir: Path, model_cfg, train_cfg) -> list[str]:
+    """Dotted keys whose value differs from the run directory's ``config.json`` (empty: resumable)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return ["config.json (unreadable)"]
+    new = _learning_config(model_cfg, train_cfg)
+    diff = []
+    for section, values in new.items():
+        for key, value in values.items():
+            old_value = old.get(section, {}).get(key)
+            if json.loads(json.dumps(old_value)) != json.loads(json.dumps(value)):
+                diff.append(f"{section}.{key}")
+    return diff
+
+
+def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None) -> dict:
+    from get3d.train.checkpoint import list_snapshots
+    from get3d.train.loop import train
+
+    run_dir, model_out = Path(run_dir), Path(model_out)
+    changed = incompatible_keys(run_dir, model_cfg, train_cfg)
+    if changed:
+        stale = run_dir.with_name(run_dir.name + ".stale")
+        log.warning("train: %s was trained with different settings (%s); starting fresh, old run moved to %s",
+                    run_dir, ", ".join(changed[:6]), stale)
+        shutil.rmtree(stale, ignore_errors=True)
+        run_dir.rename(stale)
+    result = train(model_cfg, train_cfg, dataset, run_dir, hooks)
+    snaps = list_snapshots(run_dir / "checkpoints", "network")
+    if not snaps:
+        raise RuntimeError(f"train: no inference snapshot was written in {run_dir / 'checkpoints'}")
+    atomic_write_bytes(model_out, snaps[-1][1].read_bytes())
+    result["model"] = str(model_out)
+    return result
