@@ -124,3 +124,17 @@ def make_loader(dataset: RenderedViews, batch_size: int, shuffle: bool = True, n
         dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
         worker_init_fn=worker_init_fn if num_workers > 0 else None, generator=g,
         persistent_workers=num_workers > 0, **kw)
+
+
+def dataset_hash(path) -> dict:
+    """Content identity of a render-stage HDF5 (ids, splits, image hashes, cameras), for provenance.
+
+    Read from the file's ``dataset_hash`` attribute (written by get3d.render.stage); no pixel is read.
+    """
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "dataset_hash" not in f.attrs:
+            raise KeyError(f"{path}: no 'dataset_hash' attribute; not a render-stage HDF5 file")
+        return {"path": str(path), "sha256": str(f.attrs["dataset_hash"]), "kind": "render-stage content hash",
+                "images": int(f["images"].shape[0]), "resolution": int(f["images"].shape[1])}

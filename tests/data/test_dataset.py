@@ -97,3 +97,11 @@ def test_get3d_layout_round_trip(h5, tmp_path):
     assert (tmp_path / "layout" / "img" / "03001627" / ids[0] / "000.png").is_file()
     assert export_main([str(h5), str(tmp_path / "l2"), "--splits", "val"]) == 0
     assert sorted(p.name for p in (tmp_path / "l2" / "img" / "03001627").iterdir()) == [ids[2]]
+
+
+def test_dataset_hash_reads_the_render_stage_hash(h5):
+    from get3d.data import dataset_hash
+
+    d = dataset_hash(h5)
+    with h5py.File(h5, "r") as f:
+        assert d["sha256"] == f.attrs["dataset_hash"] and d["images"] == 12 and d["resolution"] == 32
