@@ -115,6 +115,16 @@ def camera_dict(azimuth: torch.Tensor, polar: torch.Tensor, prior: cameras.Camer
     return {"mvp": mvp, "azimuth": azimuth.to(device), "polar": polar.to(device)}
 
 
+def empty_safe(texture_fn: Callable, channels: int = 3) -> Callable:
+    """``texture_fn`` that answers a query of zero points with ``[0, channels]`` (render_meshes probes it that
+    way when nothing is covered; get3d.nn.generator.flat_query cannot)."""
+    def fn(points: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
+        if points.shape[0] == 0:
+            return points.new_zeros(0, channels)
+        return texture_fn(points, sample_index)
+    return fn
+
+
 def to_uint8(rgb01: torch.Tensor) -> torch.Tensor:
     """``[B, 3, H, W]`` float in [0, 1] → uint8 (round half up, clamped), on the CPU."""
     return (rgb01.detach().float() * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).cpu()
@@ -140,8 +150,8 @@ class Sampler:
         return int(self.resolution or self.gen.G.img_resolution)
 
     def _noise_ctx(self, stream: int, start: int):
-        ctx = torch.random.fork_rng(devices=[self.gen.device] if self.gen.device.type == "cuda" else [])
-        return ctx
+        """Seeded synthesis noise without disturbing the caller's global RNG state."""
+        return torch.random.fork_rng(devices=[self.gen.device] if self.gen.device.type == "cuda" else [])
 
     def _ranges(self, n: int):
         for s in range(0, n, self.batch_size):
@@ -153,14 +163,40 @@ class Sampler:
         G, dev = self.gen.G, self.gen.device
         for s, b in self._ranges(n):
             zt, zg, az, po = latents(self.gen.z_dim, self.seed, STREAM_IMAGES, s, b, self.prior)
+            cam = camera_dict(az, po, self.prior, dev)
             with self._noise_ctx(STREAM_IMAGES, s):
                 torch.manual_seed(derive(self.seed, STREAM_IMAGES, s, 7))
-                out = G(zt.to(dev), zg.to(dev), camera_dict(az, po, self.prior, dev),
-                        truncation_psi=self.truncation_psi, noise_mode=self.noise_mode, resolution=self.res)
-            img = to_uint8((out["img"][:, :3] + 1) / 2)
+                try:
+                    out = G(zt.to(dev), zg.to(dev), cam, truncation_psi=self.truncation_psi,
+                            noise_mode=self.noise_mode, resolution=self.res)
+                    rgb01 = (out["img"][:, :3] + 1) / 2
+                except RuntimeError as exc:
+                    if "0 elements" not in str(exc):
+                        raise
+                    # get3d.nn.generator.flat_query fails when no pixel of the whole batch is covered (every mesh
+                    # empty or off-screen).  Same computation as GET3DGenerator.synthesize, with an empty-safe
+                    # texture query.
+                    torch.manual_seed(derive(self.seed, STREAM_IMAGES, s, 7))
+                    rgb01 = self._render_synthesized(zt.to(dev), zg.to(dev), cam)
+            img = to_uint8(rgb01)
             if self.on_batch:
                 self.on_batch("ori", s, img)
             yield img
+
+    def _render_synthesized(self, zt: torch.Tensor, zg: torch.Tensor, cam: dict) -> torch.Tensor:
+        from get3d.nn.generator import flat_query
+        from get3d.raster.render import render_meshes
+
+        G, dev, b = self.gen.G, self.gen.device, zt.shape[0]
+        ws_tex, ws_geo = G.mapping(zt, zg, self.truncation_psi, update_w_avg=False)
+        out = G.synthesize(ws_tex, ws_geo, None, noise_mode=self.noise_mode, render=False)
+        state = out["state"]
+
+        def texture_fn(points, sample_index):
+            return flat_query(lambda p: G.backbone.query_texture(state, p), points, sample_index, b)
+
+        r = render_meshes(G.backend(dev), out["meshes"], cam["mvp"], self.res, empty_safe(texture_fn))
+        return r["rgb"][:, :3]
 
     @torch.no_grad()
     def images_3d(self, n: int, backend=None) -> Iterator[torch.Tensor]:
@@ -180,8 +216,8 @@ class Sampler:
                                                       noise_mode=self.noise_mode)
             cam = camera_dict(az, po, self.prior, dev)
             r = render_meshes(backend, [(v.float(), f.long()) for v, f in meshes], cam["mvp"], self.res,
-                              texture_fn=texture_fn)
-            img = to_uint8(r["rgb"][:, :3].clamp(0, 1) * r["hard_mask"])
+                              texture_fn=empty_safe(texture_fn))
+            img = to_uint8(r["rgb"][:, :3])
             if self.on_batch:
                 self.on_batch("3d", s, img)
             yield img

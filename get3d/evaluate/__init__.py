@@ -1,0 +1,12 @@
+"""Evaluation stage: reference statistics of the test split and metrics of an inference snapshot.
+
+- :func:`get3d.evaluate.reference.build_reference` (the ``reference`` stage; also :func:`reference_stats` for the
+  image features alone and :func:`reference_shapes` for the test meshes);
+- :func:`get3d.evaluate.stage.evaluate` (the ``evaluate`` stage);
+- :class:`get3d.evaluate.config.EvaluateConfig` (section ``evaluate`` of params.yaml).
+"""
+from .config import EvaluateConfig, smoke_config
+from .reference import build_reference, reference_shapes, reference_stats
+from .stage import evaluate
+
+__all__ = ["EvaluateConfig", "build_reference", "evaluate", "reference_shapes", "reference_stats", "smoke_config"]
