@@ -69,8 +69,8 @@ def run_render(args) -> int:
                              progress=not args.no_progress)
     c = summary["counts"]
     print(f"render: {c['rendered']} objects ({c['images']} views), {c['failed']} failed -> {summary['h5']}")
-    for oid, why in list((summary.get("failures") or {}).items())[:20]:
-        print(f"  failed {oid}: {why}")
+    for f in summary["failures"][:20]:
+        print(f"  failed {f['id']}: {f['reason']} ({f.get('detail', '')})")
     return 0
 
 
