@@ -24,8 +24,8 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -175,7 +175,7 @@ def reference_stats(dataset_h5: str | os.PathLike, out_npz: str | os.PathLike, c
         feats = load_features_npz(out_npz, key)
         if feats is not None and len(feats) == len(views):
             log.info("reference images: reusing %s (key %s)", out_npz, key)
-            return info | {"reused": True, "num_images": int(len(feats)), "time_s": time.perf_counter() - t0}
+            return info | {"reused": True, "num_images": len(feats), "time_s": time.perf_counter() - t0}
     if len(views) < 2:
         raise ReferenceError(f"{views.path}: the test split has {len(views)} rendered view(s) "
                              f"({views.num_objects} object(s)); FID/KID need at least 2")
@@ -184,7 +184,7 @@ def reference_stats(dataset_h5: str | os.PathLike, out_npz: str | os.PathLike, c
     log.info("reference images: %d test views of %s at %d² -> %s", len(views), views.path, res, out_npz)
     feats = ext.features_from_batches(views.batches(cfg.batch_size, res))
     save_features_npz(out_npz, feats, key)
-    return info | {"reused": False, "num_images": int(len(feats)), "time_s": time.perf_counter() - t0}
+    return info | {"reused": False, "num_images": len(feats), "time_s": time.perf_counter() - t0}
 
 
 def load_reference_features(npz: str | os.PathLike, dataset_h5: str | os.PathLike,

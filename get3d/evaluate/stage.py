@@ -20,7 +20,8 @@ Outputs in ``out_dir`` (each written atomically):
 - ``metrics.json``: flat ``{name: number}`` (DVC metrics): the metric keys (``fid``, ``kid``, ``cov_cd`` (%),
   ``mmd_cd`` (x10^3), ``cov_lfd`` (%), ``mmd_lfd``, ``<metric>_time_s``) plus counts: ``num_fake_images``,
   ``num_fake_meshes``, ``num_reference_shapes``, ``num_reference_images``, ``num_empty_meshes``,
-  ``num_degenerate_meshes``, ``empty_mesh_fraction``, ``kimg`` and ``eval_time_s``.  A non-finite value is
+  ``num_degenerate_meshes``, ``num_invalid_meshes`` (non-finite vertices / bad faces: scored as empty),
+  ``empty_mesh_fraction``, ``kimg`` and ``eval_time_s``.  A non-finite value is
   written as ``null`` (JSON has no NaN) and named in the warnings.
 - ``per_shape.json``: per reference shape its nearest generated shape (index, distance) under CD and LFD; per
   generated shape its nearest reference (index, id, distance), face count and whether it is empty; plus the
@@ -124,6 +125,19 @@ def mesh_area(v: np.ndarray, f: np.ndarray) -> float:
         return 0.0
     t = np.asarray(v, np.float64)[np.asarray(f, np.int64)]
     return float(0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1).sum())
+
+
+def sanitize_meshes(meshes) -> tuple[list, list[int]]:
+    """Replace meshes with non-finite vertices or out-of-range faces by empty meshes (indices returned)."""
+    out, bad = [], []
+    for i, (v, f) in enumerate(meshes):
+        v = np.asarray(v, np.float32).reshape(-1, 3)
+        f = np.asarray(f, np.int64).reshape(-1, 3)
+        if not np.isfinite(v).all() or (len(f) and (f.min() < 0 or f.max() >= len(v))):
+            bad.append(i)
+            v, f = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+        out.append((v, f))
+    return out, bad
 
 
 def classify_meshes(meshes) -> dict:
@@ -293,10 +307,14 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
         ref_shapes = _reference_shapes(manifest, reference_dir, cfg)
         report["reference_shapes_key"] = ref_shapes["key"]
         n_ref = len(ref_shapes["ids"])
-        n_gen = max(1, int(round(cfg.fake_mesh_factor * n_ref)))
+        n_gen = max(1, round(cfg.fake_mesh_factor * n_ref))
         tg = time.perf_counter()
-        gen_meshes = sampler.meshes(n_gen)
+        gen_meshes, invalid = sanitize_meshes(sampler.meshes(n_gen))
+        if invalid:
+            warnings.warn(f"{len(invalid)} generated meshes have non-finite vertices or bad faces (indices "
+                          f"{invalid[:10]}); they are scored as empty meshes", RuntimeWarning, stacklevel=2)
         mesh_info = classify_meshes(gen_meshes)
+        mesh_info["invalid"] = invalid
         report["mesh_generation_time_s"] = time.perf_counter() - tg
         if mesh_info["empty"] or mesh_info["degenerate"]:
             warnings.warn(f"{len(mesh_info['empty'])} of {n_gen} generated meshes are empty and "
@@ -336,6 +354,15 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
     # ---- per-shape lists
     per_shape = _per_shape(contexts[0][1], ref_shapes, gen_meshes, mesh_info)
 
+    for name in ("cd", "lfd"):  # per_shape.json must describe the numbers in metrics.json
+        summ = per_shape["summary"].get(name)
+        if f"cov_{name}" in flat and (summ is None or summ["cov"] is None
+                                      or not math.isclose(summ["cov"], flat[f"cov_{name}"], rel_tol=1e-9)
+                                      or not math.isclose(summ["mmd"], flat[f"mmd_{name}"], rel_tol=1e-6)):
+            warnings.warn(f"per_shape.json {name} summary {summ} disagrees with metrics cov_{name}="
+                          f"{flat[f'cov_{name}']}, mmd_{name}={flat.get(f'mmd_{name}')} (did get3d.metrics change "
+                          f"its cache key {name}_matrix?)", RuntimeWarning, stacklevel=2)
+
     # ---- previews (generate a few if no image metric produced them)
     if cfg.num_preview and not previews:
         for _ in sampler.images_ori(cfg.num_preview):
@@ -361,6 +388,7 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
         "num_reference_images": len(views) if image_metrics else 0,
         "num_empty_meshes": len(mesh_info.get("empty", [])),
         "num_degenerate_meshes": len(mesh_info.get("degenerate", [])),
+        "num_invalid_meshes": len(mesh_info.get("invalid", [])),
         "empty_mesh_fraction": len(mesh_info.get("empty", [])) / n_gen if n_gen else 0.0,
         "eval_time_s": time.perf_counter() - t0,
     })
@@ -424,15 +452,32 @@ def _precompute_matrices(ctx, cfg: EvaluateConfig, gen_meshes: list, ref_shapes:
             return chamfer_matrix(gen_pts, ref_shapes["points"], device=device)
         ctx.cached(CD_CACHE_KEY, make_cd)
     if "lfd" in cfg.metrics:
-        from get3d.metrics.lfd import lfd_matrix, mesh_descriptors
+        from get3d.metrics.lfd import lfd_matrix
 
         if ref_shapes["lfd"] is None:
             raise EvaluateError("reference shapes carry no LFD descriptors although 'lfd' is configured")
 
         def make_lfd():
-            gen_desc = mesh_descriptors(gen_meshes, device, cfg.lfd_batch_meshes)
-            return lfd_matrix(gen_desc, ref_shapes["lfd"], device=device)
+            return lfd_matrix(generated_lfd_descriptors(gen_meshes, device, cfg.lfd_batch_meshes),
+                              ref_shapes["lfd"], device=device)
         ctx.cached(LFD_CACHE_KEY, make_lfd)
+
+
+def generated_lfd_descriptors(meshes: list, device: str, batch: int):
+    """:func:`get3d.metrics.lfd.mesh_descriptors` of the non-empty meshes; empty meshes get the all-zero codes
+    that function defines for them, without rendering / analysing 100 blank silhouettes each."""
+    from get3d.metrics.lfd import LFDDescriptor, mesh_descriptors
+
+    keep = [i for i, (v, f) in enumerate(meshes) if len(f) and len(v)]
+    d = mesh_descriptors([meshes[i] for i in keep], device, batch)
+    out = []
+    for k in ("art", "fd", "cir", "ecc"):
+        src = getattr(d, k)
+        full = torch.zeros((len(meshes),) + tuple(src.shape[1:]), dtype=src.dtype, device=src.device)
+        if keep:
+            full[torch.as_tensor(keep, device=src.device)] = src
+        out.append(full)
+    return LFDDescriptor(*out)
 
 
 def _per_shape(ctx, ref_shapes: dict | None, gen_meshes: list, mesh_info: dict) -> dict:
@@ -442,7 +487,7 @@ def _per_shape(ctx, ref_shapes: dict | None, gen_meshes: list, mesh_info: dict) 
     ids = ref_shapes["ids"]
     empty = set(mesh_info.get("empty", []))
     out["reference"] = [{"index": i, "id": rid} for i, rid in enumerate(ids)]
-    out["generated"] = [{"index": g, "num_faces": int(len(f)), "num_vertices": int(len(v)), "empty": g in empty}
+    out["generated"] = [{"index": g, "num_faces": len(f), "num_vertices": len(v), "empty": g in empty}
                         for g, (v, f) in enumerate(gen_meshes)]
     for name, key, scale in (("cd", CD_CACHE_KEY, 1e3), ("lfd", LFD_CACHE_KEY, 1.0)):
         if key not in ctx.cache:

@@ -234,3 +234,67 @@ def test_evaluate_survives_all_empty_meshes(eval_inputs, reference_dir, tmp_path
     _check_consistency(metrics, per_shape, "lfd", 1.0)
     preview = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / S.PREVIEW_FILE))
     assert preview.max() == 0  # black renders of empty meshes
+
+
+# ----------------------------------------------------------------------------------------------- units
+
+def test_mesh_classification_and_sanitizing():
+    tri = (np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32), np.array([[0, 1, 2]]))
+    quad = (np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], np.float32), np.array([[0, 1, 2], [1, 3, 2]]))
+    flat = (np.zeros((3, 3), np.float32), np.array([[0, 1, 2], [0, 2, 1]]))
+    nan = (np.full((3, 3), np.nan, np.float32), np.array([[0, 1, 2]]))
+    bad_idx = (np.zeros((3, 3), np.float32), np.array([[0, 1, 7]]))
+    empty = (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64))
+    meshes, invalid = S.sanitize_meshes([tri, quad, flat, nan, bad_idx, empty])
+    assert invalid == [3, 4] and all(len(meshes[i][1]) == 0 for i in invalid)
+    info = S.classify_meshes(meshes)
+    assert info["empty"] == [3, 4, 5] and info["degenerate"] == [0, 2, 3, 4, 5]
+
+
+def test_nearest_lists_match_coverage_mmd():
+    from get3d.metrics.coverage import coverage_mmd
+
+    d = torch.tensor([[1.0, 5.0, 3.0], [0.5, 4.0, 9.0], [2.0, 2.0, 8.0], [7.0, 1.0, 1.0]])
+    lists = S.nearest_lists(d, ["a", "b", "c"])
+    assert [g["nearest_reference"] for g in lists["generated"]] == [0, 0, 0, 1]  # tie (2, 2) -> lowest index
+    assert [r["nearest_generated"] for r in lists["reference"]] == [1, 3, 3]
+    ours = S.coverage_from_lists(lists, 3, 1e3)
+    ref = coverage_mmd(d, scale=1e3)
+    assert ours["cov"] == pytest.approx(ref["cov"]) and ours["mmd"] == pytest.approx(ref["mmd"])
+
+
+@pytest.mark.gpu
+def test_evaluate_on_cuda_random_generator(eval_inputs, reference_dir, tmp_path):
+    """CUDA path (nvdiffrast when importable): the random-init generator's fragmented meshes through LFD too."""
+    cfg = smoke_config(metrics=ALL, image_sources=["ori", "3d"], num_fake_images=8, device="cuda", backend="auto",
+                       fake_mesh_factor=2.0)
+    res = S.evaluate(eval_inputs["snapshot"], eval_inputs["dataset"], eval_inputs["manifest"], reference_dir,
+                     tmp_path / "eval", cfg)
+    for k in ("fid", "kid", "fid_3d", "kid_3d", "cov_cd", "mmd_cd", "cov_lfd", "mmd_lfd"):
+        assert finite(res["metrics"][k]), (k, res["metrics"][k])
+
+
+def test_generated_lfd_descriptors_skip_empty_meshes_with_defined_zeros(monkeypatch):
+    import get3d.metrics.lfd as L
+
+    empty = (np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zero = L.mesh_descriptors([empty], "cpu", 1)  # what get3d.metrics defines for an empty mesh
+    tri = (np.eye(3), np.array([[0, 1, 2]]))
+    seen = []
+
+    def fake(meshes, device, batch):
+        seen.append(len(meshes))
+        n = len(meshes)
+        return L.LFDDescriptor(torch.full((n, 10, 10, 35), 7, dtype=torch.uint8),
+                               torch.full((n, 10, 10, 10), 7, dtype=torch.uint8),
+                               torch.full((n, 10, 10), 7, dtype=torch.uint8), torch.full((n, 10, 10), 7, dtype=torch.uint8))
+
+    monkeypatch.setattr(L, "mesh_descriptors", fake)
+    ours = S.generated_lfd_descriptors([empty, tri, empty], "cpu", 4)
+    assert seen == [1]
+    for k in ("art", "fd", "cir", "ecc"):
+        v = getattr(ours, k)
+        assert v.shape[0] == 3 and bool((v[1] == 7).all()), k
+        assert torch.equal(v[0], getattr(zero, k)[0]) and torch.equal(v[2], getattr(zero, k)[0]), k
