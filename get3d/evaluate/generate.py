@@ -63,6 +63,35 @@ class LoadedGenerator:
         return float(k) if k is not None else None
 
 
+def resolve_snapshot(path: str | Path) -> Path:
+    """An inference snapshot file from a file path, a run directory or its ``checkpoints/`` folder.
+
+    For a folder: the ``network`` entry of ``checkpoints/latest.json`` (written by get3d.train), else the
+    newest ``network-*.pt``.  Raises FileNotFoundError naming the folder when there is none."""
+    from get3d.train.checkpoint import list_snapshots
+
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise FileNotFoundError(f"snapshot {p} does not exist")
+    for d in (p / "checkpoints", p):
+        latest = d / "latest.json"
+        if latest.is_file():
+            try:
+                import json
+
+                name = json.loads(latest.read_text()).get("network", {}).get("path")
+            except (OSError, ValueError, AttributeError):
+                name = None
+            if name and (d / name).is_file():
+                return d / name
+        snaps = list_snapshots(d, "network")
+        if snaps:
+            return snaps[0][1]
+    raise FileNotFoundError(f"{p}: no inference snapshot (network-*.pt) in it or in its checkpoints/ folder")
+
+
 def load_generator(snapshot_path: str | Path, device: str | torch.device = "cpu",
                    backend: str = "auto") -> LoadedGenerator:
     """Inference snapshot (get3d.train.checkpoint ``network-*.pt``: ``{"G_ema", "model_config", ...}``) → G_ema
@@ -71,7 +100,7 @@ def load_generator(snapshot_path: str | Path, device: str | torch.device = "cpu"
     from get3d.schema import ConfigError, parse_section
     from get3d.train.checkpoint import CheckpointError, load_inference
 
-    path = Path(snapshot_path)
+    path = resolve_snapshot(snapshot_path)
     payload = load_inference(path)  # verifies magic, length, SHA-256; raises CheckpointError naming the file
     for k in ("G_ema", "model_config"):
         if k not in payload:

@@ -55,7 +55,7 @@ import torch
 
 from . import reference as ref_mod
 from .config import EvaluateConfig
-from .generate import Sampler, load_generator
+from .generate import Sampler, load_generator, resolve_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,9 @@ def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
              out_dir: str | os.PathLike, cfg: EvaluateConfig) -> dict:
     """Evaluate one inference snapshot; see the module docstring for inputs, outputs and degenerate cases.
 
+    ``snapshot_path``: a ``network-*.pt`` file, or a run directory / its ``checkpoints/`` folder (then the
+    snapshot named by ``latest.json``, else the newest one).
+
     Returns ``{"metrics": flat dict (as metrics.json), "per_shape": dict, "paths": {...}, "warnings": [...]}``.
     """
     out_dir = Path(out_dir)
@@ -259,6 +262,7 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
                             "none was given")
 
     device = cfg.resolve_device()
+    snapshot = resolve_snapshot(snapshot)
     gen = load_generator(snapshot, device, cfg.backend)
     header = read_header(snapshot)
     prior = camera_prior(gen.model_config, dataset_h5)

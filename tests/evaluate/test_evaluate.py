@@ -298,3 +298,20 @@ def test_generated_lfd_descriptors_skip_empty_meshes_with_defined_zeros(monkeypa
         v = getattr(ours, k)
         assert v.shape[0] == 3 and bool((v[1] == 7).all()), k
         assert torch.equal(v[0], getattr(zero, k)[0]) and torch.equal(v[2], getattr(zero, k)[0]), k
+
+
+def test_resolve_snapshot(eval_inputs, tmp_path):
+    from get3d.evaluate.generate import resolve_snapshot
+    from get3d.train.checkpoint import write_latest_pointer
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for n in (1000, 2000):
+        shutil.copy(eval_inputs["snapshot"], run / "checkpoints" / f"network-{n:012d}.pt")
+    assert resolve_snapshot(run).name == "network-000000002000.pt"  # newest without a pointer
+    write_latest_pointer(run / "checkpoints", "network", run / "checkpoints" / "network-000000001000.pt", 1000)
+    assert resolve_snapshot(run).name == "network-000000001000.pt"
+    assert resolve_snapshot(run / "checkpoints").name == "network-000000001000.pt"
+    assert resolve_snapshot(eval_inputs["snapshot"]) == eval_inputs["snapshot"]
+    with pytest.raises(FileNotFoundError, match="no inference snapshot"):
+        resolve_snapshot(tmp_path)
