@@ -232,7 +232,10 @@ def flat_query(query: Callable[[torch.Tensor], torch.Tensor], points: torch.Tens
     """
     n = points.shape[0]
     if n == 0:
-        return query(points.new_zeros(batch, 1, 3))[:, :0].reshape(0, -1)
+        # Nothing covered: still run the query once (so its parameters take part in the graph) and return
+        # an empty [0, C] result; reshape(0, -1) cannot infer C from an empty tensor.
+        q = query(points.new_zeros(batch, 1, 3))
+        return q[:, :0].reshape(0, q.shape[-1])
     idx = sample_index.long()
     counts = torch.bincount(idx, minlength=batch)
     order = torch.argsort(idx, stable=True)
