@@ -98,6 +98,51 @@ def run_train(args) -> int:
     return 0
 
 
+def _reference_args(p):
+    _params_arg(p)
+    p.add_argument("--dataset", type=Path, default=Path("data/dataset/dataset.h5"), help="HDF5 dataset")
+    p.add_argument("--manifest", type=Path, default=Path("data/assets/manifest.json"), help="asset manifest")
+    p.add_argument("--out", type=Path, default=Path("data/reference"), help="reference statistics folder")
+
+
+@command("reference", "reference statistics of the test split: Inception features of its views, its shapes' "
+                      "point clouds / LFD descriptors (cached by content)")(_reference_args)
+def run_reference(args) -> int:
+    from get3d.config import load_params
+    from get3d.evaluate.reference import build_reference
+
+    params = load_params(args.params, only=["evaluate"])
+    info = build_reference(args.dataset, args.manifest, args.out, params.evaluate)
+    print(f"reference: {args.out} ({', '.join(sorted(k for k in info if not k.startswith('_')))})")
+    return 0
+
+
+def _evaluate_args(p):
+    _params_arg(p)
+    p.add_argument("--model", type=Path, default=Path("data/model/generator.pt"),
+                   help="inference snapshot (or a training run directory)")
+    p.add_argument("--dataset", type=Path, default=Path("data/dataset/dataset.h5"), help="HDF5 dataset")
+    p.add_argument("--manifest", type=Path, default=Path("data/assets/manifest.json"), help="asset manifest")
+    p.add_argument("--reference", type=Path, default=Path("data/reference"), help="reference statistics folder")
+    p.add_argument("--out", type=Path, default=Path("data/metrics"),
+                   help="metrics.json, per_shape.json, preview.png, detail/ meshes")
+
+
+@command("evaluate", "FID/KID, CD/COV/MMD, LFD of a generator against the test split")(_evaluate_args)
+def run_evaluate(args) -> int:
+    from get3d.config import load_params
+    from get3d.evaluate.stage import evaluate
+
+    params = load_params(args.params, only=["evaluate"])
+    res = evaluate(args.model, args.dataset, args.manifest, args.reference, args.out, params.evaluate)
+    shown = {k: v for k, v in res["metrics"].items() if not k.endswith("_time_s")}
+    print("evaluate: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in sorted(shown.items())))
+    for w in res.get("warnings", [])[:10]:
+        print(f"  warning: {w}")
+    return 0
+
+
 def _validate_args(p):
     _params_arg(p)
 

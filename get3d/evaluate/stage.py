@@ -223,6 +223,7 @@ def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / DETAIL_DIR).mkdir(exist_ok=True)  # always present (a DVC output), even when no shape is exported
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _evaluate(Path(snapshot_path), Path(dataset_h5),
