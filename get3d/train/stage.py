@@ -46,12 +46,28 @@ def incompatible_keys(run_dir: Path, model_cfg, train_cfg) -> list[str]:
     return diff
 
 
+def dataset_changed(run_dir: Path, dataset: Path) -> bool:
+    """True when the run directory was trained on other data than ``dataset`` (by content hash)."""
+    from get3d.train.models import dataset_digest
+
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return False
+    try:
+        old = json.loads(path.read_text()).get("dataset", {})
+    except (OSError, json.JSONDecodeError):
+        return True
+    return old.get("sha256") != dataset_digest(Path(dataset)).get("sha256")
+
+
 def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None) -> dict:
     from get3d.train.checkpoint import list_snapshots
     from get3d.train.loop import train
 
     run_dir, model_out = Path(run_dir), Path(model_out)
     changed = incompatible_keys(run_dir, model_cfg, train_cfg)
+    if not changed and dataset_changed(run_dir, dataset):
+        changed = ["dataset content"]
     if changed:
         stale = run_dir.with_name(run_dir.name + ".stale")
         log.warning("train: %s was trained with different settings (%s); starting fresh, old run moved to %s",
@@ -62,6 +78,6 @@ def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_ou
     snaps = list_snapshots(run_dir / "checkpoints", "network")
     if not snaps:
         raise RuntimeError(f"train: no inference snapshot was written in {run_dir / 'checkpoints'}")
-    atomic_write_bytes(model_out, snaps[-1][1].read_bytes())
+    atomic_write_bytes(model_out, snaps[0][1].read_bytes())  # list_snapshots: newest first
     result["model"] = str(model_out)
     return result
