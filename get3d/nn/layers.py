@@ -5,14 +5,19 @@ N(0, 1/lr_mult²), scaled at run time by ``lr_mult/sqrt(fan_in)``), modulated + 
 FIR [1,3,3,1] resampling, per-layer noise, and the modulated fully-connected / 3D layers used by the
 GET3D decoders and geometry networks.
 
-Kernel seam: the two hot primitives (:func:`upfirdn2d` and :func:`bias_act`) dispatch through
-:data:`KERNELS`.  A fused CUDA implementation can be installed later with :func:`register_kernel` without
-touching callers; the pure-PyTorch versions here stay the reference path that tests compare against.
+Kernel seam: the hot primitives (:func:`upfirdn2d`, :func:`bias_act` and the discriminator's plain
+:func:`conv2d`) dispatch through :data:`KERNELS`.  A faster implementation can be installed with
+:func:`register_kernel` without touching callers; the pure-PyTorch versions here stay the reference path
+that tests compare against.  :func:`double_backward_kernels` swaps in versions of the same functions whose
+*double* backward is cheap, for the R1 pass: ``conv2d`` → :func:`get3d.nn.ops.conv2d` and ``upfirdn2d`` →
+:func:`upfirdn2d_taps` (no depthwise convolution).  With PyTorch's generic double backward of the depthwise
+FIR convolution (one convolution per channel) the lazy R1 step took ~44 s at 1024² (docs/perf-notes.md).
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -106,16 +111,81 @@ def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, 
     return x
 
 
-#: Dispatch table of the hot primitives (reference implementations by default).
-KERNELS: dict[str, Callable] = {"upfirdn2d": upfirdn2d_ref, "bias_act": bias_act_ref}
+def upfirdn2d_taps(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding=0,
+                   flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
+    """:func:`upfirdn2d_ref` for ``up == 1`` and a separable (1-D) filter as shifted multiply-adds.
+
+    No (grouped/depthwise) convolution: every op is elementwise or a strided view, so the backward and
+    the R1 double backward are elementwise too, and with ``down > 1`` only the kept outputs are computed.
+    Other cases fall back to the reference.
+    """
+    if up != 1 or f.ndim != 1 or x.ndim != 4:
+        return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    f = f.to(device=x.device, dtype=x.dtype)
+    if not flip_filter:
+        f = f.flip(0)
+    if gain != 1:
+        f = f * (gain ** 0.5)
+    n = int(f.shape[0])
+    for dim in (3, 2):
+        m = x.shape[dim] - n + 1
+        if m <= 0:
+            raise ValueError(f"upfirdn2d: filter of {n} taps is longer than the padded input {tuple(x.shape)}")
+        span = (m - 1) // down * down + 1
+        y = None
+        for k in range(n):
+            s = x.narrow(dim, k, span)
+            if down > 1:
+                s = s[:, :, :, ::down] if dim == 3 else s[:, :, ::down]
+            y = s * f[k] if y is None else torch.addcmul(y, s, f[k])
+        x = y
+    return x
+
+
+def conv2d_ref(x: torch.Tensor, w: torch.Tensor, bias=None, stride=1, padding=0) -> torch.Tensor:
+    """Reference plain convolution (PyTorch's own autograd, incl. its generic double backward)."""
+    return F.conv2d(x, w, bias, stride, padding)
+
+
+def _conv2d_fast(x, w, bias=None, stride=1, padding=0):
+    from get3d.nn.ops import conv2d as _conv2d
+    return _conv2d(x, w, bias, stride=stride, padding=padding)
+
+
+#: Reference implementation of each hot primitive.
+REFERENCE_KERNELS: dict[str, Callable] = {"upfirdn2d": upfirdn2d_ref, "bias_act": bias_act_ref,
+                                          "conv2d": conv2d_ref}
+#: What ``register_kernel(name, None)`` restores (the reference, except where a tested faster path exists).
+DEFAULT_KERNELS: dict[str, Callable] = dict(REFERENCE_KERNELS)
+#: Same functions, with a cheap double backward (used inside :func:`double_backward_kernels`).
+DOUBLE_BACKWARD_KERNELS: dict[str, Callable] = {"upfirdn2d": upfirdn2d_taps, "conv2d": _conv2d_fast}
+#: Dispatch table of the hot primitives.
+KERNELS: dict[str, Callable] = dict(DEFAULT_KERNELS)
 
 
 def register_kernel(name: str, fn: Callable | None) -> None:
-    """Install a faster implementation of ``name`` (same signature); ``None`` restores the reference."""
-    ref = {"upfirdn2d": upfirdn2d_ref, "bias_act": bias_act_ref}
-    if name not in ref:
-        raise KeyError(f"unknown kernel {name!r}; known: {sorted(ref)}")
-    KERNELS[name] = ref[name] if fn is None else fn
+    """Install an implementation of ``name`` (same signature); ``None`` restores the default."""
+    if name not in DEFAULT_KERNELS:
+        raise KeyError(f"unknown kernel {name!r}; known: {sorted(DEFAULT_KERNELS)}")
+    KERNELS[name] = DEFAULT_KERNELS[name] if fn is None else fn
+
+
+@contextlib.contextmanager
+def double_backward_kernels(enabled: bool = True):
+    """Within this block the FIR filter and D convolutions use :data:`DOUBLE_BACKWARD_KERNELS` (same outputs,
+    cheap second-order gradients); wrap the whole R1 pass (forward, ``create_graph`` grad, backward)."""
+    if not enabled:
+        yield
+        return
+    saved = {k: KERNELS[k] for k in DOUBLE_BACKWARD_KERNELS}
+    KERNELS.update(DOUBLE_BACKWARD_KERNELS)
+    try:
+        yield
+    finally:
+        KERNELS.update(saved)
 
 
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
@@ -124,6 +194,10 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
 
 def bias_act(x, b=None, dim=1, act="linear", gain=None, clamp=None):
     return KERNELS["bias_act"](x, b, dim=dim, act=act, gain=gain, clamp=clamp)
+
+
+def conv2d(x, w, bias=None, stride=1, padding=0):
+    return KERNELS["conv2d"](x, w, bias, stride=stride, padding=padding)
 
 
 def _filter_taps(f: torch.Tensor) -> int:
@@ -371,14 +445,14 @@ class Conv2dLayer(nn.Module):
             fw = _filter_taps(self.resample_filter)
             if self.kernel_size == 1:
                 x = downsample2d(x, self.resample_filter, self.down)
-                x = F.conv2d(x, w)
+                x = conv2d(x, w)
             else:
                 # blur with enough padding that a stride-`down` valid convolution yields H/down
                 p = (fw - self.down + self.kernel_size - 1) // 2
                 x = upfirdn2d(x, self.resample_filter, padding=p)
-                x = F.conv2d(x, w, stride=self.down)
+                x = conv2d(x, w, stride=self.down)
         else:
-            x = F.conv2d(x, w, padding=self.kernel_size // 2)
+            x = conv2d(x, w, padding=self.kernel_size // 2)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
 

@@ -170,3 +170,21 @@ def test_sanitize_grads():
     p.grad = torch.tensor([float("nan"), float("inf"), -float("inf"), 3e6])
     assert losses_mod.sanitize_grads([p], 1e5) == 1
     assert p.grad.tolist() == [0.0, 1e5, -1e5, 1e5]
+
+
+def test_sanitize_grads_fast_path_matches_per_tensor():
+    """All-finite lists take the fused path (clamp only); mixed lists count exactly the bad tensors."""
+    g = torch.Generator().manual_seed(3)
+    ps = [torch.nn.Parameter(torch.zeros(n)) for n in (5, 7, 3)]
+    for p in ps:
+        p.grad = torch.randn(p.shape, generator=g) * 1e5
+    ps.append(torch.nn.Parameter(torch.zeros(2)))  # no grad: skipped
+    want = [p.grad.clamp(-1e5, 1e5) for p in ps[:3]]
+    assert losses_mod.sanitize_grads(ps, 1e5) == 0
+    for p, w in zip(ps, want):
+        assert torch.equal(p.grad, w)
+    ps[1].grad[2] = float("nan")
+    ps[2].grad[0] = float("inf")
+    assert losses_mod.sanitize_grads(ps, 1e5) == 2
+    assert ps[1].grad[2] == 0 and ps[2].grad[0] == 1e5 and torch.equal(ps[0].grad, want[0])
+    assert losses_mod.sanitize_grads([], 1e5) == 0
