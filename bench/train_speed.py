@@ -79,6 +79,12 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (paper: 3, small: 1)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--ref-r1", action="store_true",
+                    help="experiment: R1 with the reference kernels (PyTorch's generic double backward, ~44 s)")
+    ap.add_argument("--tf32-matmul", action="store_true", help="experiment: allow TF32 matmuls (FC/MLP layers)")
+    ap.add_argument("--fused-adam", action="store_true", help="experiment: Adam(fused=True)")
+    ap.add_argument("--torch-profile", type=Path, default=None, metavar="DIR",
+                    help="profile 2 timed steps (no R1) with torch.profiler; tables + trace go to DIR")
     args = ap.parse_args(argv)
     profile = "small" if args.small else (args.profile or "paper")
 
@@ -104,14 +110,56 @@ def main(argv=None) -> int:
         "device": device, "precision": args.precision, "resume": "none", "seed": 0, "r1_gamma": 40.0,
     }, "train")
 
+    experiments = []
+    if args.ref_r1:
+        from get3d.nn import layers as L
+        L.DOUBLE_BACKWARD_KERNELS.update(conv2d=L.conv2d_ref, upfirdn2d=L.upfirdn2d_ref)
+        experiments.append("ref-r1")
+    if args.tf32_matmul:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        experiments.append("tf32-matmul")
+    if args.fused_adam:
+        import functools
+        torch.optim.Adam = functools.partial(torch.optim.Adam, fused=True)
+        experiments.append("fused-adam")
+
     ticks: list[dict] = []
     first_peak = {}
+    prof = {}
 
     def on_progress(rec):
         ticks.append(rec)
         if len(ticks) == warmup and device == "cuda":
             first_peak["gib"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
+        if args.torch_profile is not None and len(ticks) == warmup + 1:   # steps warmup+1, +2 (no R1)
+            from torch.profiler import ProfilerActivity, profile
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+            prof["p"] = profile(activities=acts)
+            prof["p"].__enter__()
+        if "p" in prof and len(ticks) == warmup + 3:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            p = prof.pop("p")
+            p.__exit__(None, None, None)
+            d = args.torch_profile
+            d.mkdir(parents=True, exist_ok=True)
+            ka = p.key_averages()
+            sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+            text = (f"# 2 training steps ({', '.join(experiments) or 'default'})\n"
+                    + ka.table(sort_by=sort, row_limit=40, max_name_column_width=80) + "\n\n# by self CPU time\n"
+                    + ka.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=80))
+            (d / "train_profile.txt").write_text(text)
+            if device == "cuda":
+                evs = [e for e in p.events() if e.device_type.name == "CUDA"]
+                n_k = len(evs)
+                short = sum(1 for e in evs if e.device_time < 5)
+                busy = sum(e.device_time for e in evs) / 1e3
+                syncs = sum(e.count for e in ka if "Synchronize" in e.key or e.key == "aten::item"
+                            or e.key == "aten::_local_scalar_dense")
+                print(f"profile: {n_k} CUDA kernels/2 steps ({short} < 5 µs), GPU busy {busy:.0f} ms, "
+                      f"item/sync-like calls {syncs}", flush=True)
+            print(ka.table(sort_by=sort, row_limit=25, max_name_column_width=70), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_dataset(Path(tmp) / "data.h5", cfg_model.img_resolution)
@@ -130,14 +178,15 @@ def main(argv=None) -> int:
         "peak_mem_gib_steady": timed[-1].get("mem/gpu_peak_gib") if device == "cuda" else None,
         "peak_mem_gib_first_steps": first_peak.get("gib"),
         "host_rss_peak_gib": timed[-1]["mem/host_rss_peak_gib"], "wall_sec": wall,
-        "torch": torch.__version__,
+        "torch": torch.__version__, "experiments": experiments,
     }
     pub = PUBLIC[args.generator]
     rows = [("this code", f"{res['sec_per_kimg']:.1f}", f"{res['img_per_sec']:.2f}",
              f"{res['peak_mem_gib_steady']:.2f}" if res["peak_mem_gib_steady"] is not None
              else f"rss {res['host_rss_peak_gib']:.2f}",
              f"{profile}, {device}{' ' + res['gpu'] if res['gpu'] else ''}, batch {batch}, "
-             f"{cfg_model.img_resolution}², tet {cfg_model.tet_res}, {args.generator} G, {args.precision}"),
+             f"{cfg_model.img_resolution}², tet {cfg_model.tet_res}, {args.generator} G, {args.precision}"
+             + (f", {'+'.join(experiments)}" if experiments else "")),
             ("public GET3D", f"{pub[0]:.1f}", f"{1000 / pub[0]:.2f}", f"{pub[1]:.1f}",
              f"H100, batch 4, 1024², tet 90, {args.generator} G, fp16 D (measured, PLATFORM.md)")]
     head = ("", "s/kimg", "img/s", "peak GiB", "setting")
