@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: environment check, GPU tests, raster agreement, metrics benchmarks.
+# Usage (device tool, carry .whl):  bash bench/gpu_verify.sh
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site:$PWD || exit 1
+export GET3D_CACHE_DIR=/tmp/g3c OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+timeout 120 python3 -u bench/gpu_env_check.py 2>&1 | tail -4
+echo "== GPU tests"
+timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/raster tests/evaluate tests/train 2>&1 | tail -8
+echo "== raster agreement + timing"
+timeout 200 python3 -u bench/gpu_raster.py --json "$OUT/raster.json" > "$OUT/raster.log" 2>&1; tail -28 "$OUT/raster.log"
+echo "== metrics"
+timeout 240 python3 -u bench/gpu_metrics.py --quick --json "$OUT/metrics.json" > "$OUT/metrics.log" 2>&1; tail -20 "$OUT/metrics.log"
