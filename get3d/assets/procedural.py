@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from get3d.assets.io import atomic_write_bytes
+from get3d.io import atomic_write_bytes
 
 
 @dataclass

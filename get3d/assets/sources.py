@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from get3d.assets.io import sha256_files
+from get3d.io import sha256_files
 
 MESH_SUFFIXES = (".obj", ".glb", ".gltf", ".ply")
 

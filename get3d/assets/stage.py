@@ -9,8 +9,8 @@ from pathlib import Path
 
 from get3d.assets import procedural
 from get3d.assets.config import AssetsConfig
-from get3d.assets.io import atomic_write_bytes, atomic_write_json
 from get3d.assets.sources import LISTERS, AssetError, assign_splits, inspect_item, normalization
+from get3d.io import atomic_write_bytes, atomic_write_json
 from get3d.schema import to_dict
 
 log = logging.getLogger(__name__)
@@ -110,4 +110,4 @@ def load_manifest(path: Path | str) -> dict:
     return manifest
 
 
-__all__ = ["build_assets", "load_manifest", "StageFailed", "asdict"]
+__all__ = ["StageFailed", "asdict", "build_assets", "load_manifest"]

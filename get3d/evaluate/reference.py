@@ -49,15 +49,7 @@ class ReferenceError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------------ helpers
 
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+from get3d.io import file_sha256 as _sha256_file
 
 
 def atomic_savez(path: str | os.PathLike, **arrays) -> None:
@@ -219,7 +211,7 @@ def load_placed_mesh(item: dict) -> tuple[np.ndarray, np.ndarray]:
         raise ReferenceError(f"asset {item.get('id')!r}: mesh file {path} not found")
     try:
         m = trimesh.load(path, force="mesh", process=False, skip_materials=True)
-    except Exception as exc:  # noqa: BLE001 - trimesh raises many types for bad files
+    except Exception as exc:
         raise ReferenceError(f"asset {item.get('id')!r}: cannot load {path} ({type(exc).__name__}: {exc})") from None
     v = np.asarray(m.vertices, dtype=np.float64).reshape(-1, 3)
     f = np.asarray(m.faces, dtype=np.int64).reshape(-1, 3)
@@ -306,7 +298,7 @@ def build_reference(dataset_h5: str | os.PathLike, assets_manifest: str | os.Pat
                     reference_dir: str | os.PathLike, cfg: EvaluateConfig) -> dict:
     """The ``reference`` stage: ``<reference_dir>/images.npz`` (when FID/KID are configured),
     ``shapes.npz`` (when mesh metrics are configured and a manifest is given) and ``reference.json``."""
-    from get3d.train.rundir import atomic_write_json
+    from get3d.io import atomic_write_json
 
     reference_dir = Path(reference_dir)
     summary: dict = {"version": REFERENCE_VERSION}

@@ -77,7 +77,7 @@ class EvaluateError(RuntimeError):
 # ------------------------------------------------------------------------------------------------ io
 
 def _atomic_json(path: Path, obj) -> None:
-    from get3d.train.rundir import atomic_write_text
+    from get3d.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
@@ -97,7 +97,7 @@ def _atomic_png(path: Path, arr: np.ndarray) -> None:
 
 
 def write_obj(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
-    from get3d.train.rundir import atomic_write_text
+    from get3d.io import atomic_write_text
 
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(verts, np.float64).reshape(-1, 3)]
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces, np.int64).reshape(-1, 3)]

@@ -20,65 +20,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to a temp file next to ``path``, fsync it, ``os.replace`` it over ``path``, fsync the dir.
-
-    ``fsync=False`` keeps the rename atomicity (no torn file after a process crash) but skips the disk flush:
-    for derived files that are regenerated anyway (plot CSVs)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if fsync:
-        fsync_dir(path.parent)
-
-
-def atomic_write_text(path, text: str, fsync: bool = True) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
-
-
-def atomic_write_json(path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
+from get3d.io import atomic_write_bytes, atomic_write_json, atomic_write_text, file_sha256, fsync_dir  # noqa: F401  (re-exported: the training code's historical import path)
+from get3d.io import json_default as _json_default
 
 
 def git_sha(start: str | os.PathLike | None = None) -> dict:
@@ -92,17 +39,6 @@ def git_sha(start: str | os.PathLike | None = None) -> dict:
         return {"sha": sha, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"sha": None, "dirty": None}
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def dataset_hash(path: str | os.PathLike) -> dict:
@@ -127,7 +63,7 @@ def library_versions() -> dict:
             out["cudnn"] = torch.backends.cudnn.version()
         if torch.cuda.is_available():
             out["gpu"] = torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001 - provenance must never kill a run
+    except Exception:
         pass
     for mod in ("h5py", "nvdiffrast"):
         m = sys.modules.get(mod)

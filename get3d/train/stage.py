@@ -12,7 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from get3d.assets.io import atomic_write_bytes
+from get3d.io import atomic_write_bytes
 from get3d.schema import to_dict
 
 log = logging.getLogger(__name__)

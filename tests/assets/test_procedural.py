@@ -2,7 +2,7 @@ import numpy as np
 import trimesh
 
 from get3d.assets import procedural
-from get3d.assets.io import sha256_files
+from get3d.io import sha256_files
 
 
 def _tree_hash(root):

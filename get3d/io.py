@@ -1,0 +1,81 @@
+"""Atomic writes and content hashes shared by every stage: outputs are never half-written.
+
+A write goes to a temp file in the target's folder, is flushed (and fsynced), then ``os.replace``d over the
+target, and the folder is fsynced: after a crash the file is either the old or the new version.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically.
+
+    ``fsync=False`` keeps the rename atomicity (no torn file after a process crash) but skips the disk flush:
+    for derived files that are regenerated anyway (plot CSVs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def atomic_write_text(path, text: str, fsync: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+def json_default(o):
+    """JSON fallback for numpy/torch scalars and paths."""
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def atomic_write_json(path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_files(paths: Iterable[Path], root: Path | None = None) -> str:
+    """Hash of the contents (and relative names, when ``root`` is given) of several files, in sorted order."""
+    h = hashlib.sha256()
+    for p in sorted(Path(p) for p in paths):
+        name = str(p.relative_to(root)) if root is not None else p.name
+        h.update(name.encode() + b"\0" + file_sha256(p).encode() + b"\0")
+    return h.hexdigest()
