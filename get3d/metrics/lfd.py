@@ -213,7 +213,7 @@ def _quant(x: torch.Tensor, scale: float = 256.0) -> torch.Tensor:
     return torch.clamp(torch.floor(x * scale), 0, 255).to(torch.uint8)
 
 
-def art_coefficients(sil: torch.Tensor, cx, cy, radius) -> torch.Tensor:
+def art_coefficients_reference(sil: torch.Tensor, cx, cy, radius) -> torch.Tensor:
     """[N, 35] float64 ART magnitudes; ``radius`` [N] is the light field's farthest-pixel radius."""
     N, H, W = sil.shape
     dev = sil.device
@@ -244,7 +244,7 @@ def art_coefficients(sil: torch.Tensor, cx, cy, radius) -> torch.Tensor:
     return flat[:, order]
 
 
-def eccentricity(sil, cx, cy) -> torch.Tensor:
+def eccentricity_reference(sil, cx, cy) -> torch.Tensor:
     N, H, W = sil.shape
     ys, xs = torch.meshgrid(torch.arange(H, device=sil.device, dtype=torch.float64),
                             torch.arange(W, device=sil.device, dtype=torch.float64), indexing="ij")
@@ -269,7 +269,7 @@ def _shift(x: torch.Tensor, dy: int, dx: int, fill=False) -> torch.Tensor:
     return out
 
 
-def circularity(sil) -> torch.Tensor:
+def circularity_reference(sil) -> torch.Tensor:
     m = sil
     edge = torch.zeros_like(m)
     for dy in (-1, 0, 1):
@@ -289,7 +289,7 @@ _NEXT = torch.tensor([[(1, -1), (1, 0), (1, 1)], [(1, 1), (0, 1), (-1, 1)],
 _NEXT_DIR = torch.tensor([[3, 0, 0], [0, 1, 1], [1, 2, 2], [2, 3, 3]])
 
 
-def trace_contours(sil: torch.Tensor, max_steps: int | None = None):
+def trace_contours_reference(sil: torch.Tensor, max_steps: int | None = None):
     """Square-tracing of the outer contour from the first foreground pixel in memory order.
 
     Returns ``(ys, xs, length)``: [N, L] long coordinates (the start pixel appears first and last) and [N]
@@ -359,7 +359,7 @@ def _contour_mask(ys, xs, length, shape) -> torch.Tensor:
     return mask.view(N, H, W)
 
 
-def _outside_region(contour: torch.Tensor) -> torch.Tensor:
+def _outside_region_reference(contour: torch.Tensor) -> torch.Tensor:
     """Pixels 4-connected to the image border without crossing a contour pixel (border always included)."""
     N, H, W = contour.shape
     border = torch.zeros_like(contour)
@@ -387,8 +387,8 @@ def _outside_region(contour: torch.Tensor) -> torch.Tensor:
             return out
 
 
-def is_multi_part(sil, contour) -> torch.Tensor:
-    outside = _outside_region(contour)
+def is_multi_part(sil, contour, reference: bool = False) -> torch.Tensor:
+    outside = (_outside_region_reference if reference else _outside_region)(contour)
     fg = sil.sum((1, 2)).double()
     inside = (sil & ~outside).sum((1, 2)).double()
     frac = inside / fg.clamp_min(1)
@@ -428,7 +428,7 @@ _THIN_NB = [(0, 1), (-1, 0), (0, -1), (1, 0), (1, 1), (-1, 1), (-1, -1), (1, -1)
 _THIN_SIDES = [1, 3, 2, 0]  # reference side order 2,4,3,1 -> indices into _THIN_NB
 
 
-def thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int = 10_000) -> torch.Tensor:
+def thin_reference(buff: torch.Tensor, sil: torch.Tensor, max_iter: int = 10_000) -> torch.Tensor:
     """Peel pixels of ``buff`` that are background in ``sil`` while keeping topology (parallel per side)."""
     N, H, W = buff.shape
     table = torch.tensor(list(THIN_DELETE), dtype=torch.bool, device=buff.device)
@@ -453,26 +453,42 @@ def thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int = 10_000) -> torch
     return src
 
 
-def fourier_descriptors(sil, cx, cy) -> torch.Tensor:
-    """[N, 10] float64 |X_k| / |X_0| (k = 1..10) of the centroid distance along the contour (0 if < 8 points)."""
+def fourier_descriptors(sil, cx, cy, reference: bool = False) -> torch.Tensor:
+    """[N, 10] float64 |X_k| / |X_0| (k = 1..10) of the centroid distance along the contour (0 if < 8 points).
+
+    ``reference=True`` runs the original dense implementation (slow; kept to test the fast path against).
+    """
+    trace = trace_contours_reference if reference else trace_contours
+    thin_fn = thin_reference if reference else thin
+    dilate = _dilate if reference else _dilate_fast
     N, H, W = sil.shape
-    ys, xs, length = trace_contours(sil)
+    ys, xs, length = trace(sil)
     contour = _contour_mask(ys, xs, length, sil.shape)
-    multi = is_multi_part(sil, contour) & (length > 0)
+    multi = is_multi_part(sil, contour, reference) & (length > 0)
     if bool(multi.any()):
         idx = torch.nonzero(multi)[:, 0]
         y0 = sil[idx]
-        buff = _dilate(y0, _OFF3)
-        t = trace_contours(buff)
-        still = is_multi_part(buff, _contour_mask(*t, buff.shape))
+        buff = dilate(y0, _OFF3)
+        t = trace(buff)
+        still = is_multi_part(buff, _contour_mask(*t, buff.shape), reference)
         if bool(still.any()):
-            buff2 = _dilate(buff, _OFF5)
-            t2 = trace_contours(buff2)
-            still2 = is_multi_part(buff2, _contour_mask(*t2, buff2.shape)) & still
+            if reference:
+                buff2 = _dilate(buff, _OFF5)
+                t2 = trace(buff2)
+                still2 = is_multi_part(buff2, _contour_mask(*t2, buff2.shape), reference) & still
+            else:  # only the silhouettes that are still multi-part
+                sidx = torch.nonzero(still)[:, 0]
+                b2 = _dilate_fast(buff[sidx], _OFF5)
+                t2 = trace(b2)
+                s2 = is_multi_part(b2, _contour_mask(*t2, b2.shape))
+                buff2 = buff.clone()
+                buff2[sidx] = b2
+                still2 = torch.zeros_like(still)
+                still2[sidx] = s2
             buff = torch.where(still[:, None, None], buff2, buff)
             buff = torch.where(still2[:, None, None], _bbox_fill(y0), buff)
-        buff = thin(buff, y0)
-        ys2, xs2, len2 = trace_contours(buff)
+        buff = thin_fn(buff, y0)
+        ys2, xs2, len2 = trace(buff)
         L = max(ys.shape[1], ys2.shape[1])
 
         def padto(a):
@@ -495,23 +511,353 @@ def fourier_descriptors(sil, cx, cy) -> torch.Tensor:
     return torch.where((length >= 8)[:, None], fd, torch.zeros_like(fd))
 
 
-def descriptors_from_silhouettes(sil: torch.Tensor) -> LFDDescriptor:
-    """``sil`` [M, 10, 10, H, W] bool (row 0 = bottom) -> codes with leading dims [M, 10, 10]."""
+def descriptors_from_silhouettes(sil: torch.Tensor, reference: bool = False) -> LFDDescriptor:
+    """``sil`` [M, 10, 10, H, W] bool (row 0 = bottom) -> codes with leading dims [M, 10, 10].
+
+    ``reference=True`` uses the original dense implementation throughout (identical codes, much slower on
+    multi-part silhouettes); it is kept as the reference the fast path is tested against.
+    """
     M = sil.shape[0]
-    s = sil.reshape(-1, sil.shape[-2], sil.shape[-1])
+    s = sil.reshape(-1, sil.shape[-2], sil.shape[-1]).bool()
     H, W = s.shape[-2:]
     cx, cy = _centres(s)
-    ys, xs = torch.meshgrid(torch.arange(H, device=s.device, dtype=torch.float64),
-                            torch.arange(W, device=s.device, dtype=torch.float64), indexing="ij")
-    r = torch.sqrt((xs[None] - cx[:, None, None]) ** 2 + (ys[None] - cy[:, None, None]) ** 2)
-    rmax = torch.where(s, r, torch.zeros_like(r)).amax((1, 2)).view(-1, N_VIEW).amax(1)  # per light field
+    shp = (M, N_LF, N_VIEW)
+    if reference:
+        ys, xs = torch.meshgrid(torch.arange(H, device=s.device, dtype=torch.float64),
+                                torch.arange(W, device=s.device, dtype=torch.float64), indexing="ij")
+        r = torch.sqrt((xs[None] - cx[:, None, None]) ** 2 + (ys[None] - cy[:, None, None]) ** 2)
+        rmax = torch.where(s, r, torch.zeros_like(r)).amax((1, 2)).view(-1, N_VIEW).amax(1)  # per light field
+        radius = rmax.repeat_interleave(N_VIEW)
+        art = _quant(art_coefficients_reference(s, cx, cy, radius))
+        fd = _quant(fourier_descriptors(s, cx, cy, reference=True), 512.0)
+        cir = _quant(circularity_reference(s))
+        ecc = _quant(eccentricity_reference(s, cx, cy))
+        return LFDDescriptor(art.view(*shp, ART_COEF), fd.view(*shp, FD_N), cir.view(shp), ecc.view(shp))
+    pts = _Pixels(s, cx, cy)
+    rmax = pts.rmax().view(-1, N_VIEW).amax(1)
     radius = rmax.repeat_interleave(N_VIEW)
-    art = _quant(art_coefficients(s, cx, cy, radius))
+    art = _quant(art_coefficients(s, cx, cy, radius, pts))
     fd = _quant(fourier_descriptors(s, cx, cy), 512.0)
     cir = _quant(circularity(s))
-    ecc = _quant(eccentricity(s, cx, cy))
-    shp = (M, N_LF, N_VIEW)
+    ecc = _quant(eccentricity(s, cx, cy, pts))
     return LFDDescriptor(art.view(*shp, ART_COEF), fd.view(*shp, FD_N), cir.view(shp), ecc.view(shp))
+
+
+# ------------------------------------------------------------------------------------------ fast path
+# Same results as the *_reference functions above, computed on foreground pixels only (ART, moments), with
+# table-driven contour tracing, a frontier-based parallel thinning and a batched flood fill.
+
+class _few_threads:
+    """Run a loop of many small CPU ops on one intra-op thread (thread hand-offs dominate them otherwise,
+    badly so on a busy machine); no-op on GPU."""
+
+    def __init__(self, device):
+        self.cpu = torch.device(device).type == "cpu"
+
+    def __enter__(self):
+        if self.cpu:
+            self.n = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.cpu:
+            torch.set_num_threads(self.n)
+
+
+class _Pixels:
+    """Foreground pixels of a silhouette batch in memory order: silhouette index, x, y and offsets to the centre."""
+
+    def __init__(self, sil, cx, cy):
+        N, H, W = sil.shape
+        nz = torch.nonzero(sil.reshape(N, -1))
+        self.N = N
+        self.n = nz[:, 0]
+        p = nz[:, 1]
+        self.y = (p // W).double()
+        self.x = (p % W).double()
+        self.dx = self.x - cx[self.n]
+        self.dy = self.y - cy[self.n]
+
+    def sum(self, w) -> torch.Tensor:
+        return torch.zeros(self.N, dtype=torch.float64, device=self.n.device).index_add_(0, self.n, w)
+
+    def rmax(self) -> torch.Tensor:
+        r = torch.sqrt(self.dx ** 2 + self.dy ** 2)
+        return torch.zeros(self.N, dtype=torch.float64, device=r.device).scatter_reduce_(0, self.n, r, "amax")
+
+
+def art_coefficients(sil: torch.Tensor, cx, cy, radius, pts: _Pixels | None = None) -> torch.Tensor:
+    """[N, 35] float64 ART magnitudes (as :func:`art_coefficients_reference`, foreground pixels only)."""
+    N = sil.shape[0]
+    dev = sil.device
+    pts = pts if pts is not None else _Pixels(sil, cx, cy)
+    rr = torch.where(radius > 0, LUT_R / radius, torch.zeros_like(radius))[pts.n]
+    tx = pts.dx * rr + LUT_R
+    ty = pts.dy * rr + LUT_R
+    ix = torch.trunc(tx).clamp(0, LUT_N - 1)
+    iy = torch.trunc(ty).clamp(0, LUT_N - 1)
+    dx, dy = tx - ix, ty - iy
+    stride = LUT_N + 1
+    base = pts.n * (stride * stride) + ix.long() * stride + iy.long()
+    w = torch.zeros(N * stride * stride, dtype=torch.float64, device=dev)
+    for off, wt in ((0, (1 - dx) * (1 - dy)), (stride, dx * (1 - dy)), (1, (1 - dx) * dy), (stride + 1, dx * dy)):
+        w.scatter_add_(0, base + off, wt)
+    coef = w.view(N, -1) @ _art_lut(dev)
+    count = torch.bincount(pts.n, minlength=N).double()
+    cnt = count.clamp_min(1)[:, None]
+    re, im = coef[:, :36] / cnt, -coef[:, 36:] / cnt
+    mag = torch.sqrt(re * re + im * im).view(N, ART_ANG, ART_RAD)
+    mag = mag / mag[:, :1, :1].clamp_min(1e-300)
+    mag = torch.where(count[:, None, None] > 0, mag, torch.zeros_like(mag))
+    flat = mag.reshape(N, -1)
+    order = [0 * ART_RAD + r for r in (1, 2)] + [p * ART_RAD + r for p in range(1, ART_ANG) for r in range(ART_RAD)]
+    return flat[:, order]
+
+
+def eccentricity(sil, cx, cy, pts: _Pixels | None = None) -> torch.Tensor:
+    """As :func:`eccentricity_reference` (moments are sums of multiples of 1/4: exact in any order)."""
+    pts = pts if pts is not None else _Pixels(sil, cx, cy)
+    i02 = pts.sum(pts.dy * pts.dy)
+    i11 = pts.sum(pts.dx * pts.dy)
+    i20 = pts.sum(pts.dx * pts.dx)
+    count = torch.bincount(pts.n, minlength=pts.N)
+    den = (i20 + i02) ** 2
+    ecc = ((i20 - i02) ** 2 + 4 * i11 ** 2) / torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(count > 1, ecc.clamp(max=1), torch.zeros_like(ecc))
+
+
+def _padded(x: torch.Tensor, p: int, fill: bool) -> torch.Tensor:
+    N, H, W = x.shape
+    out = torch.full((N, H + 2 * p, W + 2 * p), fill, dtype=x.dtype, device=x.device)
+    out[:, p:p + H, p:p + W] = x
+    return out
+
+
+def circularity(sil) -> torch.Tensor:
+    """As :func:`circularity_reference` (slices of one padded copy instead of shifted copies)."""
+    N, H, W = sil.shape
+    pad = _padded(sil, 1, True)
+    interior = sil.clone()
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                interior &= pad[:, 1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+    area = sil.sum((1, 2)).double()
+    per = (sil & ~interior).sum((1, 2)).double()
+    cir = _PI4 * area / torch.where(per > 0, per * per, torch.ones_like(per))
+    return torch.where(per > 0, cir.clamp(max=1), torch.zeros_like(cir))
+
+
+def _dilate_fast(x, offsets) -> torch.Tensor:
+    """As :func:`_dilate`: OR of shifted copies, kept 2 pixels inside the image."""
+    N, H, W = x.shape
+    pad = _padded(x, 2, False)
+    out = x.clone()
+    acc = torch.zeros_like(x)
+    for dy, dx in offsets:
+        acc |= pad[:, 2 + dy:2 + dy + H, 2 + dx:2 + dx + W]
+    out[:, 2:H - 2, 2:W - 2] |= acc[:, 2:H - 2, 2:W - 2]
+    return out
+
+
+# 8-neighbour bit order used by the tracing lookup table
+_NB8 = [(1, -1), (1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1)]
+
+
+def _trace_lut() -> torch.Tensor:
+    """[4 * 256] long: (direction, 8-neighbour code) -> 4 * neighbour index (8 = none) + new direction."""
+    lut = torch.full((4 * 256,), 32, dtype=torch.long)
+    for cur in range(4):
+        for code in range(256):
+            for j in range(4):
+                d = (cur + j) % 4
+                hit = None
+                for i in range(3):
+                    nb = _NB8.index(tuple(_NEXT[d, i].tolist()))
+                    if code >> nb & 1:
+                        hit = 4 * nb + int(_NEXT_DIR[d, i])
+                        break
+                if hit is not None:
+                    lut[cur * 256 + code] = hit
+                    break
+    return lut
+
+
+_TRACE_LUT = _trace_lut()
+
+
+def trace_contours(sil: torch.Tensor, max_steps: int | None = None):
+    """As :func:`trace_contours_reference`: one table lookup per step (direction x 8-neighbourhood code)."""
+    with _few_threads(sil.device):
+        return _trace(sil, max_steps)
+
+
+def _trace(sil: torch.Tensor, max_steps: int | None):
+    N, H, W = sil.shape
+    dev = sil.device
+    Wp = W + 2
+    pad = _padded(sil, 1, False).to(torch.uint8)
+    code = torch.zeros(N, (H + 2) * Wp, dtype=torch.uint8, device=dev)
+    cv = code.view(N, H + 2, Wp)
+    pp = _padded(sil, 2, False).to(torch.uint8)
+    for b, (dy, dx) in enumerate(_NB8):
+        cv |= pp[:, 1 + dy:1 + dy + H + 2, 1 + dx:1 + dx + Wp] << b
+    code = code.long()
+    lut = _TRACE_LUT.to(dev)
+    offs = torch.tensor([dy * Wp + dx for dy, dx in _NB8] + [0], device=dev)
+    flatp = pad.view(N, -1)
+    has = sil.view(N, -1).any(1)
+    start = torch.argmax(sil.reshape(N, -1).to(torch.uint8), 1)
+    spos = (start // W + 1) * Wp + start % W + 1
+    rowsN = torch.arange(N, device=dev)
+
+    def at(pos):
+        return flatp[rowsN, pos].bool()
+
+    may_loss = at(spos + Wp - 1) & ~at(spos + Wp) & (at(spos + Wp + 1) | at(spos + 1))
+    pos = spos.clone()
+    cur = torch.zeros(N, dtype=torch.long, device=dev)
+    active = has.clone()
+    length = torch.where(has, torch.ones_like(cur), -torch.ones_like(cur))
+    end = torch.zeros_like(cur)
+    trail = [spos.clone()]
+    max_steps = max_steps if max_steps is not None else H * W
+    check = 1 if dev.type == "cpu" else 32
+    step = 0
+    while step < max_steps:
+        if step % check == 0 and not bool(active.any()):
+            break
+        step += 1
+        e = lut[cur * 256 + code[rowsN, pos]]
+        anyfg = e < 32
+        fail = active & ~anyfg
+        length = torch.where(fail, -torch.ones_like(length), length)
+        was = active
+        active = active & anyfg
+        pos = torch.where(active, pos + offs[e >> 2], pos)
+        cur = torch.where(active, e & 3, cur)
+        length = length + active.long()
+        trail.append(torch.where(active, pos, torch.full_like(pos, -1)))
+        done = active & (pos == spos) & (~may_loss | (cur != 1))
+        active = active & ~done
+        end = torch.where(was & ~active, torch.full_like(end, step), end)
+    if bool(active.any()):
+        warnings.warn("trace_contours: contour did not close within max_steps", RuntimeWarning, stacklevel=2)
+        length = torch.where(active, -torch.ones_like(length), length)
+        width = step + 1
+    else:
+        width = int(end.max()) + 1 if N else 1
+    tr = torch.stack(trail, 1)[:, :width]
+    ys = torch.where(tr >= 0, tr // Wp - 1, tr)
+    xs = torch.where(tr >= 0, tr % Wp - 1, tr)
+    return ys, xs, length
+
+
+_CROSS = [(1, 0), (-1, 0), (0, 1), (0, -1)]
+
+
+def _outside_region(contour: torch.Tensor) -> torch.Tensor:
+    """As :func:`_outside_region_reference`: one labelling of the whole stack (CPU) or a 4-connected geodesic
+    dilation by max-pooling, checked for convergence every 32 steps (GPU)."""
+    N, H, W = contour.shape
+    border = torch.zeros_like(contour)
+    border[:, 0] = border[:, -1] = True
+    border[:, :, 0] = border[:, :, -1] = True
+    free = ~contour | border
+    if N == 0:
+        return border
+    if contour.device.type == "cpu":
+        from scipy import ndimage
+
+        st = np.zeros((3, 3, 3), dtype=bool)
+        st[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+        fr = free.numpy()
+        lab, n = ndimage.label(fr, structure=st)
+        keep = np.zeros(n + 1, dtype=bool)
+        keep[lab[border.numpy()]] = True
+        keep[0] = False
+        return torch.from_numpy(keep[lab])
+    freef = free.to(torch.float16)[:, None]
+    out = border.to(torch.float16)[:, None]
+    import torch.nn.functional as F
+    while True:
+        prev = out
+        for _ in range(32):
+            out = torch.maximum(F.max_pool2d(out, (3, 1), 1, (1, 0)), F.max_pool2d(out, (1, 3), 1, (0, 1))) * freef
+        if torch.equal(out, prev):
+            return out[:, 0] > 0
+
+
+def thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int = 10_000) -> torch.Tensor:
+    """As :func:`thin_reference`: the same parallel sub-passes (sides in the program's order 2, 4, 3, 1; the
+    deletion table looked up on the 8-neighbourhood codes at the start of each sub-pass), evaluated only on a
+    work list instead of every pixel.
+
+    The 8-neighbourhood codes of all pixels are kept up to date incrementally (a deleted pixel clears one bit in
+    each of its 8 neighbours).  A pixel's deletability for a side depends only on its code (and the fixed masks),
+    so a pixel that was evaluated for all 4 sides with its current code and kept can be dropped from the work
+    list until one of its neighbours is deleted.  Work list entries carry a count of sub-passes left (4, reset
+    when the code changes).
+    """
+    with _few_threads(buff.device):
+        return _thin(buff, sil, max_iter)
+
+
+def _thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int) -> torch.Tensor:
+    N, H, W = buff.shape
+    dev = buff.device
+    if N == 0 or H < 3 or W < 3:
+        return buff.clone()
+    table = torch.tensor(list(THIN_DELETE), dtype=torch.bool, device=dev)
+    flag = buff.reshape(-1).to(torch.uint8).clone()
+    inner = torch.zeros(N, H, W, dtype=torch.bool, device=dev)
+    inner[:, 1:H - 1, 1:W - 1] = True
+    allowed = (inner & ~sil.bool()).reshape(-1)
+    pad = _padded(buff, 1, False)
+    code = torch.zeros(N, H, W, dtype=torch.int32, device=dev)
+    bg4 = torch.zeros_like(buff)
+    for k, (dy, dx) in enumerate(_THIN_NB):
+        nbk = pad[:, 1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+        code |= nbk.to(torch.int32) << k
+        if k < 4:
+            bg4 |= ~nbk
+    code = code.reshape(-1)
+    cand = torch.nonzero((buff & bg4).reshape(-1) & allowed)[:, 0]
+    ttl = torch.zeros(N * H * W, dtype=torch.int8, device=dev)  # sub-passes left before leaving the work list
+    ttl[cand] = 4
+    listed = ttl > 0
+    nb_off = [dy * W + dx for dy, dx in _THIN_NB]
+    nb_off_t = torch.tensor(nb_off, device=dev)
+    check = 1 if dev.type == "cpu" else 8
+    for it in range(max_iter):
+        change = torch.zeros((), dtype=torch.bool, device=dev)
+        for side in _THIN_SIDES:
+            if cand.numel() == 0:
+                break
+            c = code[cand]
+            dele = ((c >> side) & 1 == 0) & table[c.long()]
+            d = cand[dele]
+            ttl[cand] -= 1
+            if dev.type != "cpu" or d.numel():
+                change |= dele.any()
+                flag[d] = 0
+                ttl[d] = 0
+                for k, off in enumerate(nb_off):               # pixels whose bit k is d (no duplicates)
+                    q = d - off
+                    code[q] = code[q] - (1 << k)
+                p = (d[:, None] - nb_off_t[None]).reshape(-1)   # their codes changed: back on the work list
+                p = p[(flag[p] == 1) & allowed[p]]
+                ttl[p] = 4
+                fresh = torch.unique(p[~listed[p]])
+                listed[fresh] = True
+            else:
+                fresh = cand[:0]
+            keep = ttl[cand] > 0
+            listed[cand[~keep]] = False
+            cand = torch.cat([cand[keep], fresh])
+        if (it + 1) % check == 0 and not bool(change):
+            break
+    return flag.view(N, H, W).bool()
 
 
 def mesh_descriptors(meshes, device="cpu", batch: int = 4, backend=None) -> LFDDescriptor:

@@ -86,3 +86,81 @@ def test_against_original_program(tmp_path):
     res = main(["--work", str(REF.parents[1]), "--n", "4", "--json", str(tmp_path / "r.json")])
     assert res["alignment_table_matches"] and res["cameras_match"]
     assert res["summary"]["all"]["within_1_pct"] > 98.0
+
+
+# ---------------------------------------------------------------------------------- fast path == reference path
+
+def _test_silhouettes():
+    """[1, 10, 10, 96, 96] silhouettes: single blobs, rings, several parts (near and far apart), slivers, empty."""
+    g = torch.Generator().manual_seed(0)
+    H = 96
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
+    out = []
+    for i in range(100):
+        kind = i % 10
+        cx, cy = 20 + int(torch.randint(0, 56, (), generator=g)), 20 + int(torch.randint(0, 56, (), generator=g))
+        r = 6 + int(torch.randint(0, 14, (), generator=g))
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+        if kind == 0:
+            s = disc
+        elif kind == 1:  # ring (hole)
+            s = disc & ((xx - cx) ** 2 + (yy - cy) ** 2 >= (r // 2) ** 2)
+        elif kind in (2, 3):  # two / three parts
+            s = disc | ((xx - (95 - cx)) ** 2 + (yy - (95 - cy)) ** 2 < 25)
+            if kind == 3:
+                s |= (xx > 5) & (xx < 9) & (yy > 70) & (yy < 90)
+        elif kind == 4:  # scattered fragments (random generator style)
+            s = torch.rand(H, H, generator=g) > 0.995
+            s |= (xx - cx).abs() + (yy - cy).abs() < 4
+        elif kind == 5:  # parts 2 px apart (merged by the 3x3 dilation)
+            s = ((xx > 20) & (xx < 40) & (yy > 20) & (yy < 60)) | ((xx > 41) & (xx < 60) & (yy > 30) & (yy < 50))
+        elif kind == 6:  # parts 4 px apart (need the 5x5 dilation)
+            s = ((xx > 20) & (xx < 40) & (yy > 20) & (yy < 60)) | ((xx > 43) & (xx < 60) & (yy > 30) & (yy < 50))
+        elif kind == 7:  # one-pixel lines and a lone pixel
+            s = ((yy == cy) & (xx > 10) & (xx < 80)) | ((xx == 5) & (yy == 5))
+        elif kind == 8:
+            s = torch.zeros(H, H, dtype=torch.bool)
+        else:  # touching the image border
+            s = disc | (xx < 3) | (yy > 93)
+        out.append(s)
+    return torch.stack(out).view(1, 10, 10, H, H)
+
+
+def test_fast_path_equals_reference():
+    sil = _test_silhouettes()
+    fast = L.descriptors_from_silhouettes(sil)
+    ref = L.descriptors_from_silhouettes(sil, reference=True)
+    for k in ("art", "fd", "cir", "ecc"):
+        assert torch.equal(getattr(fast, k), getattr(ref, k)), k
+    s = sil.reshape(-1, 96, 96)
+    a, b = L.trace_contours(s), L.trace_contours_reference(s)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    cont = L._contour_mask(*a, s.shape)
+    assert torch.equal(L._outside_region(cont), L._outside_region_reference(cont))
+
+
+def test_thin_equals_reference_on_multi_part():
+    s = _test_silhouettes().reshape(-1, 96, 96)
+    s = s[[2, 3, 4, 6, 13, 14, 23, 24]]
+    buff = L._bbox_fill(s)
+    assert torch.equal(L.thin(buff, s), L.thin_reference(buff, s))
+    buff = L._dilate(s, L._OFF3)
+    assert torch.equal(L._dilate_fast(s, L._OFF3), buff)
+    assert torch.equal(L.thin(buff, s), L.thin_reference(buff, s))
+
+
+def test_fast_path_equals_reference_on_rendered_multi_part_mesh():
+    import trimesh
+    from trimesh import creation
+    rng = np.random.default_rng(1)
+    parts = []
+    for _ in range(6):
+        b = creation.box(rng.uniform(0.05, 0.2, 3))
+        b.apply_translation(rng.uniform(-1, 1, 3))
+        parts.append(b)
+    m = trimesh.util.concatenate(parts)
+    sil = L.render_silhouettes(m.vertices, m.faces, res=128)[None]
+    fast = L.descriptors_from_silhouettes(sil)
+    ref = L.descriptors_from_silhouettes(sil, reference=True)
+    for k in ("art", "fd", "cir", "ecc"):
+        assert torch.equal(getattr(fast, k), getattr(ref, k)), k
