@@ -8,11 +8,11 @@ on ``evaluate.metrics``.  What it feeds the context:
 - the reference image features from ``<reference_dir>/images.npz`` (``real_stats_cache`` + ``real_dataset_key``;
   the reference stage writes it).  If it is missing or stale, the features are computed in memory from the
   dataset (with a warning) and the reference folder is *not* written (it is another stage's output);
-- the distance matrices of the mesh metrics, computed here with get3d.metrics' own functions and placed in the
-  context cache under the keys the built-in ``cd`` / ``lfd`` metrics use (``cd_matrix``, ``lfd_matrix``): the
-  reference side comes from ``<reference_dir>/shapes.npz`` (cached point clouds + LFD descriptors), so LFD
-  descriptors of the test meshes are not recomputed per evaluation, and per_shape.json uses the very matrices
-  the metrics were computed from.  ``fake_meshes`` / ``real_meshes`` providers are set as well, for any other
+- the reference side of the mesh metrics through the public context fields ``real_points`` / ``real_lfd``
+  (from ``<reference_dir>/shapes.npz``: cached point clouds + LFD descriptors), so LFD descriptors of the test
+  meshes are not recomputed per evaluation, and ``fake_lfd`` (descriptors of the non-empty generated meshes,
+  zero codes for empty ones); per_shape.json uses the very matrices the metrics were computed from
+  (``MetricContext.distance_matrix``).  ``fake_meshes`` / ``real_meshes`` providers are set as well, for any other
   registered metric.
 
 Outputs in ``out_dir`` (each written atomically):
@@ -65,9 +65,6 @@ PREVIEW_FILE = "preview.png"
 REPORT_FILE = "evaluate.json"
 DETAIL_DIR = "detail"
 IMAGE_METRICS = ("fid", "kid")
-#: Keys under which get3d.metrics.builtin caches its distance matrices (see module docstring).
-CD_CACHE_KEY = "cd_matrix"
-LFD_CACHE_KEY = "lfd_matrix"
 
 
 class EvaluateError(RuntimeError):
@@ -335,7 +332,7 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
         if k == 0 and ref_shapes is not None:
             ctx.fake_meshes = lambda: gen_meshes
             ctx.real_meshes = _real_mesh_provider(manifest, ref_shapes["ids"])
-            _precompute_matrices(ctx, cfg, gen_meshes, ref_shapes, device)
+            _precomputed_inputs(ctx, cfg, gen_meshes, ref_shapes, device)
         if k > 0:  # share the Inception network and the reference features with the first context
             for key in ("inception", "real_features"):
                 if key in contexts[0][1].cache:
@@ -365,8 +362,8 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
                                       or not math.isclose(summ["cov"], flat[f"cov_{name}"], rel_tol=1e-9)
                                       or not math.isclose(summ["mmd"], flat[f"mmd_{name}"], rel_tol=1e-6)):
             warnings.warn(f"per_shape.json {name} summary {summ} disagrees with metrics cov_{name}="
-                          f"{flat[f'cov_{name}']}, mmd_{name}={flat.get(f'mmd_{name}')} (did get3d.metrics change "
-                          f"its cache key {name}_matrix?)", RuntimeWarning, stacklevel=2)
+                          f"{flat[f'cov_{name}']}, mmd_{name}={flat.get(f'mmd_{name}')} "
+                          "(MetricContext.distance_matrix)", RuntimeWarning, stacklevel=2)
 
     # ---- previews (generate a few if no image metric produced them)
     if cfg.num_preview and not previews:
@@ -447,25 +444,16 @@ def _real_mesh_provider(manifest: Path, ids: list[str]):
     return load
 
 
-def _precompute_matrices(ctx, cfg: EvaluateConfig, gen_meshes: list, ref_shapes: dict, device: str) -> None:
+def _precomputed_inputs(ctx, cfg: EvaluateConfig, gen_meshes: list, ref_shapes: dict, device: str) -> None:
+    """Hand the cached reference point clouds / LFD descriptors (and the empty-skipping generated-descriptor
+    provider) to the built-in ``cd`` / ``lfd`` metrics through the public MetricContext fields."""
     if "cd" in cfg.metrics:
-        from get3d.metrics.chamfer import chamfer_matrix
-        from get3d.metrics.pointcloud import sample_many
-
-        def make_cd():
-            gen_pts = sample_many(gen_meshes, cfg.num_points, cfg.seed)
-            return chamfer_matrix(gen_pts, ref_shapes["points"], device=device)
-        ctx.cached(CD_CACHE_KEY, make_cd)
+        ctx.real_points = ref_shapes["points"]
     if "lfd" in cfg.metrics:
-        from get3d.metrics.lfd import lfd_matrix
-
         if ref_shapes["lfd"] is None:
             raise EvaluateError("reference shapes carry no LFD descriptors although 'lfd' is configured")
-
-        def make_lfd():
-            return lfd_matrix(generated_lfd_descriptors(gen_meshes, device, cfg.lfd_batch_meshes),
-                              ref_shapes["lfd"], device=device)
-        ctx.cached(LFD_CACHE_KEY, make_lfd)
+        ctx.real_lfd = ref_shapes["lfd"]
+        ctx.fake_lfd = lambda: generated_lfd_descriptors(gen_meshes, device, cfg.lfd_batch_meshes)
 
 
 def generated_lfd_descriptors(meshes: list, device: str, batch: int):
@@ -494,10 +482,11 @@ def _per_shape(ctx, ref_shapes: dict | None, gen_meshes: list, mesh_info: dict) 
     out["reference"] = [{"index": i, "id": rid} for i, rid in enumerate(ids)]
     out["generated"] = [{"index": g, "num_faces": len(f), "num_vertices": len(v), "empty": g in empty}
                         for g, (v, f) in enumerate(gen_meshes)]
-    for name, key, scale in (("cd", CD_CACHE_KEY, 1e3), ("lfd", LFD_CACHE_KEY, 1.0)):
-        if key not in ctx.cache:
+    for name, scale in (("cd", 1e3), ("lfd", 1.0)):
+        matrix = ctx.distance_matrix(name)
+        if matrix is None:
             continue
-        lists = nearest_lists(ctx.cache[key], ids)
+        lists = nearest_lists(matrix, ids)
         for e, l in zip(out["reference"], lists["reference"]):
             e[name] = l
         for e, l in zip(out["generated"], lists["generated"]):

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from .registry import MetricContext, iterate_batches, register_metric
+from .registry import MATRIX_KEYS, MetricContext, iterate_batches, register_metric
 
 
 def _real_features(ctx: MetricContext) -> np.ndarray:
@@ -54,9 +55,15 @@ def cd_metric(ctx: MetricContext) -> dict:
 
     def make():
         gen = sample_many(ctx.require("fake_meshes", "cd")(), ctx.num_points, ctx.seed)
-        ref = sample_many(ctx.require("real_meshes", "cd")(), ctx.num_points, ctx.seed + 1_000_000)
+        if ctx.real_points is not None:
+            ref = ctx.real_points
+            ref = ref if isinstance(ref, torch.Tensor) else torch.as_tensor(np.asarray(ref))
+            if ref.ndim != 3 or ref.shape[-1] != 3:
+                raise ValueError(f"MetricContext.real_points must be [R, N, 3], got {tuple(ref.shape)}")
+        else:
+            ref = sample_many(ctx.require("real_meshes", "cd")(), ctx.num_points, ctx.seed + 1_000_000)
         return chamfer_matrix(gen, ref, device=ctx.device)
-    d = ctx.cached("cd_matrix", make)
+    d = ctx.cached(MATRIX_KEYS["cd"], make)
     r = coverage_mmd(d, scale=1e3)
     return {"cov_cd": r["cov"], "mmd_cd": r["mmd"]}
 
@@ -67,9 +74,15 @@ def lfd_metric(ctx: MetricContext) -> dict:
     from .lfd import lfd_matrix, mesh_descriptors
 
     def make():
-        gen = mesh_descriptors(ctx.require("fake_meshes", "lfd")(), ctx.device, ctx.lfd_batch_meshes)
-        ref = mesh_descriptors(ctx.require("real_meshes", "lfd")(), ctx.device, ctx.lfd_batch_meshes)
+        if ctx.fake_lfd is not None:
+            gen = ctx.fake_lfd()
+        else:
+            gen = mesh_descriptors(ctx.require("fake_meshes", "lfd")(), ctx.device, ctx.lfd_batch_meshes)
+        if ctx.real_lfd is not None:
+            ref = ctx.real_lfd
+        else:
+            ref = mesh_descriptors(ctx.require("real_meshes", "lfd")(), ctx.device, ctx.lfd_batch_meshes)
         return lfd_matrix(gen, ref, device=ctx.device)
-    d = ctx.cached("lfd_matrix", make)
+    d = ctx.cached(MATRIX_KEYS["lfd"], make)
     r = coverage_mmd(d, scale=1.0)
     return {"cov_lfd": r["cov"], "mmd_lfd": r["mmd"]}

@@ -51,6 +51,9 @@ def get_metric(name: str) -> MetricFn:
 
 Mesh = tuple[np.ndarray, np.ndarray]  # (vertices [V,3] float, faces [F,3] int)
 
+#: cache keys of the distance matrices of the mesh metrics (read them with MetricContext.distance_matrix)
+MATRIX_KEYS = {"cd": "cd_matrix", "lfd": "lfd_matrix"}
+
 
 @dataclasses.dataclass
 class MetricContext:
@@ -60,6 +63,16 @@ class MetricContext:
       (numpy or torch).  ``real_stats_cache``: optional ``.npz`` path for the real-image feature stats.
     - ``real_meshes`` / ``fake_meshes``: callables returning a list of ``(vertices, faces)``.
     - ``num_fake_images``: how many generated images FID/KID consume (50k in the protocol).
+    - ``real_points``: precomputed reference point clouds ``[R, num_points, 3]`` (already scale-normalised and
+      sampled as :func:`get3d.metrics.pointcloud.sample_many` does); when set, ``cd`` uses them instead of
+      sampling ``real_meshes``.
+    - ``real_lfd``: precomputed reference :class:`get3d.metrics.lfd.LFDDescriptor`; when set, ``lfd`` uses it
+      instead of computing descriptors of ``real_meshes``.
+    - ``fake_lfd``: optional callable returning the generated meshes' descriptors (e.g. one that skips empty
+      meshes); default: :func:`get3d.metrics.lfd.mesh_descriptors` of ``fake_meshes``.
+
+    The generated x reference distance matrices that ``cd`` / ``lfd`` compute stay available through
+    :meth:`distance_matrix` (e.g. for per-shape nearest-neighbour lists).
     """
 
     device: str | torch.device = "cpu"
@@ -76,7 +89,16 @@ class MetricContext:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     lfd_batch_meshes: int = 8
+    real_points: Any = None
+    real_lfd: Any = None
+    fake_lfd: Callable[[], Any] | None = None
     cache: dict = dataclasses.field(default_factory=dict)
+
+    def distance_matrix(self, name: str):
+        """The ``[generated, reference]`` distance matrix metric ``name`` ("cd" or "lfd") computed, or None."""
+        if name not in MATRIX_KEYS:
+            raise KeyError(f"distance_matrix: no matrix for metric {name!r}; known: {sorted(MATRIX_KEYS)}")
+        return self.cache.get(MATRIX_KEYS[name])
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self.cache:
