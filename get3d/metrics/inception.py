@@ -140,6 +140,29 @@ class FunctionalInception:
             if getattr(mod, "original_name", "") == "Sequential":
                 self.tower_len[name] = [n for n, _ in mod.named_children()]
 
+    @classmethod
+    def random(cls, device="cpu", seed: int = 0) -> FunctionalInception:
+        """Same architecture with random parameters (no weights file needed): for throughput measurements only,
+        its features mean nothing.  Shapes / strides / tower layouts come from :mod:`._inception_arch`."""
+        from ._inception_arch import GEOM, PARAM_SHAPES, TOWER_LEN
+
+        self = cls.__new__(cls)
+        self.device = torch.device(device)
+        g = torch.Generator().manual_seed(seed)
+        self.p = {}
+        for k, shp in PARAM_SHAPES.items():
+            if k.endswith(".weight"):
+                fan_in = max(1, shp[1] * shp[2] * shp[3]) if len(shp) == 4 else max(1, shp[-1])
+                v = torch.randn(shp, generator=g) * (2.0 / fan_in) ** 0.5
+            elif k.endswith(".var"):
+                v = torch.ones(shp)
+            else:
+                v = torch.zeros(shp)
+            self.p[k] = v.to(self.device)
+        self.geom = {k: (tuple(s) if isinstance(s, (list, tuple)) else s, tuple(pd)) for k, (s, pd) in GEOM.items()}
+        self.tower_len = {k: list(v) for k, v in TOWER_LEN.items()}
+        return self
+
     def conv(self, x, name):
         stride, pad = self.geom[name]
         w = self.p[f"{name}.weight"]
