@@ -83,6 +83,11 @@ def main(argv=None) -> int:
                     help="experiment: R1 with the reference kernels (PyTorch's generic double backward, ~44 s)")
     ap.add_argument("--tf32-matmul", action="store_true", help="experiment: allow TF32 matmuls (FC/MLP layers)")
     ap.add_argument("--fused-adam", action="store_true", help="experiment: Adam(fused=True)")
+    ap.add_argument("--fold", choices=("low_precision", "always", "never"), default=None,
+                    help="experiment: get3d.nn.layers.FOLD_DOWNSAMPLE_CONV (blur folded into the stride-2 D conv)")
+    ap.add_argument("--count-syncs", action="store_true",
+                    help="count host syncs (torch.cuda.set_sync_debug_mode) in the last *untimed* warm-up step "
+                         "and print the top call sites")
     ap.add_argument("--torch-profile", type=Path, default=None, metavar="DIR",
                     help="profile 2 timed steps (no R1) with torch.profiler; tables + trace go to DIR")
     args = ap.parse_args(argv)
@@ -98,7 +103,8 @@ def main(argv=None) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = dict(SMALL_MODEL) if profile == "small" else {}
     model["generator"] = args.generator
-    model.update(_parse_overrides(args.overrides)["model"])
+    overrides = _parse_overrides(args.overrides)
+    model.update(overrides["model"])
     cfg_model = parse_section(ModelConfig, model, "model")
     batch = args.batch or 4
     steps = args.steps or (17 if profile == "paper" else 4)
@@ -108,6 +114,7 @@ def main(argv=None) -> int:
         "total_kimg": total * batch / 1000, "batch_size": batch, "batch_per_gpu": args.batch_per_gpu or batch,
         "kimg_per_tick": batch / 1000, "snapshot_kimg": 0, "image_snapshot_ticks": 0, "num_workers": 2,
         "device": device, "precision": args.precision, "resume": "none", "seed": 0, "r1_gamma": 40.0,
+        **overrides.get("train", {}),
     }, "train")
 
     experiments = []
@@ -115,6 +122,13 @@ def main(argv=None) -> int:
         from get3d.nn import layers as L
         L.DOUBLE_BACKWARD_KERNELS.update(conv2d=L.conv2d_ref, upfirdn2d=L.upfirdn2d_ref)
         experiments.append("ref-r1")
+    if args.fold is not None:
+        from get3d.nn import layers as L
+        L.FOLD_DOWNSAMPLE_CONV = args.fold
+        experiments.append(f"fold={args.fold}")
+    for k in ("tf32", "fused_adam"):
+        if hasattr(cfg_train, k):
+            experiments.append(f"{k}={getattr(cfg_train, k)}")
     if args.tf32_matmul:
         torch.backends.cuda.matmul.allow_tf32 = True
         experiments.append("tf32-matmul")
@@ -127,8 +141,26 @@ def main(argv=None) -> int:
     first_peak = {}
     prof = {}
 
+    sync = {}
+
     def on_progress(rec):
         ticks.append(rec)
+        if args.count_syncs and device == "cuda" and len(ticks) == warmup - 1:   # count in the last warm-up step
+            import warnings
+            sync["cm"] = warnings.catch_warnings(record=True)
+            sync["rec"] = sync["cm"].__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        if "cm" in sync and len(ticks) == warmup:
+            torch.cuda.set_sync_debug_mode(0)
+            recs = sync["rec"]
+            sync.pop("cm").__exit__(None, None, None)
+            import collections
+            sites = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in recs
+                                        if "synchroniz" in str(w.message))
+            sync["n"] = sum(sites.values())
+            print(f"host syncs in one step (step {len(ticks) - 1}): {sync['n']}; top sites: "
+                  + ", ".join(f"{k}×{v}" for k, v in sites.most_common(20)), flush=True)
         if len(ticks) == warmup and device == "cuda":
             first_peak["gib"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
@@ -178,7 +210,7 @@ def main(argv=None) -> int:
         "peak_mem_gib_steady": timed[-1].get("mem/gpu_peak_gib") if device == "cuda" else None,
         "peak_mem_gib_first_steps": first_peak.get("gib"),
         "host_rss_peak_gib": timed[-1]["mem/host_rss_peak_gib"], "wall_sec": wall,
-        "torch": torch.__version__, "experiments": experiments,
+        "torch": torch.__version__, "experiments": experiments, "host_syncs_one_step": sync.get("n"),
     }
     pub = PUBLIC[args.generator]
     rows = [("this code", f"{res['sec_per_kimg']:.1f}", f"{res['img_per_sec']:.2f}",

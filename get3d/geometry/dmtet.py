@@ -88,11 +88,23 @@ def sdf_reg_loss(sdf: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
         sdf = sdf[None]
     s = sdf[:, edges]                                                     # [B,E,2]
     mask = (s[..., 0] > 0) != (s[..., 1] > 0)
+    if s.is_cuda:
+        return _sdf_reg_masked(s, mask)
     if not bool(mask.any()):
         return sdf.sum() * 0.0
     a, b = s[..., 0][mask], s[..., 1][mask]
     return (F.binary_cross_entropy_with_logits(a, (b > 0).to(a.dtype))
             + F.binary_cross_entropy_with_logits(b, (a > 0).to(b.dtype)))
+
+
+def _sdf_reg_masked(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`sdf_reg_loss` without a host sync (no ``mask.any()`` / boolean indexing): masked sums over the
+    count (0 when no edge crosses). Used on CUDA; the CPU keeps the original op order."""
+    a, b = s[..., 0], s[..., 1]
+    la = F.binary_cross_entropy_with_logits(a, (b > 0).to(a.dtype), reduction="none")
+    lb = F.binary_cross_entropy_with_logits(b, (a > 0).to(b.dtype), reduction="none")
+    cnt = mask.sum().clamp_min(1).to(s.dtype)
+    return (torch.where(mask, la, 0.0).sum() + torch.where(mask, lb, 0.0).sum()) / cnt
 
 
 def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -125,6 +137,7 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) ->
         ua, ub = ukey // (b * nv), ukey % (b * nv)
         occ_f = occ.reshape(-1)
         crossing = occ_f[ua] != occ_f[ub]
+        cross_idx = torch.nonzero(crossing).squeeze(1)                  # one sync for ua/ub[crossing]
         new_id = torch.cumsum(crossing.long(), 0) - 1
         new_id = torch.where(crossing, new_id, torch.full_like(new_id, -1))
         code = (occ_t[bi, ti].long() * torch.tensor([1, 2, 4, 8], device=dev)).sum(-1)
@@ -133,12 +146,14 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) ->
         edge_new = new_id[inv].reshape(-1, 6)                            # [N,6]
         faces_all = torch.gather(edge_new[:, None, :].expand(-1, 2, -1), 2, table.clamp(min=0))  # [N,2,3]
         keep = torch.arange(2, device=dev)[None] < ntri[:, None]
-        faces = faces_all[keep]                                          # [M,3] tet-major
-        face_sample = bi[:, None].expand(-1, 2)[keep]
-        ca, cb = ua[crossing], ub[crossing]
+        keep_idx = torch.nonzero(keep.reshape(-1)).squeeze(1)            # one sync for faces/face_sample
+        faces = faces_all.reshape(-1, 3)[keep_idx]                       # [M,3] tet-major
+        face_sample = bi[:, None].expand(-1, 2).reshape(-1)[keep_idx]
+        ca, cb = ua[cross_idx], ub[cross_idx]
         v_sample = torch.div(ca, nv, rounding_mode="floor")
-        v_counts = torch.bincount(v_sample, minlength=b).cpu()
-        f_counts = torch.bincount(face_sample, minlength=b).cpu()
+        counts = torch.stack([torch.bincount(v_sample, minlength=b),
+                              torch.bincount(face_sample, minlength=b)]).cpu()   # one sync for both
+        v_counts, f_counts = counts[0], counts[1]
     vf = verts.reshape(-1, 3)
     sf = sdf.reshape(-1)
     sa, sb = sf[ca][:, None], sf[cb][:, None]

@@ -420,6 +420,43 @@ class ModulatedConv3d(nn.Module):
         return bias_act(x, self.bias, act=self.activation, clamp=self.conv_clamp)
 
 
+#: When :class:`Conv2dLayer` runs "FIR blur → stride-2 k×k conv" as one folded (k+n−1)² stride-2 conv:
+#: ``"low_precision"`` (default) only for fp16/bf16 activations on CUDA (the channels_last D blocks, where the
+#: depthwise blur ran cuDNN's slow grouped kernel plus NHWC↔NCHW transforms, ~130 ms/step at 1024²);
+#: ``"always"`` (tests) or ``"never"`` (the unfolded reference order).  CPU fp32 keeps the reference order.
+FOLD_DOWNSAMPLE_CONV = "low_precision"
+_FOLD_CHOICES = ("low_precision", "always", "never")
+
+
+def fir_fold_map(f: torch.Tensor, kernel_size: int, flip_filter: bool = False) -> torch.Tensor:
+    """Linear map ``T [k·k, K·K]`` (``K = k + n − 1``) with ``w_folded = w.reshape(.., k·k) @ T``.
+
+    ``conv2d(upfirdn2d(x, f, padding=p), w, stride=s) == conv2d(x, w_folded, stride=s, padding=p)`` exactly
+    (both are linear in x; the FIR is a true convolution with ``f`` unless ``flip_filter``, the conv a
+    correlation, so the folded correlation kernel is the full convolution of ``w`` with the FIR's
+    correlation kernel).  A 1-D filter is applied separably (outer product), as in :func:`upfirdn2d_ref`.
+    """
+    f = f.detach().to(torch.float64).cpu()
+    f2 = torch.outer(f, f) if f.ndim == 1 else f
+    g = f2 if flip_filter else f2.flip([0, 1])            # correlation kernel of the FIR step
+    k, n = int(kernel_size), int(g.shape[-1])
+    big = k + n - 1
+    t = torch.zeros(k, k, big, big, dtype=torch.float64)
+    for a in range(k):
+        for b in range(k):
+            # corr(corr(x, g), w)[i] = sum_a w[a] sum_s g[s] x[i+a+s]  ->  W'[a+s] += w[a] g[s]
+            t[a, b, a:a + n, b:b + n] = g
+    return t.reshape(k * k, big * big)
+
+
+def fold_fir_into_weight(w: torch.Tensor, fold_map: torch.Tensor) -> torch.Tensor:
+    """``w [O, C, k, k]`` → folded ``[O, C, K, K]`` (computed in float64, cast back to ``w``'s dtype)."""
+    o, c, k, _ = w.shape
+    big = math.isqrt(fold_map.shape[1])
+    wf = w.reshape(o * c, k * k).to(torch.float64) @ fold_map.to(device=w.device, dtype=torch.float64)
+    return wf.reshape(o, c, big, big).to(w.dtype)
+
+
 class Conv2dLayer(nn.Module):
     """Equalized-lr (non-modulated) conv with optional FIR downsampling, for the discriminators."""
 
@@ -438,8 +475,34 @@ class Conv2dLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size],
                                                device=device).to(memory_format=mf))
         self.bias = nn.Parameter(torch.zeros([out_channels], device=device)) if bias else None
+        if down > 1 and kernel_size > 1:
+            self.register_buffer("fold_map", fir_fold_map(self.resample_filter, kernel_size).to(device=device),
+                                 persistent=False)
+        else:
+            self.fold_map = None
+
+    def _fold(self, x: torch.Tensor) -> bool:
+        if self.fold_map is None or FOLD_DOWNSAMPLE_CONV == "never":
+            return False
+        if FOLD_DOWNSAMPLE_CONV == "always":
+            return True
+        if FOLD_DOWNSAMPLE_CONV != "low_precision":
+            raise ValueError(f"layers.FOLD_DOWNSAMPLE_CONV must be one of {_FOLD_CHOICES}, "
+                             f"got {FOLD_DOWNSAMPLE_CONV!r}")
+        return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        if self.down > 1 and self.kernel_size > 1 and self._fold(x):
+            # blur + stride-`down` k×k conv as one (k+n-1)² stride-`down` conv: the same function, no depthwise
+            # FIR pass (fold in float64 from the fp32 master weight, then cast like the unfolded weight).
+            fw = _filter_taps(self.resample_filter)
+            p = (fw - self.down + self.kernel_size - 1) // 2
+            wf = fold_fir_into_weight(self.weight * self.weight_gain, self.fold_map).to(x.dtype)
+            if self.weight.is_contiguous(memory_format=torch.channels_last):
+                wf = wf.contiguous(memory_format=torch.channels_last)
+            x = conv2d(x, wf, stride=self.down, padding=p)
+            clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+            return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
         w = (self.weight * self.weight_gain).to(x.dtype)
         if self.down > 1:
             fw = _filter_taps(self.resample_filter)

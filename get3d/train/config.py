@@ -33,6 +33,13 @@ class TrainConfig:
     precision: str = spec("fp32", choices=("fp32", "bf16"),
                           help="bf16: discriminator forward of the main phases under bf16 autocast; "
                                "generator, R1 and optimiser stay fp32")
+    tf32: bool = spec(
+        True,
+        help="CUDA only: allow TF32 in fp32 matmuls (point-decoder bmm, FC layers) and cuDNN convs. PyTorch's own "
+             "default is convs on / matmuls off; the public StyleGAN2-ADA/GET3D scripts set both off unless "
+             "--allow-tf32. ~1e-3 relative operand rounding; CPU unaffected")
+    fused_adam: bool = spec(True, help="CUDA only: Adam(fused=True) (one kernel for all params, no per-param "
+                                       "host work); same update up to rounding. CPU keeps the default Adam")
     snapshot_kimg: float = spec(200.0, min=0.0, help="write a training-state + inference snapshot every N kimg "
                                                      "(0 = only at the end)")
     image_snapshot_ticks: int = spec(50, min=0, help="write a preview grid every N ticks (0 = never)")
@@ -63,8 +70,12 @@ class TrainConfig:
     def g_mb_ratio(self) -> float:
         return self.g_reg_interval / (self.g_reg_interval + 1) if self.g_reg_interval > 0 else 1.0
 
-    def adam_kwargs(self, which: str) -> dict:
-        """Adam settings after the lazy-regularisation adjustment (lr * r, beta ** r)."""
+    def adam_kwargs(self, which: str, device_type: str = "cpu") -> dict:
+        """Adam settings after the lazy-regularisation adjustment (lr * r, beta ** r); ``fused`` on CUDA when
+        ``fused_adam`` (the CPU optimiser is left as PyTorch's default)."""
         r = self.g_mb_ratio if which == "G" else self.d_mb_ratio
         lr = self.lr_g if which == "G" else self.lr_d
-        return {"lr": lr * r, "betas": (self.betas[0] ** r, self.betas[1] ** r), "eps": self.eps}
+        kw = {"lr": lr * r, "betas": (self.betas[0] ** r, self.betas[1] ** r), "eps": self.eps}
+        if device_type == "cuda" and self.fused_adam:
+            kw["fused"] = True
+        return kw

@@ -170,12 +170,20 @@ def train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks
     :class:`~get3d.train.checkpoint.CheckpointError` when resume finds only corrupt training states.
     """
     prev = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-            torch.backends.cudnn.benchmark)
+            torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         return _train(cfg_model, cfg_train, dataset_path, run_dir, hooks or Hooks())
     finally:  # leave the process as found (matters when train() runs inside a larger program or a test)
         torch.use_deterministic_algorithms(prev[0])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[1], prev[2]
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev[3], prev[4]
+
+
+def _set_tf32(cfg: TrainConfig, device: torch.device) -> None:
+    """``train.tf32`` on CUDA: TF32 for fp32 matmuls and cuDNN convs (both on or both off). CPU: untouched."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(cfg.tf32)
+        torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
 
 
 def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> dict:
@@ -184,6 +192,7 @@ def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hook
     cfg = cfg_train
     world, device = dist_util.init(cfg.device, cfg.dist_timeout_s)
     _set_deterministic(cfg.deterministic)
+    _set_tf32(cfg, device)
     run = RunDir(run_dir, writer=world.is_main)
     dataset_path = Path(dataset_path)
     if not dataset_path.exists():
@@ -199,8 +208,8 @@ def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hook
     G_ema = make_ema(nets.G)
     g_params = [p for p in nets.G.parameters() if p.requires_grad]
     d_params = [p for p in list(nets.D_rgb.parameters()) + list(nets.D_mask.parameters()) if p.requires_grad]
-    opt_G = torch.optim.Adam(g_params, **cfg.adam_kwargs("G"))
-    opt_D = torch.optim.Adam(d_params, **cfg.adam_kwargs("D"))
+    opt_G = torch.optim.Adam(g_params, **cfg.adam_kwargs("G", device.type))
+    opt_D = torch.optim.Adam(d_params, **cfg.adam_kwargs("D", device.type))
     loss = GET3DLoss(nets, cfg, device)
 
     # ---- resume

@@ -96,3 +96,34 @@ def test_minibatch_std_and_clamp():
     assert not torch.allclose(y[0, 6], y[1, 6])
     assert float(L.bias_act_ref(torch.full((2, 2), 1e4), clamp=256).max()) == 256
     assert math.isclose(float(L.bias_act_ref(torch.ones(1, 1), act="lrelu")), math.sqrt(2), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("filt", [[1, 3, 3, 1], [1, 2, 5, 1], [1, 2]])
+def test_folded_blur_conv_is_the_same_function(filt, monkeypatch):
+    """FIR blur + stride-2 3×3 conv == one folded stride-2 conv (float64, output and all gradients,
+    incl. the R1-style double backward through the cheap-double-backward kernels)."""
+    torch.manual_seed(0)
+    lay = L.Conv2dLayer(5, 6, 3, activation="lrelu", down=2, conv_clamp=256, resample_filter=filt).double()
+    x = torch.randn(2, 5, 16, 16, dtype=torch.float64, requires_grad=True)
+    outs = {}
+    for mode in ("never", "always"):
+        monkeypatch.setattr(L, "FOLD_DOWNSAMPLE_CONV", mode)
+        y = lay(x)
+        g = torch.autograd.grad(y.square().sum(), [x, lay.weight, lay.bias])
+        with L.double_backward_kernels():
+            y2 = lay(x)
+            gx, = torch.autograd.grad(y2.sum(), x, create_graph=True)
+            gg = torch.autograd.grad(gx.square().sum(), [lay.weight, lay.bias])
+        outs[mode] = (y, *g, *gg)
+    for a, b in zip(outs["never"], outs["always"]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_fold_policy_keeps_cpu_fp32_reference_order(monkeypatch):
+    lay = L.Conv2dLayer(3, 4, 3, down=2)
+    assert lay.fold_map.shape == (9, 36) and "fold_map" not in lay.state_dict()
+    assert not lay._fold(torch.zeros(1, 3, 8, 8))              # default: CPU fp32 → unfolded
+    monkeypatch.setattr(L, "FOLD_DOWNSAMPLE_CONV", "bogus")
+    with pytest.raises(ValueError, match="FOLD_DOWNSAMPLE_CONV"):
+        lay(torch.zeros(1, 3, 8, 8))
+    assert L.Conv2dLayer(3, 4, 3).fold_map is None

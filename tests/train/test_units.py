@@ -96,3 +96,16 @@ def test_rng_capture_restore_roundtrip():
     ckpt.restore_rng(st, {"g": g})
     b = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item())
     assert a == b
+
+
+def test_fused_adam_and_tf32_knobs_touch_cuda_only():
+    c = TrainConfig()
+    assert c.tf32 is True and c.fused_adam is True
+    assert "fused" not in c.adam_kwargs("G") and "fused" not in c.adam_kwargs("D", "cpu")
+    assert c.adam_kwargs("D", "cuda")["fused"] is True
+    off = parse_section(TrainConfig, {"fused_adam": False, "tf32": False}, "train")
+    assert "fused" not in off.adam_kwargs("G", "cuda")
+    from get3d.train.loop import _set_tf32
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    _set_tf32(off, torch.device("cpu"))
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
