@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 #: Keys that may change between a run and its resumption (how long / how it runs, not what it learns).
 RESUMABLE_KEYS = {"total_kimg", "snapshot_kimg", "image_snapshot_ticks", "kimg_per_tick", "resume", "num_workers",
-                  "device", "keep_snapshots", "dist_timeout_s", "max_nonfinite_steps"}
+                  "device", "keep_snapshots", "dist_timeout_s", "max_nonfinite_steps", "tf32", "fused_adam"}
 
 
 def _learning_config(model_cfg, train_cfg) -> dict:
