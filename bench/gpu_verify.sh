@@ -12,3 +12,5 @@ echo "== raster agreement + timing"
 timeout 200 python3 -u bench/gpu_raster.py --json "$OUT/raster.json" > "$OUT/raster.log" 2>&1; tail -28 "$OUT/raster.log"
 echo "== metrics"
 timeout 240 python3 -u bench/gpu_metrics.py --quick --json "$OUT/metrics.json" > "$OUT/metrics.log" 2>&1; tail -20 "$OUT/metrics.log"
+echo "== fid50k (extrapolated)"
+timeout 200 python3 -u bench/gpu_fid50k.py --n 256 --batch 32 2>&1 | tail -6
