@@ -159,7 +159,7 @@ def test_fast_path_equals_reference_on_rendered_multi_part_mesh():
         b.apply_translation(rng.uniform(-1, 1, 3))
         parts.append(b)
     m = trimesh.util.concatenate(parts)
-    sil = L.render_silhouettes(m.vertices, m.faces, res=128)[None]
+    sil = L.render_silhouettes(m.vertices, m.faces, res=64)[None]
     fast = L.descriptors_from_silhouettes(sil)
     ref = L.descriptors_from_silhouettes(sil, reference=True)
     for k in ("art", "fd", "cir", "ecc"):
