@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     # (b) agreement
     print(f"\n== agreement: {ref_bk.name} (ref) vs torch ==")
-    print(f"{'res':>5} {'scene':>5} {'covered%':>9} {'agree%':>9} {'max_attr':>10} {'max_zw':>10} "
+    print(f"{'res':>5} {'scene':>5} {'covered%':>9} {'agree%':>9} {'max_attr':>10} {'q999_attr':>9} {'max_zw':>10} "
           f"{'cos_interp':>10} {'cos_aa':>8}")
     results["stress"] = []
     for res in agree_res:
@@ -92,14 +92,15 @@ def main(argv=None) -> int:
                 r.update(res=res, scene=f"{kind}{s}")
                 results["agreement" if kind == "geodesic" else "stress"].append(r)
                 print(f"{res:>5} {r['scene']:>9} {100 * r['covered']:>9.2f} {100 * r['pixels_agree']:>9.3f} "
-                      f"{r['max_attr_err']:>10.2e} {r['max_zw_err']:>10.2e} {r['grad_cos_interp']:>10.4f} "
+                      f"{r['max_attr_err']:>10.2e} {r['q999_attr_err']:>9.1e} {r['max_zw_err']:>10.2e} {r['grad_cos_interp']:>10.4f} "
                       f"{r['grad_cos_aa']:>8.4f}" + ("" if kind == "geodesic" else "   (sliver stress, not gated)"))
     worst = min(r["pixels_agree"] for r in results["agreement"])
     results["agreement_pass"] = bool(
-        worst >= 0.999 and max(r["max_attr_err"] for r in results["agreement"]) <= 1e-4
+        worst >= 0.999 and max(r["q999_attr_err"] for r in results["agreement"]) <= 1e-4
+        and max(r["max_attr_err"] for r in results["agreement"]) <= 1e-3
         and min(r["grad_cos_interp"] for r in results["agreement"]) >= 0.99
         and min(r["grad_cos_aa"] for r in results["agreement"]) >= 0.99)
-    print(f"agreement thresholds (>=99.9% ids, attr<=1e-4, cos>=0.99): "
+    print(f"agreement thresholds (>=99.9% ids, attr q99.9<=1e-4 and max<=1e-3, cos>=0.99): "
           f"{'PASS' if results['agreement_pass'] else 'FAIL'}")
 
     # (c) timing

@@ -88,11 +88,17 @@ def compare_backends(ref: RasterBackend, test: RasterBackend, pos: torch.Tensor,
     w_img = torch.randn(pos.shape[0], resolution, resolution, 3, generator=g).to(pos.device)
     out = {}
     rasts, grads_i, grads_a, interps = [], [], [], []
+    # The interpolation gradient is a property of the triangle a pixel lies in: compare it where both backends
+    # picked the same triangle (ties on shared edges may go to either neighbour; those pixels are counted by
+    # "pixels_agree").  With random per-pixel weights the per-vertex sums cancel, so a handful of pixels whose
+    # triangle differs would otherwise decide the cosine.
+    with torch.no_grad():
+        same_tri = (ref.rasterize(pos, tri, res)[..., 3] == test.rasterize(pos, tri, res)[..., 3])[..., None]
     for bk in (ref, test):
         p = pos.detach().clone().requires_grad_(True)
         rast = bk.rasterize(p, tri, res)
         col = bk.interpolate(attr, rast, tri)
-        (gi,) = torch.autograd.grad((col * w_img).sum(), p, retain_graph=True)
+        (gi,) = torch.autograd.grad((col * w_img * same_tri).sum(), p, retain_graph=True)
         mask = (rast[..., 3:] > 0).float()
         aa = bk.antialias(torch.cat([mask, col.detach()], -1).contiguous(), rast, p, tri)
         (ga,) = torch.autograd.grad((aa * torch.cat([w_img[..., :1], w_img], -1)).sum(), p)
@@ -105,7 +111,11 @@ def compare_backends(ref: RasterBackend, test: RasterBackend, pos: torch.Tensor,
     both = same & (ids0 > 0)
     out["pixels_agree"] = float(same.float().mean())
     out["covered"] = float((ids0 > 0).float().mean())
-    out["max_attr_err"] = float((interps[0] - interps[1]).abs()[both].max()) if bool(both.any()) else 0.0
+    err = (interps[0] - interps[1]).abs().amax(-1)[both]
+    out["max_attr_err"] = float(err.max()) if err.numel() else 0.0
+    # float32 barycentrics of nearly-degenerate pixels (a cancelling 2x2 determinant) differ by rounding / FMA
+    # contraction between the two implementations; the 99.9th percentile is the robust agreement figure.
+    out["q999_attr_err"] = float(torch.quantile(err.double().cpu(), 0.999)) if err.numel() else 0.0
     out["max_zw_err"] = float((rasts[0][..., 2] - rasts[1][..., 2]).abs()[both].max()) if bool(both.any()) else 0.0
     out["grad_cos_interp"] = _cos(grads_i[0], grads_i[1])
     out["grad_cos_aa"] = _cos(grads_a[0], grads_a[1])

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import finite, sphere_geometry
+from eval_helpers import finite, sphere_geometry
 
 from get3d.evaluate import reference as R
 from get3d.evaluate import stage as S
