@@ -244,22 +244,57 @@ def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
 
 def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference_dir: Path, out_dir: Path,
               cfg: EvaluateConfig, caught: list) -> dict:
-    from get3d.metrics import MetricContext, compute_metrics
-    from get3d.schema import to_dict
-    from get3d.train.checkpoint import read_header
-    from get3d.train.models import camera_prior
-
     t0 = time.perf_counter()
     metric_names = list(cfg.metrics)
     image_metrics = [m for m in metric_names if m in IMAGE_METRICS]
     other_metrics = [m for m in metric_names if m not in IMAGE_METRICS]
+    _check_inputs(dataset_h5, manifest, cfg, other_metrics)
+
+    device = cfg.resolve_device()
+    gen, prior, report = _load_generator_and_report(snapshot, dataset_h5, manifest, reference_dir, cfg, device)
+
+    # ---- reference images + the sampler of generated images / meshes
+    views = ref_mod.TestViews(dataset_h5)
+    res = ref_mod.fid_resolution(cfg, views)
+    previews: dict[str, list[torch.Tensor]] = {}
+    sampler = _make_sampler(gen, prior, cfg, res, previews)
+    real_kw = _reference_image_inputs(image_metrics, views, res, reference_dir, dataset_h5, cfg, report)
+
+    # ---- reference shapes + generated meshes
+    ref_shapes, gen_meshes, mesh_info = _shapes_and_generated_meshes(sampler, manifest, reference_dir, cfg, report)
+
+    # ---- metrics: one context per image source (mesh metrics on the first)
+    contexts = _metric_contexts(sampler, cfg, device, image_metrics, real_kw, manifest, ref_shapes, gen_meshes)
+    flat = _compute_all_metrics(contexts, metric_names, image_metrics, other_metrics)
+
+    # ---- per-shape lists (must describe the numbers in metrics.json)
+    per_shape = _per_shape(contexts[0][1], ref_shapes, gen_meshes, mesh_info)
+    _check_per_shape_agrees(per_shape, flat)
+
+    # ---- previews, detail meshes, metrics.json / per_shape.json / evaluate.json
+    paths = _write_previews_and_detail(out_dir, sampler, previews, cfg, manifest, ref_shapes, gen_meshes, per_shape)
+    metrics = _final_metrics(flat, cfg, image_metrics, views, ref_shapes, gen_meshes, mesh_info, gen.kimg, t0)
+    _write_outputs(out_dir, per_shape, metrics, report, paths)
+    return {"metrics": metrics, "per_shape": per_shape, "paths": paths}
+
+
+# ------------------------------------------------------------------------------------------------ stage steps
+
+def _check_inputs(dataset_h5: Path, manifest: Path | None, cfg: EvaluateConfig, other_metrics: list[str]) -> None:
     if not Path(dataset_h5).is_file():
         raise FileNotFoundError(f"{dataset_h5}: rendered dataset not found (run the render stage)")
     if cfg.needs_meshes and manifest is None:
         raise EvaluateError(f"evaluate.metrics {other_metrics} need the asset manifest (test-split meshes); "
                             "none was given")
 
-    device = cfg.resolve_device()
+
+def _load_generator_and_report(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference_dir: Path,
+                               cfg: EvaluateConfig, device: str):
+    """Resolve + load the snapshot; returns ``(generator, camera prior, report dict started)``."""
+    from get3d.schema import to_dict
+    from get3d.train.checkpoint import read_header
+    from get3d.train.models import camera_prior
+
     snapshot = resolve_snapshot(snapshot)
     gen = load_generator(snapshot, device, cfg.backend)
     header = read_header(snapshot)
@@ -268,21 +303,22 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
                     "dataset": str(dataset_h5), "assets_manifest": str(manifest) if manifest else None,
                     "reference_dir": str(reference_dir), "config": to_dict(cfg), "device": device,
                     "camera_prior": to_dict(prior), "versions": _versions()}
+    return gen, prior, report
 
-    # ---- reference images
-    views = ref_mod.TestViews(dataset_h5)
-    res = ref_mod.fid_resolution(cfg, views)
-    previews: dict[str, list[torch.Tensor]] = {}
 
+def _make_sampler(gen, prior, cfg: EvaluateConfig, res, previews: dict[str, list[torch.Tensor]]) -> Sampler:
+    """A :class:`Sampler` that keeps the first ``num_preview`` images of each source in ``previews``."""
     def on_batch(source: str, start: int, batch: torch.Tensor) -> None:
         lst = previews.setdefault(source, [])
         lst.extend(batch[: max(0, cfg.num_preview - len(lst))])
 
-    sampler = Sampler(gen, prior, seed=cfg.seed, truncation_psi=cfg.truncation_psi, noise_mode=cfg.noise_mode,
-                      batch_size=cfg.batch_size, resolution=res, on_batch=on_batch)
-    ctx_kw = dict(device=device, num_fake_images=cfg.num_fake_images, num_points=cfg.num_points, seed=cfg.seed,
-                  batch_size=cfg.batch_size, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
-                  lfd_batch_meshes=cfg.lfd_batch_meshes)
+    return Sampler(gen, prior, seed=cfg.seed, truncation_psi=cfg.truncation_psi, noise_mode=cfg.noise_mode,
+                   batch_size=cfg.batch_size, resolution=res, on_batch=on_batch)
+
+
+def _reference_image_inputs(image_metrics: list[str], views, res, reference_dir: Path, dataset_h5: Path,
+                            cfg: EvaluateConfig, report: dict) -> dict:
+    """MetricContext keyword arguments for the reference image side (cached features if up to date)."""
     real_kw: dict = {}
     if image_metrics:
         img_npz = reference_dir / ref_mod.IMAGES_FILE
@@ -300,8 +336,12 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
             real_kw = dict(real_stats_cache=str(img_npz), real_dataset_key=key,
                            real_images=lambda: views.batches(cfg.batch_size, res))
         report["num_reference_images"] = len(views)
+    return real_kw
 
-    # ---- reference shapes + generated meshes
+
+def _shapes_and_generated_meshes(sampler: Sampler, manifest: Path | None, reference_dir: Path,
+                                 cfg: EvaluateConfig, report: dict):
+    """``(reference shapes or None, sanitized generated meshes, {"empty", "degenerate", "invalid"} indices)``."""
     ref_shapes = None
     gen_meshes: list = []
     mesh_info: dict = {}
@@ -323,7 +363,18 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
                           f"{len(mesh_info['degenerate'])} degenerate (no faces / one triangle / zero area); they are "
                           "scored as defined in get3d.evaluate.stage (origin point cloud, zero LFD descriptors)",
                           RuntimeWarning, stacklevel=2)
+    return ref_shapes, gen_meshes, mesh_info
 
+
+def _metric_contexts(sampler: Sampler, cfg: EvaluateConfig, device: str, image_metrics: list[str], real_kw: dict,
+                     manifest: Path | None, ref_shapes: dict | None, gen_meshes: list) -> list:
+    """One ``(image source, MetricContext)`` per image source (``[(None, ctx)]`` without image metrics); the
+    first carries the mesh inputs, the others share its Inception network and reference features."""
+    from get3d.metrics import MetricContext
+
+    ctx_kw = dict(device=device, num_fake_images=cfg.num_fake_images, num_points=cfg.num_points, seed=cfg.seed,
+                  batch_size=cfg.batch_size, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
+                  lfd_batch_meshes=cfg.lfd_batch_meshes)
     contexts: list[tuple[str, MetricContext]] = []
     sources = list(cfg.image_sources) if image_metrics else [None]
     for k, source in enumerate(sources):
@@ -338,8 +389,14 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
                 if key in contexts[0][1].cache:
                     ctx.cache[key] = contexts[0][1].cache[key]
         contexts.append((source, ctx))
+    return contexts
 
-    # ---- metrics
+
+def _compute_all_metrics(contexts: list, metric_names: list[str], image_metrics: list[str],
+                         other_metrics: list[str]) -> dict:
+    """Flat ``{key: value}`` over all contexts; image metric keys of a non-'ori' source get its suffix."""
+    from get3d.metrics import compute_metrics
+
     flat: dict = {}
     for k, (source, ctx) in enumerate(contexts):
         names = metric_names if k == 0 else image_metrics
@@ -352,10 +409,11 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
             continue
         res_k = compute_metrics(names, ctx)
         flat.update(res_k if source in (None, "ori") else _suffix(res_k, image_metrics, source))
+    return flat
 
-    # ---- per-shape lists
-    per_shape = _per_shape(contexts[0][1], ref_shapes, gen_meshes, mesh_info)
 
+def _check_per_shape_agrees(per_shape: dict, flat: dict) -> None:
+    """Warn if per_shape.json's COV / MMD summary differs from the metrics."""
     for name in ("cd", "lfd"):  # per_shape.json must describe the numbers in metrics.json
         summ = per_shape["summary"].get(name)
         if f"cov_{name}" in flat and (summ is None or summ["cov"] is None
@@ -365,8 +423,12 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
                           f"{flat[f'cov_{name}']}, mmd_{name}={flat.get(f'mmd_{name}')} "
                           "(MetricContext.distance_matrix)", RuntimeWarning, stacklevel=2)
 
-    # ---- previews (generate a few if no image metric produced them)
-    if cfg.num_preview and not previews:
+
+def _write_previews_and_detail(out_dir: Path, sampler: Sampler, previews: dict, cfg: EvaluateConfig,
+                               manifest: Path | None, ref_shapes: dict | None, gen_meshes: list,
+                               per_shape: dict) -> dict:
+    """Write preview.png and detail/ OBJs; returns the output paths dict (metrics / per_shape / report too)."""
+    if cfg.num_preview and not previews:  # generate a few if no image metric produced them
         for _ in sampler.images_ori(cfg.num_preview):
             pass
     paths = {"metrics": str(out_dir / METRICS_FILE), "per_shape": str(out_dir / PER_SHAPE_FILE),
@@ -380,8 +442,12 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
     if cfg.num_detail_shapes and ref_shapes is not None and per_shape["reference"]:
         paths["detail"] = str(_write_detail(out_dir / DETAIL_DIR, manifest, ref_shapes, gen_meshes, per_shape,
                                             cfg.num_detail_shapes))
+    return paths
 
-    # ---- metrics.json
+
+def _final_metrics(flat: dict, cfg: EvaluateConfig, image_metrics: list[str], views, ref_shapes: dict | None,
+                   gen_meshes: list, mesh_info: dict, kimg, t0: float) -> dict:
+    """metrics.json content: metric values + counts + timing, sorted, non-finite values as None (warned)."""
     n_gen = len(gen_meshes)
     flat.update({
         "num_fake_images": cfg.num_fake_images if image_metrics else 0,
@@ -394,18 +460,22 @@ def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference
         "empty_mesh_fraction": len(mesh_info.get("empty", [])) / n_gen if n_gen else 0.0,
         "eval_time_s": time.perf_counter() - t0,
     })
-    if gen.kimg is not None:
-        flat["kimg"] = gen.kimg
+    if kimg is not None:
+        flat["kimg"] = kimg
     bad: list[str] = []
     metrics = {k: _finite_or_none(k, v, bad) for k, v in sorted(flat.items())}
     if bad:
         warnings.warn(f"non-finite metric values written as null: {bad}", RuntimeWarning, stacklevel=2)
+    return metrics
+
+
+def _write_outputs(out_dir: Path, per_shape: dict, metrics: dict, report: dict, paths: dict) -> None:
+    """per_shape.json, metrics.json, then evaluate.json (report completed with metrics + paths)."""
     _atomic_json(out_dir / PER_SHAPE_FILE, per_shape)
     _atomic_json(out_dir / METRICS_FILE, metrics)
     report["metrics"] = metrics
     report["paths"] = paths
     _atomic_json(out_dir / REPORT_FILE, report)
-    return {"metrics": metrics, "per_shape": per_shape, "paths": paths}
 
 
 def _suffix(res: dict, image_metrics: list[str], source: str) -> dict:
