@@ -29,7 +29,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -186,10 +186,110 @@ def _set_tf32(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
 
 
+@dataclass
+class _Run:
+    """What a run works with: process/world, run directory, networks, optimizers, loss and (once opened) data."""
+
+    cfg: TrainConfig
+    cfg_model: object
+    hooks: Hooks
+    world: object
+    device: torch.device
+    run: RunDir
+    dataset_path: Path
+    backend: str
+    nets: object
+    G_ema: torch.nn.Module
+    g_params: list
+    d_params: list
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    loss: GET3DLoss
+    # set by _open_data
+    num_chunks: int = 0
+    my_chunks: range = range(0)
+    sampler: ResumableBatchSampler | None = None
+    data_iter: object = None
+
+    @property
+    def B(self) -> int:
+        return self.cfg.batch_size
+
+    @property
+    def total_nimg(self) -> int:
+        return int(round(self.cfg.total_kimg * 1000))
+
+    @property
+    def snap_nimg(self) -> int:
+        return int(round(self.cfg.snapshot_kimg * 1000))
+
+    @property
+    def tick_nimg(self) -> int:
+        return int(round(self.cfg.kimg_per_tick * 1000))
+
+
+@dataclass
+class _TrainState:
+    """Mutable training state. The counters and tick stats are saved in (and restored from) training states;
+    the rest is per-process bookkeeping."""
+
+    cur_nimg: int = 0
+    step: int = 0
+    tick: int = 0
+    tick_start_nimg: int = 0
+    nonfinite_run: int = 0
+    nonfinite_total: int = 0
+    tick_stats: _TickStats = field(default_factory=_TickStats)
+    last_state_path: Path | None = None
+    resumed_from: str | None = None
+    t_start: float = 0.0
+    t_tick: float = 0.0
+    tick_nimg_done: int = 0
+    preview_z: tuple | None = None
+    snapshot_due: bool = False
+
+    def counters(self) -> dict:
+        return {"cur_nimg": self.cur_nimg, "step": self.step, "tick": self.tick,
+                "tick_start_nimg": self.tick_start_nimg,
+                "nonfinite_run": self.nonfinite_run, "nonfinite_total": self.nonfinite_total}
+
+    def load_counters(self, c: dict) -> None:
+        self.cur_nimg, self.step, self.tick, self.tick_start_nimg = (c["cur_nimg"], c["step"], c["tick"],
+                                                                     c["tick_start_nimg"])
+        self.nonfinite_run, self.nonfinite_total = c.get("nonfinite_run", 0), c.get("nonfinite_total", 0)
+
+
 def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> dict:
+    r = _build(cfg_model, cfg_train, dataset_path, run_dir, hooks)
+    st = _resume(r)
+    _open_data(r, st)
+    _write_provenance(r, st)
+    status = "completed"
+    st.t_tick = st.t_start = time.perf_counter()
+    if r.world.is_main:
+        log.info("training %s → %.3f kimg, batch %d (%d chunk(s) of %d on %d rank(s)), device %s, backend %s",
+                 r.run.path, r.cfg.total_kimg, r.B, r.num_chunks, r.cfg.batch_per_gpu, r.world.world_size,
+                 r.device, r.backend)
+    try:
+        while st.cur_nimg < r.total_nimg:
+            _train_step(r, st)
+            done = st.cur_nimg >= r.total_nimg
+            if done or st.cur_nimg - st.tick_start_nimg >= r.tick_nimg:
+                _end_tick(r, st, done)
+            _maybe_snapshot(r, st, done)
+            if _abort_requested(r, st):
+                status = "aborted"
+                break
+        state_path, net_path = _write_snapshots(r, st)
+    finally:
+        r.data_iter = None  # shuts the loader workers down
+    return _result(r, st, status, state_path, net_path)
+
+
+def _build(cfg_model, cfg: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> _Run:
+    """Process setup (world, determinism, run dir), then networks, G_ema, optimizers and loss."""
     from get3d.train import models
 
-    cfg = cfg_train
     world, device = dist_util.init(cfg.device, cfg.dist_timeout_s)
     _set_deterministic(cfg.deterministic)
     _set_tf32(cfg, device)
@@ -198,7 +298,7 @@ def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hook
     if not dataset_path.exists():
         raise FileNotFoundError(f"dataset {dataset_path} does not exist")
 
-    # ---- networks (identical init on every rank: same seed; rank 0's weights broadcast anyway)
+    # identical init on every rank: same seed; rank 0's weights broadcast anyway
     backend = _resolve_backend(cfg, cfg_model, device)
     _seed_everything(derive_seed(cfg.seed, 0xB1D))
     nets = models.build_networks(cfg_model, device=device, backend=backend,
@@ -211,252 +311,264 @@ def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hook
     opt_G = torch.optim.Adam(g_params, **cfg.adam_kwargs("G", device.type))
     opt_D = torch.optim.Adam(d_params, **cfg.adam_kwargs("D", device.type))
     loss = GET3DLoss(nets, cfg, device)
+    return _Run(cfg=cfg, cfg_model=cfg_model, hooks=hooks, world=world, device=device, run=run,
+                dataset_path=dataset_path, backend=backend, nets=nets, G_ema=G_ema, g_params=g_params,
+                d_params=d_params, opt_G=opt_G, opt_D=opt_D, loss=loss)
 
-    # ---- resume
-    cur_nimg, step, tick, tick_start_nimg = 0, 0, 0, 0
-    nonfinite_run, nonfinite_total = 0, 0
-    tick_stats = _TickStats()
-    last_state_path: Path | None = None
-    resumed_from = None
+
+def _resume(r: _Run) -> _TrainState:
+    """A fresh state, or the one ``train.resume`` points at (``auto``: the newest readable in the run dir)."""
+    cfg = r.cfg
+    st = _TrainState()
     found = None
     if cfg.resume == "auto":
-        found = ckpt.find_resume_state(run.checkpoints)
+        found = ckpt.find_resume_state(r.run.checkpoints)
     elif cfg.resume != "none":
         p = Path(cfg.resume)
         header, payload = ckpt.load_checkpoint(p, "state")
         found = (p, header, payload)
-    if found is not None:
-        path, header, st = found
-        nets.G.load_state_dict(st["G"])
-        nets.D_rgb.load_state_dict(st["D_rgb"])
-        nets.D_mask.load_state_dict(st["D_mask"])
-        G_ema.load_state_dict(st["G_ema"])
-        opt_G.load_state_dict(st["opt_G"])
-        opt_D.load_state_dict(st["opt_D"])
-        c = st["counters"]
-        cur_nimg, step, tick, tick_start_nimg = c["cur_nimg"], c["step"], c["tick"], c["tick_start_nimg"]
-        nonfinite_run, nonfinite_total = c.get("nonfinite_run", 0), c.get("nonfinite_total", 0)
-        tick_stats = _TickStats(**st.get("tick_stats", {}))
-        ckpt.restore_rng(st["rng"])
-        if st.get("sampler", {}).get("seed", cfg.seed) != cfg.seed:
-            log.warning("resuming with train.seed=%s but the snapshot was written with seed %s",
-                        cfg.seed, st["sampler"]["seed"])
-        resumed_from = str(path)
-        last_state_path = Path(path)
-        if world.is_main:
-            log.info("resumed from %s at kimg %.3f (step %d)", path, cur_nimg / 1000, step)
-            run.truncate_stats(cur_nimg)
+    if found is None:
+        return st
+    path, header, saved = found
+    r.nets.G.load_state_dict(saved["G"])
+    r.nets.D_rgb.load_state_dict(saved["D_rgb"])
+    r.nets.D_mask.load_state_dict(saved["D_mask"])
+    r.G_ema.load_state_dict(saved["G_ema"])
+    r.opt_G.load_state_dict(saved["opt_G"])
+    r.opt_D.load_state_dict(saved["opt_D"])
+    st.load_counters(saved["counters"])
+    st.tick_stats = _TickStats(**saved.get("tick_stats", {}))
+    ckpt.restore_rng(saved["rng"])
+    if saved.get("sampler", {}).get("seed", cfg.seed) != cfg.seed:
+        log.warning("resuming with train.seed=%s but the snapshot was written with seed %s",
+                    cfg.seed, saved["sampler"]["seed"])
+    st.resumed_from = str(path)
+    st.last_state_path = Path(path)
+    if r.world.is_main:
+        log.info("resumed from %s at kimg %.3f (step %d)", path, st.cur_nimg / 1000, st.step)
+        r.run.truncate_stats(st.cur_nimg)
+    return st
 
-    # ---- data
-    dataset = models.open_dataset(dataset_path, cfg_model)
-    num_chunks = cfg.batch_size // cfg.batch_per_gpu
-    my_chunks = dist_util.rank_chunks(num_chunks, world)
-    sampler = ResumableBatchSampler(len(dataset), cfg.seed, cfg.batch_size, cfg.batch_per_gpu, my_chunks,
-                                    start_nimg=cur_nimg)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                         pin_memory=device.type == "cuda",
+
+def _open_data(r: _Run, st: _TrainState) -> None:
+    """This rank's chunks and a data iterator positioned at ``st.cur_nimg``."""
+    from get3d.train import models
+
+    cfg = r.cfg
+    dataset = models.open_dataset(r.dataset_path, r.cfg_model)
+    r.num_chunks = cfg.batch_size // cfg.batch_per_gpu
+    r.my_chunks = dist_util.rank_chunks(r.num_chunks, r.world)
+    r.sampler = ResumableBatchSampler(len(dataset), cfg.seed, cfg.batch_size, cfg.batch_per_gpu, r.my_chunks,
+                                      start_nimg=st.cur_nimg)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=r.sampler, num_workers=cfg.num_workers,
+                                         pin_memory=r.device.type == "cuda",
                                          worker_init_fn=models.worker_init_fn if cfg.num_workers else None,
                                          persistent_workers=False,
                                          prefetch_factor=2 if cfg.num_workers else None)
-    data_iter = iter(loader)
+    r.data_iter = iter(loader)
 
-    config_record = {"model": to_dict(cfg_model), "train": to_dict(cfg), "backend": backend,
-                     "world_size": world.world_size, "device": str(device)}
-    run.write_provenance(config=config_record, dataset_path=dataset_path, seed=cfg.seed,
-                         world_size=world.world_size, resumed_from=resumed_from,
-                         dataset_digest=models.dataset_digest(dataset_path) if world.is_main else {})
 
-    total_nimg = int(round(cfg.total_kimg * 1000))
-    snap_nimg = int(round(cfg.snapshot_kimg * 1000))
-    tick_nimg = int(round(cfg.kimg_per_tick * 1000))
-    B = cfg.batch_size
-    norm = float(B)
+def _write_provenance(r: _Run, st: _TrainState) -> None:
+    from get3d.train import models
 
-    def state_payload() -> dict:
-        return {
-            "G": nets.G.state_dict(), "D_rgb": nets.D_rgb.state_dict(), "D_mask": nets.D_mask.state_dict(),
-            "G_ema": G_ema.state_dict(), "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-            "counters": {"cur_nimg": cur_nimg, "step": step, "tick": tick, "tick_start_nimg": tick_start_nimg,
-                         "nonfinite_run": nonfinite_run, "nonfinite_total": nonfinite_total},
-            "tick_stats": tick_stats.state(),
-            "rng": ckpt.capture_rng(),
-            "sampler": sampler.state_dict() | {"position_nimg": cur_nimg},
-            "w_avg": {k: v.detach().cpu() for k, v in G_ema.named_buffers() if k.endswith("w_avg")},
-            "model_config": to_dict(cfg_model), "train_config": to_dict(cfg),
-            "world_size": world.world_size,
-        }
+    config_record = {"model": to_dict(r.cfg_model), "train": to_dict(r.cfg), "backend": r.backend,
+                     "world_size": r.world.world_size, "device": str(r.device)}
+    r.run.write_provenance(config=config_record, dataset_path=r.dataset_path, seed=r.cfg.seed,
+                           world_size=r.world.world_size, resumed_from=st.resumed_from,
+                           dataset_digest=models.dataset_digest(r.dataset_path) if r.world.is_main else {})
 
-    def write_snapshots() -> tuple[Path | None, Path | None]:
-        nonlocal last_state_path
-        # Refuse to write a state whose weights are not finite: the last good one stays the newest.
-        bad = [n for n, p in list(nets.G.named_parameters()) + list(G_ema.named_parameters())
-               if not bool(torch.isfinite(p).all())]
-        if bad:
-            raise NonFiniteError(f"refusing to snapshot non-finite weights ({bad[0]} …) at kimg "
-                                 f"{cur_nimg / 1000:.3f}; last good state: {last_state_path}")
-        if not world.is_main:
-            return None, None
-        sp = ckpt.save_checkpoint(run.checkpoints / ckpt.snapshot_name("state", cur_nimg), "state", cur_nimg,
-                                  state_payload())
-        net = {"G_ema": G_ema.state_dict(), "model_config": to_dict(cfg_model),
-               "provenance": json.loads((run.path / "run.json").read_text()),
-               "cur_nimg": cur_nimg, "kimg": cur_nimg / 1000.0, "train_config": to_dict(cfg)}
-        np_ = ckpt.save_checkpoint(run.checkpoints / ckpt.snapshot_name("network", cur_nimg), "network",
-                                   cur_nimg, net)
-        ckpt.write_latest_pointer(run.checkpoints, "state", sp, cur_nimg)
-        ckpt.write_latest_pointer(run.checkpoints, "network", np_, cur_nimg)
-        ckpt.prune_snapshots(run.checkpoints, "state", cfg.keep_snapshots)
-        last_state_path = sp
-        for kind, path in (("state", sp), ("network", np_)):
-            if hooks.on_snapshot:
-                hooks.on_snapshot(path, kind)
-        return sp, np_
 
-    def step_fakes(phase: str) -> list[FakeInputs]:
-        """Random inputs of this rank's chunks, cut out of the *global* batch's draw (world-size invariant)."""
-        g = torch.Generator().manual_seed(derive_seed(cfg.seed, step, PHASE_IDS[phase], PHASE_IDS["fakes"]))
-        z_tex = torch.randn([B, nets.z_dim], generator=g)
-        z_geo = torch.randn([B, nets.z_dim], generator=g)
-        camera, c2w = nets.sample_cameras(B, g)
-        out = []
-        for c in my_chunks:
-            s = slice(c * cfg.batch_per_gpu, (c + 1) * cfg.batch_per_gpu)
-            out.append(FakeInputs(z_tex[s].to(device), z_geo[s].to(device), camera[s].to(device),
-                                  c2w[s].to(device), derive_seed(cfg.seed, step, PHASE_IDS[phase], c, 7)))
-        return out
+def _train_step(r: _Run, st: _TrainState) -> None:
+    """One step: Gmain, Dmain, lazy Dreg, G_ema update, counters and the non-finite guard."""
+    cfg, nets, B = r.cfg, r.nets, r.B
+    reals = _next_reals(r)
+    step_ok = True
+    # Gmain
+    nets.G.requires_grad_(True); nets.D_rgb.requires_grad_(False); nets.D_mask.requires_grad_(False)
+    step_ok &= _run_phase(r, st, "Gmain", r.g_params, r.opt_G, None, _step_fakes(r, st, "Gmain"))
+    # Dmain
+    nets.G.requires_grad_(False); nets.D_rgb.requires_grad_(True); nets.D_mask.requires_grad_(True)
+    step_ok &= _run_phase(r, st, "Dmain", r.d_params, r.opt_D, reals, _step_fakes(r, st, "Dmain"))
+    # Dreg (lazy R1)
+    if cfg.r1_gamma > 0 and st.step % cfg.r1_interval == 0:
+        step_ok &= _run_phase(r, st, "Dreg", r.d_params, r.opt_D, reals, None, gain=float(cfg.r1_interval))
+    nets.G.requires_grad_(True)
+    # EMA
+    update_ema(r.G_ema, nets.G, ema_beta(st.cur_nimg, B, cfg.ema_kimg, cfg.ema_rampup))
+    st.cur_nimg += B
+    st.step += 1
+    st.tick_nimg_done += B
+    _check_nonfinite(r, st, step_ok)
 
-    def run_phase(phase: str, module_params, opt, reals, fakes, gain: float = 1.0) -> tuple[bool, dict]:
+
+def _next_reals(r: _Run) -> list[RealInputs]:
+    reals = []
+    for _ in r.my_chunks:
+        batch = next(r.data_iter)
+        reals.append(RealInputs(batch["image"].to(r.device, non_blocking=True).float(),
+                                batch["mask"].to(r.device, non_blocking=True).float(),
+                                batch["camera"].to(r.device, non_blocking=True).float()))
+    return reals
+
+
+def _step_fakes(r: _Run, st: _TrainState, phase: str) -> list[FakeInputs]:
+    """Random inputs of this rank's chunks, cut out of the *global* batch's draw (world-size invariant)."""
+    cfg, nets, B, device = r.cfg, r.nets, r.B, r.device
+    g = torch.Generator().manual_seed(derive_seed(cfg.seed, st.step, PHASE_IDS[phase], PHASE_IDS["fakes"]))
+    z_tex = torch.randn([B, nets.z_dim], generator=g)
+    z_geo = torch.randn([B, nets.z_dim], generator=g)
+    camera, c2w = nets.sample_cameras(B, g)
+    out = []
+    for c in r.my_chunks:
+        s = slice(c * cfg.batch_per_gpu, (c + 1) * cfg.batch_per_gpu)
+        out.append(FakeInputs(z_tex[s].to(device), z_geo[s].to(device), camera[s].to(device),
+                              c2w[s].to(device), derive_seed(cfg.seed, st.step, PHASE_IDS[phase], c, 7)))
+    return out
+
+
+def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float = 1.0) -> bool:
+    """Accumulate ``phase`` over this rank's chunks, all-reduce, and step ``opt`` if every loss term is finite
+    (their global sums then go into the tick stats). Returns whether it was finite."""
+    opt.zero_grad(set_to_none=False)
+    sums: dict[str, torch.Tensor] = {}
+    for i, c in enumerate(r.my_chunks):
+        torch.manual_seed(derive_seed(r.cfg.seed, st.step, PHASE_IDS[phase], c))
+        terms = r.loss.accumulate(phase, reals[i] if reals else None, fakes[i] if fakes else None,
+                                  norm=float(r.B), gain=gain)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v.detach().double()
+    keys = sorted(sums)
+    vec = torch.stack([sums[k] for k in keys]).to(r.device)
+    dist_util.allreduce_sum(vec, r.world)
+    dist_util.allreduce_grads(module_params, r.world)
+    vals = vec.tolist()
+    finite = all(math.isfinite(v) for v in vals)
+    if finite:
+        sanitize_grads(module_params, r.cfg.grad_clamp)
+        opt.step()
+        st.tick_stats.add(dict(zip(keys, vals)), r.B)
+    else:
         opt.zero_grad(set_to_none=False)
-        sums: dict[str, torch.Tensor] = {}
-        for i, c in enumerate(my_chunks):
-            torch.manual_seed(derive_seed(cfg.seed, step, PHASE_IDS[phase], c))
-            terms = loss.accumulate(phase, reals[i] if reals else None, fakes[i] if fakes else None,
-                                    norm=norm, gain=gain)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0) + v.detach().double()
-        keys = sorted(sums)
-        vec = torch.stack([sums[k] for k in keys]).to(device)
-        dist_util.allreduce_sum(vec, world)
-        dist_util.allreduce_grads(module_params, world)
-        vals = vec.tolist()
-        finite = all(math.isfinite(v) for v in vals)
-        if finite:
-            sanitize_grads(module_params, cfg.grad_clamp)
-            opt.step()
-        else:
-            opt.zero_grad(set_to_none=False)
-        return finite, dict(zip(keys, vals))
+    return finite
 
-    def next_reals() -> list[RealInputs]:
-        reals = []
-        for _ in my_chunks:
-            batch = next(data_iter)
-            reals.append(RealInputs(batch["image"].to(device, non_blocking=True).float(),
-                                    batch["mask"].to(device, non_blocking=True).float(),
-                                    batch["camera"].to(device, non_blocking=True).float()))
-        return reals
 
-    # ---- main loop
-    status = "completed"
-    t_tick = time.perf_counter()
-    t_start = t_tick
-    tick_nimg_done = 0
+def _check_nonfinite(r: _Run, st: _TrainState, step_ok: bool) -> None:
+    """Count skipped (non-finite) steps; raise :class:`NonFiniteError` after too many in a row."""
+    if step_ok:
+        st.nonfinite_run = 0
+        return
+    st.nonfinite_run += 1
+    st.nonfinite_total += 1
+    if r.world.is_main:
+        log.warning("non-finite loss at step %d (kimg %.3f): step skipped (%d consecutive of max %d)",
+                    st.step - 1, st.cur_nimg / 1000, st.nonfinite_run, r.cfg.max_nonfinite_steps)
+    if st.nonfinite_run >= r.cfg.max_nonfinite_steps:
+        raise NonFiniteError(
+            f"{st.nonfinite_run} consecutive steps with non-finite losses (up to kimg {st.cur_nimg / 1000:.3f}); "
+            f"training stopped. Last good training state: {st.last_state_path or 'none written yet'}. "
+            f"Lower the learning rates or check the data.")
+
+
+def _end_tick(r: _Run, st: _TrainState, done: bool) -> None:
+    """Tick record (timing, losses, memory) → stats/plots/progress/hook, preview image; start the next tick."""
+    cfg, world = r.cfg, r.world
+    dt = time.perf_counter() - st.t_tick
+    n = max(st.tick_nimg_done, 1)
+    rec = {"tick": st.tick, "step": st.step, "nimg": st.cur_nimg, "kimg": st.cur_nimg / 1000.0,
+           "timing/sec_per_tick": dt, "timing/sec_per_kimg": dt / n * 1000.0,
+           "timing/img_per_sec": n / max(dt, 1e-9), "timing/total_sec": time.perf_counter() - st.t_start,
+           "nonfinite/steps_skipped": st.nonfinite_total}
+    rec.update(_flat_losses(st.tick_stats.means()))
+    rec.update(_peak_memory(r.device))
+    # Keep buffers (w_avg) identical on every rank.
+    dist_util.broadcast_module_buffers(r.nets.G, world)
+    dist_util.broadcast_module_buffers(r.G_ema, world)
     if world.is_main:
-        log.info("training %s → %.3f kimg, batch %d (%d chunk(s) of %d on %d rank(s)), device %s, backend %s",
-                 run.path, cfg.total_kimg, B, num_chunks, cfg.batch_per_gpu, world.world_size, device, backend)
-    preview_z = None
-    snapshot_due = False
-    try:
-        while cur_nimg < total_nimg:
-            reals = next_reals()
-            step_ok = True
-            # Gmain
-            nets.G.requires_grad_(True); nets.D_rgb.requires_grad_(False); nets.D_mask.requires_grad_(False)
-            ok, vals = run_phase("Gmain", g_params, opt_G, None, step_fakes("Gmain"))
-            step_ok &= ok
-            if ok:
-                tick_stats.add(vals, B)
-            # Dmain
-            nets.G.requires_grad_(False); nets.D_rgb.requires_grad_(True); nets.D_mask.requires_grad_(True)
-            ok, vals = run_phase("Dmain", d_params, opt_D, reals, step_fakes("Dmain"))
-            step_ok &= ok
-            if ok:
-                tick_stats.add(vals, B)
-            # Dreg (lazy R1)
-            if cfg.r1_gamma > 0 and step % cfg.r1_interval == 0:
-                ok, vals = run_phase("Dreg", d_params, opt_D, reals, None, gain=float(cfg.r1_interval))
-                step_ok &= ok
-                if ok:
-                    tick_stats.add(vals, B)
-            nets.G.requires_grad_(True)
-            # EMA
-            update_ema(G_ema, nets.G, ema_beta(cur_nimg, B, cfg.ema_kimg, cfg.ema_rampup))
-            cur_nimg += B
-            step += 1
-            tick_nimg_done += B
-            if step_ok:
-                nonfinite_run = 0
-            else:
-                nonfinite_run += 1
-                nonfinite_total += 1
-                if world.is_main:
-                    log.warning("non-finite loss at step %d (kimg %.3f): step skipped (%d consecutive of max %d)",
-                                step - 1, cur_nimg / 1000, nonfinite_run, cfg.max_nonfinite_steps)
-                if nonfinite_run >= cfg.max_nonfinite_steps:
-                    raise NonFiniteError(
-                        f"{nonfinite_run} consecutive steps with non-finite losses (up to kimg {cur_nimg / 1000:.3f}); "
-                        f"training stopped. Last good training state: {last_state_path or 'none written yet'}. "
-                        f"Lower the learning rates or check the data.")
+        r.run.log_stats(rec)
+        r.run.write_plots()
+        print(_fmt_progress(rec), flush=True)
+        if r.hooks.on_progress:
+            r.hooks.on_progress(rec)
+        if cfg.image_snapshot_ticks and (st.tick % cfg.image_snapshot_ticks == 0 or done):
+            if st.preview_z is None:
+                st.preview_z = _preview_inputs(r.nets, cfg.seed, r.device)
+            _save_preview(r.nets, r.G_ema, st.preview_z, r.run.images / f"fakes-{st.cur_nimg:012d}.png")
+    st.tick += 1
+    st.tick_start_nimg = st.cur_nimg
+    st.tick_stats = _TickStats()
+    st.t_tick = time.perf_counter()
+    st.tick_nimg_done = 0
 
-            done = cur_nimg >= total_nimg
-            tick_end = done or cur_nimg - tick_start_nimg >= tick_nimg
-            if tick_end:
-                dt = time.perf_counter() - t_tick
-                n = max(tick_nimg_done, 1)
-                rec = {"tick": tick, "step": step, "nimg": cur_nimg, "kimg": cur_nimg / 1000.0,
-                       "timing/sec_per_tick": dt, "timing/sec_per_kimg": dt / n * 1000.0,
-                       "timing/img_per_sec": n / max(dt, 1e-9), "timing/total_sec": time.perf_counter() - t_start,
-                       "nonfinite/steps_skipped": nonfinite_total}
-                rec.update(_flat_losses(tick_stats.means()))
-                rec.update(_peak_memory(device))
-                # Keep buffers (w_avg) identical on every rank.
-                dist_util.broadcast_module_buffers(nets.G, world)
-                dist_util.broadcast_module_buffers(G_ema, world)
-                if world.is_main:
-                    run.log_stats(rec)
-                    run.write_plots()
-                    print(_fmt_progress(rec), flush=True)
-                    if hooks.on_progress:
-                        hooks.on_progress(rec)
-                    if cfg.image_snapshot_ticks and (tick % cfg.image_snapshot_ticks == 0 or done):
-                        if preview_z is None:
-                            preview_z = _preview_inputs(nets, cfg.seed, device)
-                        _save_preview(nets, G_ema, preview_z, run.images / f"fakes-{cur_nimg:012d}.png")
-                tick += 1
-                tick_start_nimg = cur_nimg
-                tick_stats = _TickStats()
-                t_tick = time.perf_counter()
-                tick_nimg_done = 0
-            if snap_nimg > 0 and not done and cur_nimg // snap_nimg > (cur_nimg - B) // snap_nimg:
-                snapshot_due = True
-            if snapshot_due and not done and nonfinite_run == 0:
-                # Never snapshot in the middle of a non-finite streak: the newest state stays a healthy one.
-                write_snapshots()
-                snapshot_due = False
-            abort = bool(hooks.should_abort()) if (world.is_main and hooks.should_abort) else False
-            if dist_util.broadcast_flag(abort, world, device):
-                status = "aborted"
-                if world.is_main:
-                    log.warning("abort requested at kimg %.3f: writing a training state and stopping", cur_nimg / 1000)
-                break
-        state_path, net_path = write_snapshots()
-    finally:
-        data_iter = None  # shuts the loader workers down
-    if world.is_main:
-        log.info("%s at kimg %.3f; state %s, network %s", status, cur_nimg / 1000, state_path, net_path)
-    return {"status": status, "cur_nimg": cur_nimg, "kimg": cur_nimg / 1000.0, "step": step,
+
+def _maybe_snapshot(r: _Run, st: _TrainState, done: bool) -> None:
+    """Mark a snapshot due when this step crossed a ``snapshot_kimg`` boundary; write it once healthy."""
+    snap_nimg = r.snap_nimg
+    if snap_nimg > 0 and not done and st.cur_nimg // snap_nimg > (st.cur_nimg - r.B) // snap_nimg:
+        st.snapshot_due = True
+    if st.snapshot_due and not done and st.nonfinite_run == 0:
+        # Never snapshot in the middle of a non-finite streak: the newest state stays a healthy one.
+        _write_snapshots(r, st)
+        st.snapshot_due = False
+
+
+def _abort_requested(r: _Run, st: _TrainState) -> bool:
+    """Rank 0 asks ``hooks.should_abort``; the answer is broadcast to every rank."""
+    world = r.world
+    abort = bool(r.hooks.should_abort()) if (world.is_main and r.hooks.should_abort) else False
+    if dist_util.broadcast_flag(abort, world, r.device):
+        if world.is_main:
+            log.warning("abort requested at kimg %.3f: writing a training state and stopping", st.cur_nimg / 1000)
+        return True
+    return False
+
+
+def _state_payload(r: _Run, st: _TrainState) -> dict:
+    return {
+        "G": r.nets.G.state_dict(), "D_rgb": r.nets.D_rgb.state_dict(), "D_mask": r.nets.D_mask.state_dict(),
+        "G_ema": r.G_ema.state_dict(), "opt_G": r.opt_G.state_dict(), "opt_D": r.opt_D.state_dict(),
+        "counters": st.counters(),
+        "tick_stats": st.tick_stats.state(),
+        "rng": ckpt.capture_rng(),
+        "sampler": r.sampler.state_dict() | {"position_nimg": st.cur_nimg},
+        "w_avg": {k: v.detach().cpu() for k, v in r.G_ema.named_buffers() if k.endswith("w_avg")},
+        "model_config": to_dict(r.cfg_model), "train_config": to_dict(r.cfg),
+        "world_size": r.world.world_size,
+    }
+
+
+def _write_snapshots(r: _Run, st: _TrainState) -> tuple[Path | None, Path | None]:
+    """Training state + network snapshot, latest pointers, pruning, ``on_snapshot`` hooks (writes on rank 0)."""
+    # Refuse to write a state whose weights are not finite: the last good one stays the newest.
+    bad = [n for n, p in list(r.nets.G.named_parameters()) + list(r.G_ema.named_parameters())
+           if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise NonFiniteError(f"refusing to snapshot non-finite weights ({bad[0]} …) at kimg "
+                             f"{st.cur_nimg / 1000:.3f}; last good state: {st.last_state_path}")
+    if not r.world.is_main:
+        return None, None
+    cur_nimg, checkpoints = st.cur_nimg, r.run.checkpoints
+    sp = ckpt.save_checkpoint(checkpoints / ckpt.snapshot_name("state", cur_nimg), "state", cur_nimg,
+                              _state_payload(r, st))
+    net = {"G_ema": r.G_ema.state_dict(), "model_config": to_dict(r.cfg_model),
+           "provenance": json.loads((r.run.path / "run.json").read_text()),
+           "cur_nimg": cur_nimg, "kimg": cur_nimg / 1000.0, "train_config": to_dict(r.cfg)}
+    np_ = ckpt.save_checkpoint(checkpoints / ckpt.snapshot_name("network", cur_nimg), "network", cur_nimg, net)
+    ckpt.write_latest_pointer(checkpoints, "state", sp, cur_nimg)
+    ckpt.write_latest_pointer(checkpoints, "network", np_, cur_nimg)
+    ckpt.prune_snapshots(checkpoints, "state", r.cfg.keep_snapshots)
+    st.last_state_path = sp
+    for kind, path in (("state", sp), ("network", np_)):
+        if r.hooks.on_snapshot:
+            r.hooks.on_snapshot(path, kind)
+    return sp, np_
+
+
+def _result(r: _Run, st: _TrainState, status: str, state_path: Path | None, net_path: Path | None) -> dict:
+    if r.world.is_main:
+        log.info("%s at kimg %.3f; state %s, network %s", status, st.cur_nimg / 1000, state_path, net_path)
+    return {"status": status, "cur_nimg": st.cur_nimg, "kimg": st.cur_nimg / 1000.0, "step": st.step,
             "state": str(state_path) if state_path else None, "network": str(net_path) if net_path else None,
-            "run_dir": str(run.path)}
+            "run_dir": str(r.run.path)}
 
 
 def _preview_inputs(nets, seed: int, device, n: int = 8):
