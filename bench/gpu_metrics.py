@@ -148,25 +148,7 @@ class _Preprocessed:
         self.net = net
 
     def __call__(self, x):
-        import torch.nn.functional as F
-
-        net = self.net
-        x = net.conv(x, "conv")
-        x = net.conv(x, "conv_1")
-        x = net.conv(x, "conv_2")
-        x = F.max_pool2d(x, 3, 2)
-        x = net.conv(x, "conv_3")
-        x = net.conv(x, "conv_4")
-        x = F.max_pool2d(x, 3, 2)
-        for n in ("mixed", "mixed_1", "mixed_2"):
-            x = net.block_ac(x, n)
-        x = net.block_b(x, "mixed_3")
-        for n in ("mixed_4", "mixed_5", "mixed_6", "mixed_7"):
-            x = net.block_ac(x, n)
-        x = net.block_d(x, "mixed_8")
-        x = net.block_e(x, "mixed_9", max_pool=False)
-        x = net.block_e(x, "mixed_10", max_pool=True)
-        return F.avg_pool2d(x, 8)
+        return self.net.forward_preprocessed(x)
 
 
 def main(argv=None):

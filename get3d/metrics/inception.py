@@ -205,6 +205,11 @@ class FunctionalInception:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = preprocess(images.to(self.device))
+        return self.forward_preprocessed(x).reshape(-1, FEATURE_DIM).float().cpu()
+
+    @torch.no_grad()
+    def forward_preprocessed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool3 features ``[B, 2048, 1, 1]`` of already preprocessed 299² float images (on the device)."""
         x = self.conv(x, "conv")
         x = self.conv(x, "conv_1")
         x = self.conv(x, "conv_2")
@@ -220,4 +225,4 @@ class FunctionalInception:
         x = self.block_d(x, "mixed_8")
         x = self.block_e(x, "mixed_9", max_pool=False)
         x = self.block_e(x, "mixed_10", max_pool=True)
-        return F.avg_pool2d(x, 8).reshape(-1, FEATURE_DIM).float().cpu()
+        return F.avg_pool2d(x, 8)

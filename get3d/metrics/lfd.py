@@ -213,6 +213,19 @@ def _quant(x: torch.Tensor, scale: float = 256.0) -> torch.Tensor:
     return torch.clamp(torch.floor(x * scale), 0, 255).to(torch.uint8)
 
 
+
+def _art_magnitudes(coef: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """ART sums ``[N, 72]`` (real, imaginary) over ``count`` pixels → the 35 normalised magnitudes in MPEG-7 order."""
+    N = coef.shape[0]
+    cnt = count.clamp_min(1)[:, None]
+    re, im = coef[:, :36] / cnt, -coef[:, 36:] / cnt
+    mag = torch.sqrt(re * re + im * im).view(N, ART_ANG, ART_RAD)
+    mag = mag / mag[:, :1, :1].clamp_min(1e-300)
+    mag = torch.where(count[:, None, None] > 0, mag, torch.zeros_like(mag))
+    flat = mag.reshape(N, -1)
+    order = [0 * ART_RAD + r for r in (1, 2)] + [p * ART_RAD + r for p in range(1, ART_ANG) for r in range(ART_RAD)]
+    return flat[:, order]
+
 def art_coefficients_reference(sil: torch.Tensor, cx, cy, radius) -> torch.Tensor:
     """[N, 35] float64 ART magnitudes; ``radius`` [N] is the light field's farthest-pixel radius."""
     N, H, W = sil.shape
@@ -234,14 +247,7 @@ def art_coefficients_reference(sil: torch.Tensor, cx, cy, radius) -> torch.Tenso
         w.scatter_add_(1, (base + off).reshape(N, -1), (wt * m).reshape(N, -1))
     coef = w @ _art_lut(dev)  # [N, 72] sums of real and imaginary parts
     count = m.sum((1, 2))
-    cnt = count.clamp_min(1)[:, None]
-    re, im = coef[:, :36] / cnt, -coef[:, 36:] / cnt
-    mag = torch.sqrt(re * re + im * im).view(N, ART_ANG, ART_RAD)
-    mag = mag / mag[:, :1, :1].clamp_min(1e-300)
-    mag = torch.where(count[:, None, None] > 0, mag, torch.zeros_like(mag))
-    flat = mag.reshape(N, -1)
-    order = [0 * ART_RAD + r for r in (1, 2)] + [p * ART_RAD + r for p in range(1, ART_ANG) for r in range(ART_RAD)]
-    return flat[:, order]
+    return _art_magnitudes(coef, count)
 
 
 def eccentricity_reference(sil, cx, cy) -> torch.Tensor:
@@ -604,14 +610,7 @@ def art_coefficients(sil: torch.Tensor, cx, cy, radius, pts: _Pixels | None = No
         w.scatter_add_(0, base + off, wt)
     coef = w.view(N, -1) @ _art_lut(dev)
     count = torch.bincount(pts.n, minlength=N).double()
-    cnt = count.clamp_min(1)[:, None]
-    re, im = coef[:, :36] / cnt, -coef[:, 36:] / cnt
-    mag = torch.sqrt(re * re + im * im).view(N, ART_ANG, ART_RAD)
-    mag = mag / mag[:, :1, :1].clamp_min(1e-300)
-    mag = torch.where(count[:, None, None] > 0, mag, torch.zeros_like(mag))
-    flat = mag.reshape(N, -1)
-    order = [0 * ART_RAD + r for r in (1, 2)] + [p * ART_RAD + r for p in range(1, ART_ANG) for r in range(ART_RAD)]
-    return flat[:, order]
+    return _art_magnitudes(coef, count)
 
 
 def eccentricity(sil, cx, cy, pts: _Pixels | None = None) -> torch.Tensor:
