@@ -126,16 +126,38 @@ def flexicubes_extract(grid: CubeGrid, sdf: torch.Tensor, deformation: torch.Ten
     beta, alpha, gamma = weights_from_features(weights)
     cubes = grid.cubes.to(dev)
     sdf_reg = sdf_reg_loss(sdf, grid.edges.to(dev))
-    with torch.no_grad():
-        inside = sdf < 0
-        corner_in = inside[:, cubes]                                         # [B,C,8]
-        n_in = corner_in.sum(-1)
-        active = (n_in > 0) & (n_in < 8)
-        bi, ci = torch.nonzero(active, as_tuple=True)                        # sample-major
+    inside, corner_in, bi, ci = _active_cubes(sdf, cubes)
     if bi.numel() == 0:
         empty = [(verts.new_zeros(0, 3) + 0.0 * sdf.sum(), torch.zeros(0, 3, dtype=torch.long, device=dev))
                  for _ in range(b)]
         return {"meshes": empty, "verts": verts, "dev_loss": sdf.sum() * 0.0, "sdf_reg": sdf_reg}
+    dual, dev_loss = _dual_vertices(verts, sdf, cubes, corner_in, alpha, beta, bi, ci)
+    quads, qb = _dual_quads(grid, inside, bi, ci, b, nc)
+    gq = gamma[bi, ci][quads]                                                 # [M,4]
+    n_dual = dual.shape[0]
+    if training:
+        faces, face_sample, all_v, centre_sample = _split_quads_training(quads, gq, dual, qb, n_dual)
+    else:
+        faces, face_sample, all_v, centre_sample = _split_quads_eval(quads, gq, dual, qb)
+    meshes = _per_sample_meshes(b, bi, centre_sample, face_sample, faces, all_v, n_dual)
+    return {"meshes": meshes, "verts": verts, "dev_loss": dev_loss, "sdf_reg": sdf_reg}
+
+
+@torch.no_grad()
+def _active_cubes(sdf: torch.Tensor, cubes: torch.Tensor):
+    """``inside [B,V]``, ``corner_in [B,C,8]`` and the (sample, cube) indices ``bi, ci`` of cubes with a sign
+    change (sample-major)."""
+    inside = sdf < 0
+    corner_in = inside[:, cubes]                                         # [B,C,8]
+    n_in = corner_in.sum(-1)
+    active = (n_in > 0) & (n_in < 8)
+    bi, ci = torch.nonzero(active, as_tuple=True)                        # sample-major
+    return inside, corner_in, bi, ci
+
+
+def _dual_vertices(verts, sdf, cubes, corner_in, alpha, beta, bi, ci):
+    """One dual vertex per active cube (β-weighted mean of its α-weighted crossing points) ``[A,3]`` and L_dev."""
+    dev = sdf.device
     ce = torch.tensor(CUBE_EDGES, device=dev)                                 # [12,2]
     corners = cubes[ci]                                                      # [A,8]
     x = verts[bi[:, None], corners]                                          # [A,8,3]
@@ -153,39 +175,56 @@ def flexicubes_extract(grid: CubeGrid, sdf: torch.Tensor, deformation: torch.Ten
     cnt = cross.sum(1).clamp(min=1).to(dist.dtype)
     mean_d = (dist * cross).sum(1) / cnt
     dev_loss = (((dist - mean_d[:, None]).abs() * cross).sum(1) / cnt).mean()
+    return dual, dev_loss
 
-    with torch.no_grad():
-        dual_id = torch.full((b * nc,), -1, dtype=torch.long, device=dev)
-        dual_id[bi * nc + ci] = torch.arange(bi.shape[0], device=dev)
-        qe = grid.qedges.to(dev)
-        qc = grid.qcubes.to(dev)
-        in0, in1 = inside[:, qe[:, 0]], inside[:, qe[:, 1]]                  # [B,Q]
-        qb, qi = torch.nonzero(in0 != in1, as_tuple=True)
-        quads = dual_id[(qb * nc)[:, None] + qc[qi]]                         # [M,4]
-        flip = ~in0[qb, qi]                       # lower end outside: reverse so the normal points outward
-        quads = torch.where(flip[:, None], quads.flip(1), quads)
-    g = gamma[bi, ci]
-    gq = g[quads]                                                             # [M,4]
-    n_dual = dual.shape[0]
-    if training:
-        w02, w13 = gq[:, 0] * gq[:, 2], gq[:, 1] * gq[:, 3]
-        vq = dual[quads]
-        centre = (w02[:, None] * (vq[:, 0] + vq[:, 2]) * 0.5 + w13[:, None] * (vq[:, 1] + vq[:, 3]) * 0.5) \
-            / (w02 + w13)[:, None]
-        cid = n_dual + torch.arange(quads.shape[0], device=dev)
-        faces = torch.stack([torch.stack([quads[:, k], quads[:, (k + 1) % 4], cid], 1) for k in range(4)], 1)
-        faces = faces.reshape(-1, 3)
-        face_sample = qb.repeat_interleave(4)
-        all_v = torch.cat([dual, centre], 0)
-        centre_sample = qb
-    else:
-        along02 = (gq[:, 0] * gq[:, 2] >= gq[:, 1] * gq[:, 3]).detach()
-        t02 = torch.stack([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]], 1)
-        t13 = torch.stack([quads[:, [0, 1, 3]], quads[:, [1, 2, 3]]], 1)
-        faces = torch.where(along02[:, None, None], t02, t13).reshape(-1, 3)
-        face_sample = qb.repeat_interleave(2)
-        all_v = dual
-        centre_sample = qb[:0]
+
+@torch.no_grad()
+def _dual_quads(grid: CubeGrid, inside, bi, ci, b: int, nc: int):
+    """One quad of dual-vertex ids ``[M,4]`` per sign-changing interior edge (wound outward), and its sample."""
+    dev = inside.device
+    dual_id = torch.full((b * nc,), -1, dtype=torch.long, device=dev)
+    dual_id[bi * nc + ci] = torch.arange(bi.shape[0], device=dev)
+    qe = grid.qedges.to(dev)
+    qc = grid.qcubes.to(dev)
+    in0, in1 = inside[:, qe[:, 0]], inside[:, qe[:, 1]]                  # [B,Q]
+    qb, qi = torch.nonzero(in0 != in1, as_tuple=True)
+    quads = dual_id[(qb * nc)[:, None] + qc[qi]]                         # [M,4]
+    flip = ~in0[qb, qi]                       # lower end outside: reverse so the normal points outward
+    quads = torch.where(flip[:, None], quads.flip(1), quads)
+    return quads, qb
+
+
+def _split_quads_training(quads, gq, dual, qb, n_dual: int):
+    """Differentiable 4-triangle split around the γ-weighted centre: ``faces, face_sample, all_v, centre_sample``."""
+    dev = quads.device
+    w02, w13 = gq[:, 0] * gq[:, 2], gq[:, 1] * gq[:, 3]
+    vq = dual[quads]
+    centre = (w02[:, None] * (vq[:, 0] + vq[:, 2]) * 0.5 + w13[:, None] * (vq[:, 1] + vq[:, 3]) * 0.5) \
+        / (w02 + w13)[:, None]
+    cid = n_dual + torch.arange(quads.shape[0], device=dev)
+    faces = torch.stack([torch.stack([quads[:, k], quads[:, (k + 1) % 4], cid], 1) for k in range(4)], 1)
+    faces = faces.reshape(-1, 3)
+    face_sample = qb.repeat_interleave(4)
+    all_v = torch.cat([dual, centre], 0)
+    centre_sample = qb
+    return faces, face_sample, all_v, centre_sample
+
+
+def _split_quads_eval(quads, gq, dual, qb):
+    """2-triangle split along the diagonal with the larger γ product (no centre vertices)."""
+    along02 = (gq[:, 0] * gq[:, 2] >= gq[:, 1] * gq[:, 3]).detach()
+    t02 = torch.stack([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]], 1)
+    t13 = torch.stack([quads[:, [0, 1, 3]], quads[:, [1, 2, 3]]], 1)
+    faces = torch.where(along02[:, None, None], t02, t13).reshape(-1, 3)
+    face_sample = qb.repeat_interleave(2)
+    all_v = dual
+    centre_sample = qb[:0]
+    return faces, face_sample, all_v, centre_sample
+
+
+def _per_sample_meshes(b: int, bi, centre_sample, face_sample, faces, all_v, n_dual: int) -> list:
+    """Cut the batched vertices (dual vertices, then centres) and faces into one re-indexed mesh per sample."""
+    dev = faces.device
     with torch.no_grad():
         vc = torch.bincount(bi, minlength=b).cpu()
         cc = torch.bincount(centre_sample, minlength=b).cpu()
@@ -200,4 +239,4 @@ def flexicubes_extract(grid: CubeGrid, sdf: torch.Tensor, deformation: torch.Ten
         f = torch.where(f < n_dual, f - v_off, f - n_dual - c_off + nvi)
         meshes.append((all_v[vids], f))
         v_off, c_off, f_off = v_off + nvi, c_off + nci, f_off + nfi
-    return {"meshes": meshes, "verts": verts, "dev_loss": dev_loss, "sdf_reg": sdf_reg}
+    return meshes

@@ -121,134 +121,27 @@ class TorchRasterBackend(RasterBackend):
         return rast.reshape(b, h, w, 4)
 
     def _coverage(self, pos: torch.Tensor, vidx: torch.Tensor, img: torch.Tensor, h: int, w: int, b: int):
+        """Per-pixel winner ``(best_k, best_z)`` of all (image, triangle) pairs (see module docstring)."""
         dev = pos.device
-        k_all = vidx.shape[0]
         v32 = pos[vidx]                                           # [K,3,4] float32
         x, y, z, ww = v32.unbind(-1)
-        # Frustum cull: all three vertices outside the same plane.
-        cull = ((ww < x).all(1) | (ww < -x).all(1) | (ww < y).all(1) | (ww < -y).all(1)
-                | (ww < z).all(1) | (ww < -z).all(1))
-        fast = (ww >= z.abs()).all(1) & (ww > 0).all(1) & ~cull
-        rcp = 1.0 / torch.where(ww > 0, ww, torch.ones_like(ww))
-        sx = torch.round(x * rcp * float(w * _SUBPIX // 2))
-        sy = torch.round(y * rcp * float(h * _SUBPIX // 2))
-        fast &= (sx.abs() <= _SNAP_LIMIT).all(1) & (sy.abs() <= _SNAP_LIMIT).all(1)
-        sx = torch.where(fast[:, None], sx, torch.zeros_like(sx)).long()
-        sy = torch.where(fast[:, None], sy, torch.zeros_like(sy)).long()
-        area = (sx[:, 1] - sx[:, 0]) * (sy[:, 2] - sy[:, 0]) - (sy[:, 1] - sy[:, 0]) * (sx[:, 2] - sx[:, 0])
-        keep_fast = fast & (area != 0)
-        slow = ~fast & ~cull
-        # Pixel bounding boxes (inclusive).
-        biasx, biasy = w * _SUBPIX // 2 - _SUBPIX // 2, h * _SUBPIX // 2 - _SUBPIX // 2
-        lx = torch.div(sx.min(1).values + biasx + _SUBPIX - 1, _SUBPIX, rounding_mode="floor")
-        hx = torch.div(sx.max(1).values + biasx, _SUBPIX, rounding_mode="floor")
-        ly = torch.div(sy.min(1).values + biasy + _SUBPIX - 1, _SUBPIX, rounding_mode="floor")
-        hy = torch.div(sy.max(1).values + biasy, _SUBPIX, rounding_mode="floor")
-        # Slow path: projected box with a 1-pixel margin when all w > 0, else the whole screen.
-        allpos = (ww > 0).all(1)
-        ndcx = (x * rcp).double()
-        ndcy = (y * rcp).double()
-        big = float(4 * max(h, w) + 8)
-        slx = torch.floor((ndcx.min(1).values + 1) * 0.5 * w - 1).clamp(-big, big).long()
-        shx = torch.ceil((ndcx.max(1).values + 1) * 0.5 * w + 1).clamp(-big, big).long()
-        sly = torch.floor((ndcy.min(1).values + 1) * 0.5 * h - 1).clamp(-big, big).long()
-        shy = torch.ceil((ndcy.max(1).values + 1) * 0.5 * h + 1).clamp(-big, big).long()
-        slx = torch.where(allpos, slx, torch.zeros_like(slx))
-        sly = torch.where(allpos, sly, torch.zeros_like(sly))
-        shx = torch.where(allpos, shx, torch.full_like(shx, w - 1))
-        shy = torch.where(allpos, shy, torch.full_like(shy, h - 1))
-        lx = torch.where(slow, slx, lx).clamp(min=0)
-        ly = torch.where(slow, sly, ly).clamp(min=0)
-        hx = torch.where(slow, shx, hx).clamp(max=w - 1)
-        hy = torch.where(slow, shy, hy).clamp(max=h - 1)
-        active = (keep_fast | slow) & (lx <= hx) & (ly <= hy)
-        bw = (hx - lx + 1).clamp(min=0)
-        counts = torch.where(active, bw * (hy - ly + 1).clamp(min=0), torch.zeros_like(bw))
-
-        # Integer edge functions for the fast path: e_i(c) = K0 + Kx*cx + Ky*cy (edge i = vertices i+1 -> i+2),
-        # oriented so the triangle has positive area; tie rule for samples exactly on an edge.
-        sgn = torch.where(area < 0, -1, 1)
-        ia, ib = [1, 2, 0], [2, 0, 1]
-        ax, ay, bx_, by_ = sx[:, ia], sy[:, ia], sx[:, ib], sy[:, ib]
-        ek0 = (ax * by_ - ay * bx_) * sgn[:, None]
-        ekx = (ay - by_) * sgn[:, None]
-        eky = (bx_ - ax) * sgn[:, None]
-        ddx, ddy = (bx_ - ax) * sgn[:, None], (by_ - ay) * sgn[:, None]
-        tie_ok = (ddy < 0) | ((ddy == 0) & (ddx > 0))
-        # Homogeneous (float64) coefficients: rows a0, a1, a2, sum(a), sum(a*z), sum(a*w) as c0 + c1*fx + c2*fy.
-        xd, yd, zd, wd = x.double(), y.double(), z.double(), ww.double()
-        xa, ya, wa = xd[:, ia], yd[:, ia], wd[:, ia]
-        xb, yb, wb = xd[:, ib], yd[:, ib], wd[:, ib]
-        coef = torch.stack([xa * yb - ya * xb, ya * wb - wa * yb, wa * xb - xa * wb], -1)   # [K,3(i),3]
-        csum = coef.sum(1)
-        cz = (coef * zd[:, :, None]).sum(1)
-        cw = (coef * wd[:, :, None]).sum(1)
-        hc = torch.cat([coef, csum[:, None], cz[:, None], cw[:, None]], 1)                # [K,6,3]
+        rcp, sx, sy, area, keep_fast, slow = _classify_and_snap(x, y, z, ww, h, w)
+        lx, ly, bw, counts = _pixel_boxes(x, y, ww, rcp, sx, sy, keep_fast, slow, h, w)
+        edges = _fast_edge_functions(sx, sy, area)
+        hc = _homogeneous_coefficients(x, y, z, ww)
 
         npix = b * h * w
         best_z = torch.full((npix,), float("inf"), dtype=torch.float64, device=dev)
         best_k = torch.full((npix,), -1, dtype=torch.long, device=dev)
         scratch_z = torch.full((npix,), float("inf"), dtype=torch.float64, device=dev)
-        big_k = torch.iinfo(torch.long).max
-        scratch_k = torch.full((npix,), big_k, dtype=torch.long, device=dev)
-
-        cum = torch.cumsum(counts, 0)
-        cum_cpu = cum.cpu()
-        total = int(cum_cpu[-1]) if k_all else 0
-        start_k, done = 0, 0
-        while done < total:
-            end_k = int(torch.searchsorted(cum_cpu, torch.tensor(done + self.max_fragments), right=True))
-            end_k = max(end_k, start_k + 1)
-            while end_k < k_all and int(cum_cpu[end_k - 1]) == done:
-                end_k += 1
-            kk = torch.arange(start_k, end_k, device=dev)
-            cnt = counts[kk]
-            kk, cnt = kk[cnt > 0], cnt[cnt > 0]
-            start_k = end_k
-            if kk.numel() == 0:
-                continue
-            done = int(cum_cpu[end_k - 1])
-            rep = torch.repeat_interleave(kk, cnt)
-            first = torch.cumsum(cnt, 0) - cnt
-            local = torch.arange(rep.shape[0], device=dev) - torch.repeat_interleave(first, cnt)
-            bwr = bw[rep]
-            px = lx[rep] + local % bwr
-            py = ly[rep] + torch.div(local, bwr, rounding_mode="floor")
-            fxd = (2.0 * px.double() + 1.0) / w - 1.0
-            fyd = (2.0 * py.double() + 1.0) / h - 1.0
-            c = hc[rep]                                                         # [N,6,3]
-            vals = c[..., 0] + c[..., 1] * fxd[:, None] + c[..., 2] * fyd[:, None]   # [N,6]
-            a = vals[:, :3]
-            s, zn, wn = vals[:, 3], vals[:, 4], vals[:, 5]
-            is_fast = keep_fast[rep]
-            # fast path coverage (exact integers)
-            cxs = px * _SUBPIX + _SUBPIX // 2 - w * _SUBPIX // 2
-            cys = py * _SUBPIX + _SUBPIX // 2 - h * _SUBPIX // 2
-            e = ek0[rep] + ekx[rep] * cxs[:, None] + eky[rep] * cys[:, None]
-            cov_fast = ((e > 0) | ((e == 0) & tie_ok[rep])).all(1)
-            # slow path coverage (homogeneous)
-            zw = zn / torch.where(wn == 0, torch.ones_like(wn), wn)
-            cov_slow = (((a >= 0).all(1) | (a <= 0).all(1)) & (s != 0) & (wn / torch.where(s == 0, torch.ones_like(s), s) > 0)
-                        & (zw >= -1.0) & (zw <= 1.0))
-            cov = torch.where(is_fast, cov_fast, cov_slow)
+        scratch_k = torch.full((npix,), _BIG_K, dtype=torch.long, device=dev)
+        for kk, cnt in _fragment_chunks(counts, self.max_fragments, dev):
+            rep, px, py = _expand_fragments(kk, cnt, lx, ly, bw, dev)
+            cov, zw = _fragment_coverage(rep, px, py, keep_fast, edges, hc, h, w)
             if not bool(cov.any()):
                 continue
             pix = (img[rep] * h + py) * w + px
-            pix, zf, kf = pix[cov], zw[cov], rep[cov]
-            better = zf < best_z[pix]
-            pix, zf, kf = pix[better], zf[better], kf[better]
-            if pix.numel() == 0:
-                continue
-            scratch_z.scatter_reduce_(0, pix, zf, reduce="amin")
-            m = zf == scratch_z[pix]
-            scratch_z[pix] = float("inf")
-            pix, zf, kf = pix[m], zf[m], kf[m]
-            scratch_k.scatter_reduce_(0, pix, kf, reduce="amin")
-            m = kf == scratch_k[pix]
-            scratch_k[pix] = big_k
-            pix, zf, kf = pix[m], zf[m], kf[m]
-            best_z[pix] = zf
-            best_k[pix] = kf
+            _depth_test(best_z, best_k, scratch_z, scratch_k, pix[cov], zw[cov], rep[cov])
         return best_k, best_z
 
     # ------------------------------------------------------------------ interpolate
@@ -259,6 +152,162 @@ class TorchRasterBackend(RasterBackend):
     def antialias(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor,
                   tri: torch.Tensor) -> torch.Tensor:
         return antialias_torch(color, rast, pos, tri)
+
+
+# ---------------------------------------------------------------------- coverage steps (all without autograd)
+_BIG_K = torch.iinfo(torch.long).max
+
+
+def _classify_and_snap(x, y, z, ww, h: int, w: int):
+    """Frustum cull, fast/slow path split and 1/16-pixel snapping of the fast path's screen positions."""
+    # Frustum cull: all three vertices outside the same plane.
+    cull = ((ww < x).all(1) | (ww < -x).all(1) | (ww < y).all(1) | (ww < -y).all(1)
+            | (ww < z).all(1) | (ww < -z).all(1))
+    fast = (ww >= z.abs()).all(1) & (ww > 0).all(1) & ~cull
+    rcp = 1.0 / torch.where(ww > 0, ww, torch.ones_like(ww))
+    sx = torch.round(x * rcp * float(w * _SUBPIX // 2))
+    sy = torch.round(y * rcp * float(h * _SUBPIX // 2))
+    fast &= (sx.abs() <= _SNAP_LIMIT).all(1) & (sy.abs() <= _SNAP_LIMIT).all(1)
+    sx = torch.where(fast[:, None], sx, torch.zeros_like(sx)).long()
+    sy = torch.where(fast[:, None], sy, torch.zeros_like(sy)).long()
+    area = (sx[:, 1] - sx[:, 0]) * (sy[:, 2] - sy[:, 0]) - (sy[:, 1] - sy[:, 0]) * (sx[:, 2] - sx[:, 0])
+    keep_fast = fast & (area != 0)
+    slow = ~fast & ~cull
+    return rcp, sx, sy, area, keep_fast, slow
+
+
+def _pixel_boxes(x, y, ww, rcp, sx, sy, keep_fast, slow, h: int, w: int):
+    """Inclusive pixel bounding boxes: left/top corner ``lx, ly``, width ``bw`` and fragment ``counts`` per pair."""
+    # Pixel bounding boxes (inclusive).
+    biasx, biasy = w * _SUBPIX // 2 - _SUBPIX // 2, h * _SUBPIX // 2 - _SUBPIX // 2
+    lx = torch.div(sx.min(1).values + biasx + _SUBPIX - 1, _SUBPIX, rounding_mode="floor")
+    hx = torch.div(sx.max(1).values + biasx, _SUBPIX, rounding_mode="floor")
+    ly = torch.div(sy.min(1).values + biasy + _SUBPIX - 1, _SUBPIX, rounding_mode="floor")
+    hy = torch.div(sy.max(1).values + biasy, _SUBPIX, rounding_mode="floor")
+    # Slow path: projected box with a 1-pixel margin when all w > 0, else the whole screen.
+    allpos = (ww > 0).all(1)
+    ndcx = (x * rcp).double()
+    ndcy = (y * rcp).double()
+    big = float(4 * max(h, w) + 8)
+    slx = torch.floor((ndcx.min(1).values + 1) * 0.5 * w - 1).clamp(-big, big).long()
+    shx = torch.ceil((ndcx.max(1).values + 1) * 0.5 * w + 1).clamp(-big, big).long()
+    sly = torch.floor((ndcy.min(1).values + 1) * 0.5 * h - 1).clamp(-big, big).long()
+    shy = torch.ceil((ndcy.max(1).values + 1) * 0.5 * h + 1).clamp(-big, big).long()
+    slx = torch.where(allpos, slx, torch.zeros_like(slx))
+    sly = torch.where(allpos, sly, torch.zeros_like(sly))
+    shx = torch.where(allpos, shx, torch.full_like(shx, w - 1))
+    shy = torch.where(allpos, shy, torch.full_like(shy, h - 1))
+    lx = torch.where(slow, slx, lx).clamp(min=0)
+    ly = torch.where(slow, sly, ly).clamp(min=0)
+    hx = torch.where(slow, shx, hx).clamp(max=w - 1)
+    hy = torch.where(slow, shy, hy).clamp(max=h - 1)
+    active = (keep_fast | slow) & (lx <= hx) & (ly <= hy)
+    bw = (hx - lx + 1).clamp(min=0)
+    counts = torch.where(active, bw * (hy - ly + 1).clamp(min=0), torch.zeros_like(bw))
+    return lx, ly, bw, counts
+
+
+def _fast_edge_functions(sx, sy, area):
+    """Integer edge functions for the fast path: ``(ek0, ekx, eky, tie_ok)``."""
+    # Integer edge functions for the fast path: e_i(c) = K0 + Kx*cx + Ky*cy (edge i = vertices i+1 -> i+2),
+    # oriented so the triangle has positive area; tie rule for samples exactly on an edge.
+    sgn = torch.where(area < 0, -1, 1)
+    ia, ib = [1, 2, 0], [2, 0, 1]
+    ax, ay, bx_, by_ = sx[:, ia], sy[:, ia], sx[:, ib], sy[:, ib]
+    ek0 = (ax * by_ - ay * bx_) * sgn[:, None]
+    ekx = (ay - by_) * sgn[:, None]
+    eky = (bx_ - ax) * sgn[:, None]
+    ddx, ddy = (bx_ - ax) * sgn[:, None], (by_ - ay) * sgn[:, None]
+    tie_ok = (ddy < 0) | ((ddy == 0) & (ddx > 0))
+    return ek0, ekx, eky, tie_ok
+
+
+def _homogeneous_coefficients(x, y, z, ww):
+    """Float64 ``[K,6,3]`` coefficients of the slow path's homogeneous edge functions (see below)."""
+    # Homogeneous (float64) coefficients: rows a0, a1, a2, sum(a), sum(a*z), sum(a*w) as c0 + c1*fx + c2*fy.
+    ia, ib = [1, 2, 0], [2, 0, 1]
+    xd, yd, zd, wd = x.double(), y.double(), z.double(), ww.double()
+    xa, ya, wa = xd[:, ia], yd[:, ia], wd[:, ia]
+    xb, yb, wb = xd[:, ib], yd[:, ib], wd[:, ib]
+    coef = torch.stack([xa * yb - ya * xb, ya * wb - wa * yb, wa * xb - xa * wb], -1)   # [K,3(i),3]
+    csum = coef.sum(1)
+    cz = (coef * zd[:, :, None]).sum(1)
+    cw = (coef * wd[:, :, None]).sum(1)
+    return torch.cat([coef, csum[:, None], cz[:, None], cw[:, None]], 1)                # [K,6,3]
+
+
+def _fragment_chunks(counts, max_fragments: int, dev):
+    """Yield ``(kk, cnt)``: consecutive pair ids with their non-zero fragment counts, ~``max_fragments`` a chunk."""
+    k_all = counts.shape[0]
+    cum = torch.cumsum(counts, 0)
+    cum_cpu = cum.cpu()
+    total = int(cum_cpu[-1]) if k_all else 0
+    start_k, done = 0, 0
+    while done < total:
+        end_k = int(torch.searchsorted(cum_cpu, torch.tensor(done + max_fragments), right=True))
+        end_k = max(end_k, start_k + 1)
+        while end_k < k_all and int(cum_cpu[end_k - 1]) == done:
+            end_k += 1
+        kk = torch.arange(start_k, end_k, device=dev)
+        cnt = counts[kk]
+        kk, cnt = kk[cnt > 0], cnt[cnt > 0]
+        start_k = end_k
+        if kk.numel() == 0:
+            continue
+        done = int(cum_cpu[end_k - 1])
+        yield kk, cnt
+
+
+def _expand_fragments(kk, cnt, lx, ly, bw, dev):
+    """Fragments of a chunk: pair id ``rep`` and pixel ``(px, py)`` of each."""
+    rep = torch.repeat_interleave(kk, cnt)
+    first = torch.cumsum(cnt, 0) - cnt
+    local = torch.arange(rep.shape[0], device=dev) - torch.repeat_interleave(first, cnt)
+    bwr = bw[rep]
+    px = lx[rep] + local % bwr
+    py = ly[rep] + torch.div(local, bwr, rounding_mode="floor")
+    return rep, px, py
+
+
+def _fragment_coverage(rep, px, py, keep_fast, edges, hc, h: int, w: int):
+    """Coverage ``cov`` of each fragment (exact integers on the fast path, homogeneous on the slow) and its ``z/w``."""
+    ek0, ekx, eky, tie_ok = edges
+    fxd = (2.0 * px.double() + 1.0) / w - 1.0
+    fyd = (2.0 * py.double() + 1.0) / h - 1.0
+    c = hc[rep]                                                         # [N,6,3]
+    vals = c[..., 0] + c[..., 1] * fxd[:, None] + c[..., 2] * fyd[:, None]   # [N,6]
+    a = vals[:, :3]
+    s, zn, wn = vals[:, 3], vals[:, 4], vals[:, 5]
+    is_fast = keep_fast[rep]
+    # fast path coverage (exact integers)
+    cxs = px * _SUBPIX + _SUBPIX // 2 - w * _SUBPIX // 2
+    cys = py * _SUBPIX + _SUBPIX // 2 - h * _SUBPIX // 2
+    e = ek0[rep] + ekx[rep] * cxs[:, None] + eky[rep] * cys[:, None]
+    cov_fast = ((e > 0) | ((e == 0) & tie_ok[rep])).all(1)
+    # slow path coverage (homogeneous)
+    zw = zn / torch.where(wn == 0, torch.ones_like(wn), wn)
+    cov_slow = (((a >= 0).all(1) | (a <= 0).all(1)) & (s != 0) & (wn / torch.where(s == 0, torch.ones_like(s), s) > 0)
+                & (zw >= -1.0) & (zw <= 1.0))
+    cov = torch.where(is_fast, cov_fast, cov_slow)
+    return cov, zw
+
+
+def _depth_test(best_z, best_k, scratch_z, scratch_k, pix, zf, kf) -> None:
+    """Merge covered fragments into ``best_z/best_k`` in place: nearest ``z/w``, exact ties to the lowest id."""
+    better = zf < best_z[pix]
+    pix, zf, kf = pix[better], zf[better], kf[better]
+    if pix.numel() == 0:
+        return
+    scratch_z.scatter_reduce_(0, pix, zf, reduce="amin")
+    m = zf == scratch_z[pix]
+    scratch_z[pix] = float("inf")
+    pix, zf, kf = pix[m], zf[m], kf[m]
+    scratch_k.scatter_reduce_(0, pix, kf, reduce="amin")
+    m = kf == scratch_k[pix]
+    scratch_k[pix] = _BIG_K
+    pix, zf, kf = pix[m], zf[m], kf[m]
+    best_z[pix] = zf
+    best_k[pix] = kf
 
 
 def interpolate_torch(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
@@ -340,10 +389,40 @@ def antialias_torch(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, 
     rd = rast.detach()
     ids = rd[..., 3]
     zs = rd[..., 2]
+    pairs = _discontinuity_pairs(ids, h, w)
+    if pairs is None:
+        return color + 0.0 * pos.sum()
+    bi, x0, y0, d, pixel0, pixel1, t, is1 = _edge_owner_triangles(ids, zs, pairs, tri_l.shape[0])
+    rx = x0 + (is1 & ~d).long()
+    ry = y0 + (is1 & d).long()
+    ds = torch.where(is1, -1.0, 1.0).to(torch.float32)
+    if opposite is None:
+        opposite = opposite_vertices(tri_l)
+    vi, op = _triangle_and_opposite_vertices(tri_l, opposite, t, bi, instance, nverts)
+    xh, yh = 0.5 * w, 0.5 * h
+    fx = (rx.to(torch.float32) + 0.5 - xh)[:, None]
+    fy = (ry.to(torch.float32) + 0.5 - yh)[:, None]
+    di, valid = _silhouette_edges(pos_flat, vi, op, d, ds, fx, fy, xh, yh)
+    sel = torch.nonzero(valid).squeeze(1)
+    if sel.numel() == 0:
+        return color + 0.0 * pos.sum()
+    di, d, ds, pixel0, pixel1 = di[sel], d[sel], ds[sel], pixel0[sel], pixel1[sel]
+    fx, fy, vi = fx[sel, 0], fy[sel, 0], vi[sel]
+    alpha = _blend_weight(pos_flat, vi, di, d, ds, fx, fy, xh, yh)
+    target = torch.where(alpha.detach() > 0, pixel0, pixel1)
+    cf = color.reshape(-1, c)
+    delta = alpha[:, None].to(color.dtype) * (cf[pixel1] - cf[pixel0])
+    out = cf.index_add(0, target, delta)
+    return out.reshape(b, h, w, c)
+
+
+def _discontinuity_pairs(ids: torch.Tensor, h: int, w: int):
+    """Horizontal then vertical neighbour pixel pairs whose triangle ids differ:
+    ``(bi, x0, y0, d, pixel0, pixel1)`` with ``d`` True for vertical pairs; None if there are none."""
     bi_r, y_r, x_r = torch.nonzero(ids[:, :, :-1] != ids[:, :, 1:], as_tuple=True)
     bi_d, y_d, x_d = torch.nonzero(ids[:, :-1, :] != ids[:, 1:, :], as_tuple=True)
     if bi_r.numel() + bi_d.numel() == 0:
-        return color + 0.0 * pos.sum()
+        return None
     bi = torch.cat([bi_r, bi_d])
     x0 = torch.cat([x_r, x_d])
     y0 = torch.cat([y_r, y_d])
@@ -352,6 +431,13 @@ def antialias_torch(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, 
     y1 = y0 + d.long()
     pixel0 = (bi * h + y0) * w + x0
     pixel1 = (bi * h + y1) * w + x1
+    return bi, x0, y0, d, pixel0, pixel1
+
+
+def _edge_owner_triangles(ids: torch.Tensor, zs: torch.Tensor, pairs, num_tri: int):
+    """For each pair, the triangle ``t`` whose edge is tested (the nearer one when both pixels are covered) and
+    ``is1`` (it is pixel1's); pairs without a valid triangle are dropped.  Returns the pair tuple + ``t, is1``."""
+    bi, x0, y0, d, pixel0, pixel1 = pairs
     ids_f, zs_f = ids.reshape(-1), zs.reshape(-1)
     t0 = ids_f[pixel0].long() - 1
     t1 = ids_f[pixel1].long() - 1
@@ -360,14 +446,13 @@ def antialias_torch(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, 
     both = (t0 >= 0) & (t1 >= 0)
     t = torch.where(both, torch.where(z0 < z1, t0, t1), t)
     is1 = t == t1
-    ok = (t >= 0) & (t < tri_l.shape[0])
+    ok = (t >= 0) & (t < num_tri)
     sel = torch.nonzero(ok).squeeze(1)
-    bi, x0, y0, d, pixel0, pixel1, t, is1 = (q[sel] for q in (bi, x0, y0, d, pixel0, pixel1, t, is1))
-    rx = x0 + (is1 & ~d).long()
-    ry = y0 + (is1 & d).long()
-    ds = torch.where(is1, -1.0, 1.0).to(torch.float32)
-    if opposite is None:
-        opposite = opposite_vertices(tri_l)
+    return tuple(q[sel] for q in (bi, x0, y0, d, pixel0, pixel1, t, is1))
+
+
+def _triangle_and_opposite_vertices(tri_l, opposite, t, bi, instance: bool, nverts: int):
+    """Flat vertex indices ``vi [N,3]`` of triangle ``t`` and ``op [N,3]`` across each edge (``vi`` if none)."""
     vi = tri_l[t]
     op = opposite[t]
     if instance:
@@ -375,41 +460,45 @@ def antialias_torch(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, 
         vi = vi + base
         op = torch.where(op >= 0, op + base, op)
     op = torch.where(op >= 0, op, vi)
-    xh, yh = 0.5 * w, 0.5 * h
-    fx = (rx.to(torch.float32) + 0.5 - xh)[:, None]
-    fy = (ry.to(torch.float32) + 0.5 - yh)[:, None]
-    with torch.no_grad():
-        pd = pos_flat.detach()
-        p, o = pd[vi], pd[op]
-        X = p[..., 0] / p[..., 3] * xh - fx
-        Y = p[..., 1] / p[..., 3] * yh - fy
-        OX = o[..., 0] / o[..., 3] * xh - fx
-        OY = o[..., 1] / o[..., 3] * yh - fy
-        xa, ya = X[:, [1, 2, 0]], Y[:, [1, 2, 0]]          # edge i start (vertex i+1)
-        xb, yb = X[:, [2, 0, 1]], Y[:, [2, 0, 1]]          # edge i end (vertex i+2)
-        bb = (X[:, 1] - X[:, 0]) * (Y[:, 2] - Y[:, 0]) - (X[:, 2] - X[:, 0]) * (Y[:, 1] - Y[:, 0])
-        wing = (xa - OX) * (yb - OY) - (xb - OX) * (ya - OY)
-        sil = _same_sign(wing, bb[:, None])
-        dcol = d[:, None]
-        sxa, sya = torch.where(dcol, ya, xa), torch.where(dcol, xa, ya)
-        sxb, syb = torch.where(dcol, yb, xb), torch.where(dcol, xb, yb)
-        dxe, dye = sxb - sxa, syb - sya
-        dnum = ds[:, None] * (sxa * dye - sya * dxe)
-        excl = _same_sign(sya, syb)
-        dnum = torch.where(excl, torch.full_like(dnum, -float("inf")), dnum)
-        dye = torch.where(excl, torch.ones_like(dye), dye)
-        ratio = dnum / dye
-        di = torch.argmax(ratio, 1)
-        r = torch.arange(di.shape[0], device=dev)
-        dc = ratio[r, di]
-        eps = 0.0625
-        valid = sil[r, di] & (dye[r, di].abs() >= dxe[r, di].abs()) & (dc > -eps) & (dc < 1.0 + eps)
-    sel = torch.nonzero(valid).squeeze(1)
-    if sel.numel() == 0:
-        return color + 0.0 * pos.sum()
-    di, d, ds, pixel0, pixel1 = di[sel], d[sel], ds[sel], pixel0[sel], pixel1[sel]
-    fx, fy, vi = fx[sel, 0], fy[sel, 0], vi[sel]
-    r = torch.arange(sel.shape[0], device=dev)
+    return vi, op
+
+
+@torch.no_grad()
+def _silhouette_edges(pos_flat, vi, op, d, ds, fx, fy, xh: float, yh: float):
+    """Without autograd: the edge ``di`` of each triangle that crosses the pair's segment, and whether it is a
+    ``valid`` silhouette crossing."""
+    dev = vi.device
+    pd = pos_flat.detach()
+    p, o = pd[vi], pd[op]
+    X = p[..., 0] / p[..., 3] * xh - fx
+    Y = p[..., 1] / p[..., 3] * yh - fy
+    OX = o[..., 0] / o[..., 3] * xh - fx
+    OY = o[..., 1] / o[..., 3] * yh - fy
+    xa, ya = X[:, [1, 2, 0]], Y[:, [1, 2, 0]]          # edge i start (vertex i+1)
+    xb, yb = X[:, [2, 0, 1]], Y[:, [2, 0, 1]]          # edge i end (vertex i+2)
+    bb = (X[:, 1] - X[:, 0]) * (Y[:, 2] - Y[:, 0]) - (X[:, 2] - X[:, 0]) * (Y[:, 1] - Y[:, 0])
+    wing = (xa - OX) * (yb - OY) - (xb - OX) * (ya - OY)
+    sil = _same_sign(wing, bb[:, None])
+    dcol = d[:, None]
+    sxa, sya = torch.where(dcol, ya, xa), torch.where(dcol, xa, ya)
+    sxb, syb = torch.where(dcol, yb, xb), torch.where(dcol, xb, yb)
+    dxe, dye = sxb - sxa, syb - sya
+    dnum = ds[:, None] * (sxa * dye - sya * dxe)
+    excl = _same_sign(sya, syb)
+    dnum = torch.where(excl, torch.full_like(dnum, -float("inf")), dnum)
+    dye = torch.where(excl, torch.ones_like(dye), dye)
+    ratio = dnum / dye
+    di = torch.argmax(ratio, 1)
+    r = torch.arange(di.shape[0], device=dev)
+    dc = ratio[r, di]
+    eps = 0.0625
+    valid = sil[r, di] & (dye[r, di].abs() >= dxe[r, di].abs()) & (dc > -eps) & (dc < 1.0 + eps)
+    return di, valid
+
+
+def _blend_weight(pos_flat, vi, di, d, ds, fx, fy, xh: float, yh: float):
+    """Signed blend weight ``alpha`` (with autograd) from silhouette edge ``di``'s two vertices."""
+    r = torch.arange(di.shape[0], device=vi.device)
     p1 = pos_flat[vi[r, (di + 1) % 3]]
     p2 = pos_flat[vi[r, (di + 2) % 3]]
     ax_ = p1[:, 0] / p1[:, 3] * xh - fx
@@ -422,8 +511,4 @@ def antialias_torch(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, 
     dc = ds * (ax * dyl - ay * dxl) / dyl
     dc = dc.clamp(0.0, 1.0)
     alpha = ds * (0.5 - dc)
-    target = torch.where(alpha.detach() > 0, pixel0, pixel1)
-    cf = color.reshape(-1, c)
-    delta = alpha[:, None].to(color.dtype) * (cf[pixel1] - cf[pixel0])
-    out = cf.index_add(0, target, delta)
-    return out.reshape(b, h, w, c)
+    return alpha
