@@ -69,36 +69,58 @@ def _find_blender_dir(start: str, major: str) -> str:
         d = parent
 
 
+def _restore_sys_path(saved_path: list) -> None:
+    """Append every entry of ``saved_path`` that ``sys.path`` has lost (order of the rest kept)."""
+    for p in saved_path:
+        if p not in sys.path:
+            sys.path.append(p)
+
+
 def load():
-    """Import and return ``blenderproc`` working on the bpy wheel (idempotent)."""
+    """Import and return ``blenderproc`` working on the bpy wheel (idempotent).
+
+    The steps run in a fixed order; numbers refer to the workarounds in the module docstring.
+    """
     global _BPROC
     if _BPROC is not None:
         return _BPROC
 
     saved_path = list(sys.path)
 
-    def _restore_path():
-        for p in saved_path:
-            if p not in sys.path:
-                sys.path.append(p)
-
     import bpy
 
     major = f"{bpy.app.version[0]}.{bpy.app.version[1]}"
     bpy_dir = _find_blender_dir(os.path.dirname(os.path.abspath(bpy.__file__)), major)
 
-    # (1) import the package shell without running its Blender-only body.
+    blenderproc, setup_cls = _import_package_shell()       # (1) first half
+    _patch_setup(setup_cls, saved_path, bpy_dir, major)    # (2), (3), (5)
+    bproc = _run_package_body(blenderproc, saved_path)     # (1) second half, (3)
+    _patch_init(bproc)                                     # (4)
+
+    # (6) registered after bpy's hook, so it runs first.
+    atexit.register(_clear_typing_caches)
+
+    _BPROC = bproc
+    return bproc
+
+
+def _import_package_shell():
+    """(1) Import the package shell without running its Blender-only body; returns it and ``SetupUtility``."""
     os.environ.pop("INSIDE_OF_THE_INTERNAL_BLENDER_PYTHON_ENVIRONMENT", None)
     os.environ["OUTSIDE_OF_THE_INTERNAL_BLENDER_PYTHON_ENVIRONMENT_BUT_IN_RUN_SCRIPT"] = "1"
     import blenderproc
     from blenderproc.python.utility import SetupUtility as setup_mod
 
-    setup_cls = setup_mod.SetupUtility
+    return blenderproc, setup_mod.SetupUtility
+
+
+def _patch_setup(setup_cls, saved_path: list, bpy_dir: str, major: str) -> None:
+    """Replace ``SetupUtility.setup`` / ``setup_pip`` / ``determine_python_paths`` (workarounds 2, 3, 5)."""
 
     # (2) no pip, no argv parsing: only a temp dir.
     def _setup(user_required_packages=None, blender_path=None, major_version=None,
                reinstall_packages=False, debug_args=None):
-        _restore_path()  # (3) the package body has just stripped site-packages
+        _restore_sys_path(saved_path)  # (3) the package body has just stripped site-packages
         if not setup_cls.main_setup_called:
             setup_cls.main_setup_called = True
             temp = os.environ.get("BLENDERPROC_TEMP_DIR")
@@ -125,18 +147,24 @@ def load():
     setup_cls.setup_pip = staticmethod(_setup_pip)
     setup_cls.determine_python_paths = staticmethod(_paths)
 
-    # Run the real package body now.
+
+def _run_package_body(blenderproc, saved_path: list):
+    """(1) Run the real package body now (reload with the inside-Blender flag); returns the package."""
     os.environ["INSIDE_OF_THE_INTERNAL_BLENDER_PYTHON_ENVIRONMENT"] = "1"
     pythonpath = os.environ.get("PYTHONPATH")
     try:
         bproc = importlib.reload(blenderproc)
     finally:
         # (3) the body strips site-packages (and PYTHONPATH): put them back.
-        _restore_path()
+        _restore_sys_path(saved_path)
         if pythonpath is not None:
             os.environ["PYTHONPATH"] = pythonpath
+    return bproc
 
-    # (4) init without the en_US language switch.
+
+def _patch_init(bproc) -> None:
+    """(4) init without the en_US language switch."""
+    import bpy
     from blenderproc.python.renderer import RendererUtility
     from blenderproc.python.utility import Initializer as init_mod
     from blenderproc.python.utility.GlobalStorage import GlobalStorage
@@ -153,9 +181,3 @@ def load():
 
     init_mod.init = _init
     bproc.init = _init
-
-    # (6) registered after bpy's hook, so it runs first.
-    atexit.register(_clear_typing_caches)
-
-    _BPROC = bproc
-    return bproc

@@ -679,91 +679,151 @@ def _sha(a: np.ndarray) -> str:
 def assemble(out_h5: Path, man: Manifest, ok: list, done: dict, failures: dict, records: list,
              cfg: RenderConfig) -> dict:
     """Write the HDF5 (temp + rename), its JSON manifest and the contact sheet."""
+    views = _write_h5_atomic(out_h5, man, ok, done, cfg)
+    all_failures = _failure_list(failures, records, man)
+    counts = _dataset_counts(records, len(ok), failures, views.obj_entries, cfg.views_per_object)
+    man_path = _write_dataset_manifest(out_h5, man, views, counts, all_failures, cfg)
+    sheet_path = out_h5.with_suffix(".contact.png")
+    if views.sheet:
+        contact_sheet(views.sheet, sheet_path)
+    return {"h5": str(out_h5), "manifest": str(man_path), "contact_sheet": str(sheet_path) if views.sheet else None,
+            "dataset_hash": views.dataset_hash.hexdigest(), "counts": counts, "failures": all_failures}
+
+
+@dataclass
+class _AssembledViews:
+    """What :func:`_copy_object_views` gathers while copying the per-object results into the HDF5 file."""
+    az: np.ndarray          # [N*V] float32
+    po: np.ndarray          # [N*V] float32
+    c2w: np.ndarray         # [N*V,4,4] float32
+    obj_entries: list = field(default_factory=list)   # {"id", "split", "images_sha256"} per object
+    sheet: list = field(default_factory=list)         # contact-sheet rows (first 6 objects, <= 6 views)
+    dataset_hash: object = field(default_factory=hashlib.sha256)
+
+
+def _write_h5_atomic(out_h5: Path, man: Manifest, ok: list, done: dict, cfg: RenderConfig) -> _AssembledViews:
+    """Write the HDF5 file to a temp file beside ``out_h5`` and rename it into place."""
     import h5py
 
-    V, R = cfg.views_per_object, cfg.resolution
-    N = len(ok)
     out_h5.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_h5.with_name(f".{out_h5.name}.tmp-{os.getpid()}")
-    obj_entries = []
-    sheet = []
-    dataset_hash = hashlib.sha256()
     try:
         with h5py.File(tmp, "w", track_order=True) as f:
-            kw = {"compression": "lzf", "track_times": False}
-            img = f.create_dataset("images", (N * V, R, R, 4), np.uint8, chunks=(1, R, R, 4), **kw)
-            msk = f.create_dataset("masks", (N * V, R, R), np.uint8, chunks=(1, R, R), **kw)
-            az = np.zeros(N * V, np.float32)
-            po = np.zeros(N * V, np.float32)
-            c2w = np.zeros((N * V, 4, 4), np.float32)
-            obj_index = np.repeat(np.arange(N, dtype=np.int32), V)
-            view_index = np.tile(np.arange(V, dtype=np.int32), N)
-            for i, r in enumerate(ok):
-                with np.load(done[r["item"].id]) as z:
-                    rgba = z["rgba"]
-                if rgba.shape != (V, R, R, 4):
-                    raise RenderError(f"{done[r['item'].id]}: shape {rgba.shape}, expected {(V, R, R, 4)}")
-                img[i * V:(i + 1) * V] = rgba
-                msk[i * V:(i + 1) * V] = (rgba[..., 3] > 0).astype(np.uint8)
-                az[i * V:(i + 1) * V] = r["cams"]["azimuth"]
-                po[i * V:(i + 1) * V] = r["cams"]["polar"]
-                c2w[i * V:(i + 1) * V] = r["cams"]["c2w"]
-                h = _sha(rgba)
-                obj_entries.append({"id": r["item"].id, "split": r["item"].split, "images_sha256": h})
-                dataset_hash.update(f"{r['item'].id}\0{r['item'].split}\0{h}\0".encode())
-                dataset_hash.update(c2w[i * V:(i + 1) * V].tobytes())
-                if len(sheet) < 6:
-                    sheet.append(rgba[: min(V, 6)])
-            f.create_dataset("azimuth", data=az, track_times=False)
-            f.create_dataset("polar", data=po, track_times=False)
-            f.create_dataset("c2w", data=c2w, track_times=False)
-            K = cameras.intrinsics(R, cfg.fovy_deg).astype(np.float32)
-            f.create_dataset("K", data=np.broadcast_to(K, (N * V, 3, 3)), track_times=False)
-            f.create_dataset("object_index", data=obj_index, track_times=False)
-            f.create_dataset("view_index", data=view_index, track_times=False)
-            str_t = h5py.string_dtype("utf-8")
-            f.create_dataset("object_ids", data=np.array([r["item"].id for r in ok], dtype=object), dtype=str_t,
-                             track_times=False)
-            f.create_dataset("object_synset", data=np.array([r["item"].synset or man.synset for r in ok],
-                                                            dtype=object), dtype=str_t, track_times=False)
-            f.create_dataset("object_split", data=np.array([r["item"].split for r in ok], dtype=object),
-                             dtype=str_t, track_times=False)
-            g = f.create_group("splits", track_order=True)
-            for split in ("train", "val", "test"):
-                objs = np.array([i for i, r in enumerate(ok) if r["item"].split == split], dtype=np.int64)
-                g.create_dataset(split, data=objs, track_times=False)  # object indices
-            f.attrs.update({
-                "format_version": H5_FORMAT_VERSION, "resolution": R, "views_per_object": V,
-                "fovy_deg": cfg.fovy_deg, "radius": cfg.radius, "conventions": CONVENTIONS,
-                "source": man.source, "category": man.category, "synset": man.synset,
-                "config": json.dumps(to_dict(cfg), sort_keys=True), "dataset_hash": dataset_hash.hexdigest(),
-            })
+            # The image datasets stay open until the file closes: closing them earlier moves where HDF5
+            # places the later datasets, i.e. changes the file's bytes.
+            img, msk = _create_image_datasets(f, len(ok), cfg)
+            views = _copy_object_views(img, msk, ok, done, cfg)
+            _write_camera_datasets(f, views, len(ok), cfg)
+            _write_object_tables(f, man, ok)
+            _write_h5_attrs(f, man, cfg, views.dataset_hash.hexdigest())
         os.replace(tmp, out_h5)
     finally:
         if tmp.exists():
             tmp.unlink()
+    return views
 
+
+def _create_image_datasets(f, N: int, cfg: RenderConfig) -> tuple:
+    """The empty, chunked ``images`` [N*V,R,R,4] and ``masks`` [N*V,R,R] datasets."""
+    V, R = cfg.views_per_object, cfg.resolution
+    kw = {"compression": "lzf", "track_times": False}
+    img = f.create_dataset("images", (N * V, R, R, 4), np.uint8, chunks=(1, R, R, 4), **kw)
+    msk = f.create_dataset("masks", (N * V, R, R), np.uint8, chunks=(1, R, R), **kw)
+    return img, msk
+
+
+def _copy_object_views(img, msk, ok: list, done: dict, cfg: RenderConfig) -> _AssembledViews:
+    """Fill ``images`` / ``masks`` from each object's ``.npz``; gathers cameras, hashes and contact-sheet rows."""
+    V, R = cfg.views_per_object, cfg.resolution
+    N = len(ok)
+    views = _AssembledViews(az=np.zeros(N * V, np.float32), po=np.zeros(N * V, np.float32),
+                            c2w=np.zeros((N * V, 4, 4), np.float32))
+    for i, r in enumerate(ok):
+        with np.load(done[r["item"].id]) as z:
+            rgba = z["rgba"]
+        if rgba.shape != (V, R, R, 4):
+            raise RenderError(f"{done[r['item'].id]}: shape {rgba.shape}, expected {(V, R, R, 4)}")
+        img[i * V:(i + 1) * V] = rgba
+        msk[i * V:(i + 1) * V] = (rgba[..., 3] > 0).astype(np.uint8)
+        views.az[i * V:(i + 1) * V] = r["cams"]["azimuth"]
+        views.po[i * V:(i + 1) * V] = r["cams"]["polar"]
+        views.c2w[i * V:(i + 1) * V] = r["cams"]["c2w"]
+        h = _sha(rgba)
+        views.obj_entries.append({"id": r["item"].id, "split": r["item"].split, "images_sha256": h})
+        views.dataset_hash.update(f"{r['item'].id}\0{r['item'].split}\0{h}\0".encode())
+        views.dataset_hash.update(views.c2w[i * V:(i + 1) * V].tobytes())
+        if len(views.sheet) < 6:
+            views.sheet.append(rgba[: min(V, 6)])
+    return views
+
+
+def _write_camera_datasets(f, views: _AssembledViews, N: int, cfg: RenderConfig) -> None:
+    """Per-image ``azimuth``, ``polar``, ``c2w``, ``K``, ``object_index`` and ``view_index``."""
+    V, R = cfg.views_per_object, cfg.resolution
+    f.create_dataset("azimuth", data=views.az, track_times=False)
+    f.create_dataset("polar", data=views.po, track_times=False)
+    f.create_dataset("c2w", data=views.c2w, track_times=False)
+    K = cameras.intrinsics(R, cfg.fovy_deg).astype(np.float32)
+    f.create_dataset("K", data=np.broadcast_to(K, (N * V, 3, 3)), track_times=False)
+    f.create_dataset("object_index", data=np.repeat(np.arange(N, dtype=np.int32), V), track_times=False)
+    f.create_dataset("view_index", data=np.tile(np.arange(V, dtype=np.int32), N), track_times=False)
+
+
+def _write_object_tables(f, man: Manifest, ok: list) -> None:
+    """Per-object ``object_ids`` / ``object_synset`` / ``object_split`` and the ``splits`` group."""
+    import h5py
+
+    str_t = h5py.string_dtype("utf-8")
+    f.create_dataset("object_ids", data=np.array([r["item"].id for r in ok], dtype=object), dtype=str_t,
+                     track_times=False)
+    f.create_dataset("object_synset", data=np.array([r["item"].synset or man.synset for r in ok],
+                                                    dtype=object), dtype=str_t, track_times=False)
+    f.create_dataset("object_split", data=np.array([r["item"].split for r in ok], dtype=object),
+                     dtype=str_t, track_times=False)
+    g = f.create_group("splits", track_order=True)
+    for split in ("train", "val", "test"):
+        objs = np.array([i for i, r in enumerate(ok) if r["item"].split == split], dtype=np.int64)
+        g.create_dataset(split, data=objs, track_times=False)  # object indices
+
+
+def _write_h5_attrs(f, man: Manifest, cfg: RenderConfig, dataset_hash: str) -> None:
+    f.attrs.update({
+        "format_version": H5_FORMAT_VERSION, "resolution": cfg.resolution, "views_per_object": cfg.views_per_object,
+        "fovy_deg": cfg.fovy_deg, "radius": cfg.radius, "conventions": CONVENTIONS,
+        "source": man.source, "category": man.category, "synset": man.synset,
+        "config": json.dumps(to_dict(cfg), sort_keys=True), "dataset_hash": dataset_hash,
+    })
+
+
+def _failure_list(failures: dict, records: list, man: Manifest) -> list:
+    """Stage failures in manifest order, then the upstream (assets-stage) failures."""
     all_failures = [{"id": oid, "reason": rec["reason"], "detail": rec.get("detail", ""),
                      "stage": rec.get("stage", "render")} for oid, rec in failures.items()]
     order = {r["item"].id: k for k, r in enumerate(records)}
     all_failures.sort(key=lambda x: order.get(x["id"], 0))
     all_failures += [{"id": str(f.get("id")), "reason": str(f.get("reason", "")), "detail": str(f.get("path", "")),
                       "stage": "assets"} for f in man.upstream_failures]
+    return all_failures
+
+
+def _dataset_counts(records: list, N: int, failures: dict, obj_entries: list, V: int) -> dict:
     counts = {"objects_in_manifest": len(records), "rendered": N, "failed": len(failures),
               "images": N * V, "views_per_object": V}
     for split in ("train", "val", "test"):
         counts[f"objects_{split}"] = sum(1 for e in obj_entries if e["split"] == split)
-    manifest = {"version": 1, "h5": out_h5.name, "dataset_hash": dataset_hash.hexdigest(),
+    return counts
+
+
+def _write_dataset_manifest(out_h5: Path, man: Manifest, views: _AssembledViews, counts: dict,
+                            all_failures: list, cfg: RenderConfig) -> Path:
+    """The JSON manifest beside the HDF5 file (``<out>.json``), written atomically; returns its path."""
+    manifest = {"version": 1, "h5": out_h5.name, "dataset_hash": views.dataset_hash.hexdigest(),
                 "source": man.source, "category": man.category, "synset": man.synset, "counts": counts,
-                "objects": obj_entries, "failures": all_failures, "config": to_dict(cfg),
+                "objects": views.obj_entries, "failures": all_failures, "config": to_dict(cfg),
                 "render_code_version": RENDER_CODE_VERSION}
     man_path = out_h5.with_suffix(".json")
     _write_json_atomic(man_path, manifest)
-    sheet_path = out_h5.with_suffix(".contact.png")
-    if sheet:
-        contact_sheet(sheet, sheet_path)
-    return {"h5": str(out_h5), "manifest": str(man_path), "contact_sheet": str(sheet_path) if sheet else None,
-            "dataset_hash": dataset_hash.hexdigest(), "counts": counts, "failures": all_failures}
+    return man_path
 
 
 def contact_sheet(rows: list, path: Path, tile: int = 128) -> None:
