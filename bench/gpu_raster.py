@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -54,6 +55,90 @@ def pipeline(bk, pos, tri, res, attr):
     return run
 
 
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    agree_res: list
+    time_res: list
+    batch: int
+    ntris: int
+    tet_res: int
+    tet_batch: int
+    warm: int
+    iters: int
+
+
+CPU_SIZES = Sizes([64, 128], [64, 128], 2, 2000, 32, 2, 1, 2)
+GPU_SIZES = Sizes([256, 1024], [256, 512, 1024], 8, 40000, 90, 4, 3, 10)
+
+
+def run_agreement(ref_bk, torch_bk, sz: Sizes, scenes: int, dev, cpu: bool, results: dict) -> None:
+    """(b) Backend agreement on well-shaped random meshes (gated) and sliver UV spheres (reported)."""
+    print(f"\n== agreement: {ref_bk.name} (ref) vs torch ==")
+    print(f"{'res':>5} {'scene':>5} {'covered%':>9} {'agree%':>9} {'max_attr':>10} {'q999_attr':>9} {'max_zw':>10} "
+          f"{'cos_interp':>10} {'cos_aa':>8}")
+    results["stress"] = []
+    for res in sz.agree_res:
+        for s in range(scenes):
+            for kind in ("geodesic", "uv"):
+                pos, tri = random_scene(sz.batch if cpu else 4, sz.ntris, seed=100 + s, device=dev, kind=kind)
+                r = compare_backends(ref_bk, torch_bk, pos, tri, res, seed=s)
+                r.update(res=res, scene=f"{kind}{s}")
+                results["agreement" if kind == "geodesic" else "stress"].append(r)
+                print(f"{res:>5} {r['scene']:>9} {100 * r['covered']:>9.2f} {100 * r['pixels_agree']:>9.3f} "
+                      f"{r['max_attr_err']:>10.2e} {r['q999_attr_err']:>9.1e} {r['max_zw_err']:>10.2e} "
+                      f"{r['grad_cos_interp']:>10.4f} {r['grad_cos_aa']:>8.4f}"
+                      + ("" if kind == "geodesic" else "   (sliver stress, not gated)"))
+    rows = results["agreement"]
+    results["agreement_pass"] = bool(
+        min(r["pixels_agree"] for r in rows) >= 0.999 and max(r["q999_attr_err"] for r in rows) <= 1e-4
+        and max(r["max_attr_err"] for r in rows) <= 1e-3
+        and min(r["grad_cos_interp"] for r in rows) >= 0.99 and min(r["grad_cos_aa"] for r in rows) >= 0.99)
+    print(f"agreement thresholds (>=99.9% ids, attr q99.9<=1e-4 and max<=1e-3, cos>=0.99): "
+          f"{'PASS' if results['agreement_pass'] else 'FAIL'}")
+
+
+def run_timing(ref_bk, torch_bk, sz: Sizes, dev, skip_torch_above: int, results: dict) -> None:
+    """(c) rasterize + interpolate + antialias, forward + backward, both backends side by side."""
+    print(f"\n== rasterize+interpolate+antialias (fwd+bwd), batch {sz.batch}, ~{sz.ntris} tris ==")
+    print(f"{'res':>5} {ref_bk.name + ' ms':>14} {'torch ms':>10} {'torch/ref':>10}")
+    pos, tri = random_scene(sz.batch, sz.ntris, seed=7, device=dev)
+    attr = torch.rand(pos.shape[1], 3, device=dev)
+    results["timing_tris"] = int(tri.shape[0])
+    for res in sz.time_res:
+        t_ref = time_fn(pipeline(ref_bk, pos, tri, res, attr), dev, sz.warm, sz.iters)
+        t_t = None
+        if res <= skip_torch_above:
+            t_t = time_fn(pipeline(torch_bk, pos, tri, res, attr), dev, 1, max(2, sz.iters // 3))
+        results["timing"].append({"res": res, "ref_ms": t_ref, "torch_ms": t_t,
+                                  "ratio": (t_t / t_ref) if t_t else None})
+        print(f"{res:>5} {t_ref:>14.2f} {t_t if t_t else float('nan'):>10.2f} "
+              f"{(t_t / t_ref) if t_t else float('nan'):>10.2f}")
+
+
+def run_dmtet(sz: Sizes, dev, results: dict) -> None:
+    """DMTet (guard + SDF reg + marching tets) on a noisy sphere SDF, forward and forward + backward."""
+    grid = load_tet_grid(sz.tet_res, device=dev)
+    g = torch.Generator().manual_seed(0)
+    base = 0.3 - grid.verts.norm(dim=-1)
+    noise = 0.02 * torch.randn(sz.tet_batch, grid.verts.shape[0], generator=g).to(dev)
+    sdf = (base[None] + noise).requires_grad_(True)
+    deform = torch.zeros(sz.tet_batch, grid.verts.shape[0], 3, device=dev, requires_grad=True)
+
+    def dm_bwd():
+        o = dmtet_extract(grid, sdf, deform)
+        (sum(v.sum() for v, _ in o["meshes"]) + o["sdf_reg"]).backward()
+
+    t_dm = time_fn(lambda: dmtet_extract(grid, sdf, deform), dev, sz.warm, sz.iters)
+    nf = [int(f.shape[0]) for _, f in dmtet_extract(grid, sdf, deform)["meshes"]]
+    t_dmb = time_fn(dm_bwd, dev, sz.warm, sz.iters)
+    results["dmtet"] = {"tet_res": sz.tet_res, "batch": sz.tet_batch, "grid_verts": int(grid.verts.shape[0]),
+                        "grid_tets": int(grid.tets.shape[0]), "faces_per_sample": nf, "fwd_ms": t_dm,
+                        "fwd_bwd_ms": t_dmb}
+    print(f"\n== DMTet (guard + reg + marching tets), tet res {sz.tet_res} ({grid.verts.shape[0]} verts, "
+          f"{grid.tets.shape[0]} tets), batch {sz.tet_batch} ==")
+    print(f"fwd {t_dm:.2f} ms, fwd+bwd {t_dmb:.2f} ms, faces/sample {nf}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -64,11 +149,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     cpu = dev.type != "cuda"
-    if cpu:
-        agree_res, time_res, batch, ntris, tet_res, tet_batch, warm, iters = [64, 128], [64, 128], 2, 2000, 32, 2, 1, 2
-    else:
-        agree_res, time_res, batch, ntris, tet_res, tet_batch, warm, iters = \
-            [256, 1024], [256, 512, 1024], 8, 40000, 90, 4, 3, 10
+    sz = CPU_SIZES if cpu else GPU_SIZES
     results: dict = {"device": torch.cuda.get_device_name(dev) if not cpu else platform.processor() or "cpu",
                      "torch": torch.__version__, "agreement": [], "timing": [], "dmtet": {}}
     torch_bk = TorchRasterBackend(dev)
@@ -78,75 +159,9 @@ def main(argv=None) -> int:
     else:
         ref_bk = get_backend("nvdiffrast", dev)
     results["ref_backend"] = ref_bk.name
-
-    # (b) agreement
-    print(f"\n== agreement: {ref_bk.name} (ref) vs torch ==")
-    print(f"{'res':>5} {'scene':>5} {'covered%':>9} {'agree%':>9} {'max_attr':>10} {'q999_attr':>9} {'max_zw':>10} "
-          f"{'cos_interp':>10} {'cos_aa':>8}")
-    results["stress"] = []
-    for res in agree_res:
-        for s in range(args.scenes):
-            for kind in ("geodesic", "uv"):
-                pos, tri = random_scene(batch if cpu else 4, ntris, seed=100 + s, device=dev, kind=kind)
-                r = compare_backends(ref_bk, torch_bk, pos, tri, res, seed=s)
-                r.update(res=res, scene=f"{kind}{s}")
-                results["agreement" if kind == "geodesic" else "stress"].append(r)
-                print(f"{res:>5} {r['scene']:>9} {100 * r['covered']:>9.2f} {100 * r['pixels_agree']:>9.3f} "
-                      f"{r['max_attr_err']:>10.2e} {r['q999_attr_err']:>9.1e} {r['max_zw_err']:>10.2e} {r['grad_cos_interp']:>10.4f} "
-                      f"{r['grad_cos_aa']:>8.4f}" + ("" if kind == "geodesic" else "   (sliver stress, not gated)"))
-    worst = min(r["pixels_agree"] for r in results["agreement"])
-    results["agreement_pass"] = bool(
-        worst >= 0.999 and max(r["q999_attr_err"] for r in results["agreement"]) <= 1e-4
-        and max(r["max_attr_err"] for r in results["agreement"]) <= 1e-3
-        and min(r["grad_cos_interp"] for r in results["agreement"]) >= 0.99
-        and min(r["grad_cos_aa"] for r in results["agreement"]) >= 0.99)
-    print(f"agreement thresholds (>=99.9% ids, attr q99.9<=1e-4 and max<=1e-3, cos>=0.99): "
-          f"{'PASS' if results['agreement_pass'] else 'FAIL'}")
-
-    # (c) timing
-    print(f"\n== rasterize+interpolate+antialias (fwd+bwd), batch {batch}, ~{ntris} tris ==")
-    print(f"{'res':>5} {ref_bk.name + ' ms':>14} {'torch ms':>10} {'torch/ref':>10}")
-    pos, tri = random_scene(batch, ntris, seed=7, device=dev)
-    attr = torch.rand(pos.shape[1], 3, device=dev)
-    results["timing_tris"] = int(tri.shape[0])
-    for res in time_res:
-        t_ref = time_fn(pipeline(ref_bk, pos, tri, res, attr), dev, warm, iters)
-        t_t = None
-        if res <= args.skip_torch_timing_above:
-            t_t = time_fn(pipeline(torch_bk, pos, tri, res, attr), dev, 1, max(2, iters // 3))
-        results["timing"].append({"res": res, "ref_ms": t_ref, "torch_ms": t_t,
-                                  "ratio": (t_t / t_ref) if t_t else None})
-        print(f"{res:>5} {t_ref:>14.2f} {t_t if t_t else float('nan'):>10.2f} "
-              f"{(t_t / t_ref) if t_t else float('nan'):>10.2f}")
-
-    # DMTet
-    grid = load_tet_grid(tet_res, device=dev)
-    g = torch.Generator().manual_seed(0)
-    base = 0.3 - grid.verts.norm(dim=-1)
-    sdf = (base[None] + 0.02 * torch.randn(tet_batch, grid.verts.shape[0], generator=g).to(dev)).requires_grad_(True)
-    deform = torch.zeros(tet_batch, grid.verts.shape[0], 3, device=dev, requires_grad=True)
-
-    def dm():
-        out = dmtet_extract(grid, sdf, deform)
-        return out
-
-    t_dm = time_fn(dm, dev, warm, iters)
-    out = dm()
-    nf = [int(f.shape[0]) for _, f in out["meshes"]]
-
-    def dm_bwd():
-        o = dmtet_extract(grid, sdf, deform)
-        loss = sum(v.sum() for v, _ in o["meshes"]) + o["sdf_reg"]
-        loss.backward()
-
-    t_dmb = time_fn(dm_bwd, dev, warm, iters)
-    results["dmtet"] = {"tet_res": tet_res, "batch": tet_batch, "grid_verts": int(grid.verts.shape[0]),
-                        "grid_tets": int(grid.tets.shape[0]), "faces_per_sample": nf, "fwd_ms": t_dm,
-                        "fwd_bwd_ms": t_dmb}
-    print(f"\n== DMTet (guard + reg + marching tets), tet res {tet_res} ({grid.verts.shape[0]} verts, "
-          f"{grid.tets.shape[0]} tets), batch {tet_batch} ==")
-    print(f"fwd {t_dm:.2f} ms, fwd+bwd {t_dmb:.2f} ms, faces/sample {nf}")
-
+    run_agreement(ref_bk, torch_bk, sz, args.scenes, dev, cpu, results)
+    run_timing(ref_bk, torch_bk, sz, dev, args.skip_torch_timing_above, results)
+    run_dmtet(sz, dev, results)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:
