@@ -66,7 +66,7 @@ def synthetic_dataset(path: Path, res: int, n: int = 16) -> Path:
     return path
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=("paper", "small"), default=None)
     ap.add_argument("--small", action="store_true", help="same as --profile small")
@@ -91,12 +91,15 @@ def main(argv=None) -> int:
     ap.add_argument("--torch-profile", type=Path, default=None, metavar="DIR",
                     help="profile 2 timed steps (no R1) with torch.profiler; tables + trace go to DIR")
     args = ap.parse_args(argv)
-    profile = "small" if args.small else (args.profile or "paper")
+    return args
 
+
+def build_configs(args, profile: str):
+    """(device, cfg_model, cfg_train, batch, warmup) of the profile plus --set overrides."""
     from get3d.nn import ModelConfig
     from get3d.schema import parse_section
     from get3d.train.config import TrainConfig
-    from get3d.train.loop import Hooks, _parse_overrides, train
+    from get3d.train.loop import _parse_overrides
 
     device = args.device
     if device == "auto":
@@ -117,6 +120,11 @@ def main(argv=None) -> int:
         **overrides.get("train", {}),
     }, "train")
 
+    return device, cfg_model, cfg_train, batch, warmup
+
+
+def apply_experiments(args, cfg_train) -> list[str]:
+    """Switch on the --experiment flags (process-wide); returns their labels."""
     experiments = []
     if args.ref_r1:
         from get3d.nn import layers as L
@@ -137,10 +145,16 @@ def main(argv=None) -> int:
         torch.optim.Adam = functools.partial(torch.optim.Adam, fused=True)
         experiments.append("fused-adam")
 
+    return experiments
+
+
+def make_probe(args, device: str, warmup: int, experiments: list[str]):
+    """on_progress hook recording ticks; optionally counts host syncs and profiles steps.
+
+    Returns ``(on_progress, ticks, first_peak, sync)``."""
     ticks: list[dict] = []
     first_peak = {}
     prof = {}
-
     sync = {}
 
     def on_progress(rec):
@@ -193,11 +207,11 @@ def main(argv=None) -> int:
                       f"item/sync-like calls {syncs}", flush=True)
             print(ka.table(sort_by=sort, row_limit=25, max_name_column_width=70), flush=True)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        data = synthetic_dataset(Path(tmp) / "data.h5", cfg_model.img_resolution)
-        t0 = time.perf_counter()
-        train(cfg_model, cfg_train, data, Path(tmp) / "run", Hooks(on_progress=on_progress))
-        wall = time.perf_counter() - t0
+    return on_progress, ticks, first_peak, sync
+
+
+def summarize(args, profile, device, cfg_model, batch, warmup, experiments, ticks, first_peak, sync,
+              wall) -> dict:
     timed = ticks[warmup:]
     spk = [r["timing/sec_per_kimg"] for r in timed]
     sec_per_kimg = sum(r["timing/sec_per_tick"] for r in timed) / (len(timed) * batch) * 1000
@@ -212,6 +226,10 @@ def main(argv=None) -> int:
         "host_rss_peak_gib": timed[-1]["mem/host_rss_peak_gib"], "wall_sec": wall,
         "torch": torch.__version__, "experiments": experiments, "host_syncs_one_step": sync.get("n"),
     }
+    return res
+
+
+def print_table(res: dict, args, profile, device, cfg_model, batch, warmup, experiments) -> None:
     pub = PUBLIC[args.generator]
     rows = [("this code", f"{res['sec_per_kimg']:.1f}", f"{res['img_per_sec']:.2f}",
              f"{res['peak_mem_gib_steady']:.2f}" if res["peak_mem_gib_steady"] is not None
@@ -229,6 +247,23 @@ def main(argv=None) -> int:
         print("(the small profile is not comparable with the public number; it checks that the bench runs)")
     if res["peak_mem_gib_first_steps"] is not None:
         print(f"first {warmup} step(s) peak: {res['peak_mem_gib_first_steps']:.2f} GiB")
+
+
+def main(argv=None) -> int:
+    from get3d.train.loop import Hooks, train
+
+    args = parse_args(argv)
+    profile = "small" if args.small else (args.profile or "paper")
+    device, cfg_model, cfg_train, batch, warmup = build_configs(args, profile)
+    experiments = apply_experiments(args, cfg_train)
+    on_progress, ticks, first_peak, sync = make_probe(args, device, warmup, experiments)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = synthetic_dataset(Path(tmp) / "data.h5", cfg_model.img_resolution)
+        t0 = time.perf_counter()
+        train(cfg_model, cfg_train, data, Path(tmp) / "run", Hooks(on_progress=on_progress))
+        wall = time.perf_counter() - t0
+    res = summarize(args, profile, device, cfg_model, batch, warmup, experiments, ticks, first_peak, sync, wall)
+    print_table(res, args, profile, device, cfg_model, batch, warmup, experiments)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     return 0
