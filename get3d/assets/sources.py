@@ -142,6 +142,10 @@ def inspect_item(item: AssetItem, max_faces: int) -> MeshStats:
         raise AssetError(f"mesh file {path.name} not found")
     if path.stat().st_size == 0:
         raise AssetError("empty file (0 bytes)")
+    if path.suffix.lower() == ".obj":
+        head = path.read_bytes()[:65536]
+        if b"\0" in head:
+            raise AssetError("not a mesh: binary data in an OBJ file (corrupt or mis-named)")
     deps = _obj_dependencies(path) if path.suffix.lower() == ".obj" else []
     verts, faces = _load_arrays(path)
     if len(faces) == 0 or len(verts) == 0:

@@ -40,7 +40,7 @@ def _broken_fixtures(base):
     _write_good(base / "faraway", offset=(5.0, 0.0, 0.0))
     return {"empty": "empty file", "nomtl": "missing material file model.mtl",
             "notex": "missing texture images/texture0.png", "nanverts": "NaN/Inf",
-            "garbage": "", "nofaces": "empty mesh", "faraway": "far off the origin"}
+            "garbage": "not a mesh: binary data", "nofaces": "empty mesh", "faraway": "far off the origin"}
 
 
 def _cfg(**kw):
