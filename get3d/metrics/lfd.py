@@ -156,22 +156,70 @@ def _fallback_silhouettes(clip: torch.Tensor, tri: torch.Tensor, res: int) -> to
 
 def render_silhouettes(vertices, faces, device="cpu", backend=None, res: int = RES) -> torch.Tensor:
     """[10, 10, res, res] bool silhouettes (row 0 = bottom) of one mesh.  Empty mesh -> all False."""
-    v = torch.as_tensor(np.asarray(vertices), dtype=torch.float64).reshape(-1, 3).to(device)
-    f = torch.as_tensor(np.asarray(faces), dtype=torch.int64).reshape(-1, 3).to(device)
-    if v.shape[0] == 0 or f.shape[0] == 0:
-        return torch.zeros(N_LF, N_VIEW, res, res, dtype=torch.bool, device=device)
-    if int(f.min()) < 0 or int(f.max()) >= v.shape[0]:
-        raise ValueError(f"render_silhouettes: faces index vertex {int(f.max())} of a {v.shape[0]}-vertex mesh")
-    v = normalize_mesh(v)
-    vh = torch.cat([v, torch.ones_like(v[:, :1])], 1)
-    clip = torch.einsum("bij,vj->bvi", view_clip_matrices(device), vh)  # [100, V, 4]
+    return render_meshes_silhouettes([(vertices, faces)], device, backend, res)[0]
+
+
+def _normalized_np(v: np.ndarray) -> np.ndarray:
+    """:func:`normalize_mesh` on the host (the same IEEE operations, so the same float64 values)."""
+    lo, hi = v.min(0), v.max(0)
+    side = (hi - lo).max()
+    if not np.isfinite(side) or side <= 0:
+        return v - (lo + hi) / 2
+    return (v - (lo + hi) / 2) / side
+
+
+def render_meshes_silhouettes(meshes, device="cpu", backend=None, res: int = RES,
+                              max_images: int = 800) -> torch.Tensor:
+    """[M, 10, 10, res, res] bool silhouettes of a list of ``(vertices, faces)``, many meshes per raster call.
+
+    The 100 views of every mesh are packed in the backend's range mode: one vertex array holding each
+    (mesh, view)'s clip-space positions, one triangle list with per-image ``(first, count)`` ranges, at most
+    ``max_images`` images per call.  Clip positions are computed per mesh exactly as for a single mesh (same
+    float64 ops, then float32), so each silhouette equals :func:`render_silhouettes` of its mesh.  Meshes
+    without vertices or faces render empty; a face index out of range raises ValueError.
+    """
+    device = torch.device(device)
+    M = len(meshes)
+    out = torch.zeros(M, N_LF * N_VIEW, res, res, dtype=torch.bool, device=device)
+    items = []
+    for i, (vertices, faces) in enumerate(meshes):
+        v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+        f = np.asarray(faces).reshape(-1, 3).astype(np.int64)
+        if v.shape[0] == 0 or f.shape[0] == 0:
+            continue
+        if f.min() < 0 or f.max() >= v.shape[0]:
+            raise ValueError(f"render_silhouettes: faces index vertex {int(f.max())} of a {v.shape[0]}-vertex mesh")
+        items.append((i, _normalized_np(v), f))
+    if not items:
+        return out.view(M, N_LF, N_VIEW, res, res)
+    vc = view_clip_matrices(device)
     backend = backend if backend is not None else _get_backend(device)
-    if backend is None:
-        sil = _fallback_silhouettes(clip, f, res)
-    else:
-        sil = torch.cat([backend.rasterize(clip[i:i + 25].float().contiguous(), f.to(torch.int32).contiguous(),
-                                           (res, res))[..., 3] > 0 for i in range(0, clip.shape[0], 25)])
-    return sil.view(N_LF, N_VIEW, res, res)
+    nv = N_LF * N_VIEW
+    per_call = max(1, max_images // nv)
+    for c0 in range(0, len(items), per_call):
+        chunk = items[c0:c0 + per_call]
+        clips, tris, ranges = [], [], []
+        vbase = tbase = 0
+        for _, vn, f in chunk:
+            vt = torch.from_numpy(vn).to(device)
+            vh = torch.cat([vt, torch.ones_like(vt[:, :1])], 1)
+            clips.append(torch.einsum("bij,vj->bvi", vc, vh).float().reshape(-1, 4))  # [100 * V, 4]
+            V, Fn = vn.shape[0], f.shape[0]
+            tris.append((f[None] + (vbase + V * np.arange(nv))[:, None, None]).reshape(-1, 3))
+            ranges.append(np.stack([tbase + Fn * np.arange(nv), np.full(nv, Fn)], 1))
+            vbase += nv * V
+            tbase += nv * Fn
+        idx = torch.tensor([i for i, _, _ in chunk], device=device)
+        if backend is None:
+            sil = torch.cat([_fallback_silhouettes(cl.view(nv, -1, 4).double(), torch.from_numpy(f).to(device), res)
+                             for cl, (_, _, f) in zip(clips, chunk)])
+        else:
+            pos = torch.cat(clips).contiguous()
+            tri = torch.from_numpy(np.concatenate(tris).astype(np.int32)).to(device)
+            rng = torch.from_numpy(np.concatenate(ranges).astype(np.int32))
+            sil = backend.rasterize(pos, tri, (res, res), ranges=rng)[..., 3] > 0
+        out[idx] = sil.view(len(chunk), nv, res, res)
+    return out.view(M, N_LF, N_VIEW, res, res)
 
 
 # ------------------------------------------------------------------------------------------ descriptors
@@ -194,7 +242,7 @@ def _art_lut(device) -> torch.Tensor:
 
 def _centres(sil: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Middle of the pixel bounding box per silhouette; -1 when nothing (or only column 0) is drawn."""
-    N, H, W = sil.shape
+    _N, H, W = sil.shape
     cols = sil.any(1)
     rows = sil.any(2)
     xs = torch.arange(W, device=sil.device)
@@ -251,7 +299,7 @@ def art_coefficients_reference(sil: torch.Tensor, cx, cy, radius) -> torch.Tenso
 
 
 def eccentricity_reference(sil, cx, cy) -> torch.Tensor:
-    N, H, W = sil.shape
+    _N, H, W = sil.shape
     ys, xs = torch.meshgrid(torch.arange(H, device=sil.device, dtype=torch.float64),
                             torch.arange(W, device=sil.device, dtype=torch.float64), indexing="ij")
     m = sil.double()
@@ -267,7 +315,7 @@ def eccentricity_reference(sil, cx, cy) -> torch.Tensor:
 
 def _shift(x: torch.Tensor, dy: int, dx: int, fill=False) -> torch.Tensor:
     """out[y, x] = x[y + dy, x + dx] (``fill`` outside)."""
-    N, H, W = x.shape
+    _N, H, W = x.shape
     out = torch.full_like(x, fill)
     ys, yd = (slice(max(dy, 0), H + min(dy, 0)), slice(max(-dy, 0), H + min(-dy, 0)))
     xs, xd = (slice(max(dx, 0), W + min(dx, 0)), slice(max(-dx, 0), W + min(-dx, 0)))
@@ -402,7 +450,7 @@ def is_multi_part(sil, contour, reference: bool = False) -> torch.Tensor:
 
 
 def _dilate(x, offsets) -> torch.Tensor:
-    N, H, W = x.shape
+    _N, H, W = x.shape
     out = x.clone()
     inner = torch.zeros_like(x)
     inner[:, 2:H - 2, 2:W - 2] = True
@@ -416,7 +464,7 @@ _OFF5 = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if abs(dy) + abs
 
 
 def _bbox_fill(sil) -> torch.Tensor:
-    N, H, W = sil.shape
+    _N, H, W = sil.shape
     ys = torch.arange(H, device=sil.device)
     xs = torch.arange(W, device=sil.device)
     rows, cols = sil.any(2), sil.any(1)
@@ -467,7 +515,7 @@ def fourier_descriptors(sil, cx, cy, reference: bool = False) -> torch.Tensor:
     trace = trace_contours_reference if reference else trace_contours
     thin_fn = thin_reference if reference else thin
     dilate = _dilate if reference else _dilate_fast
-    N, H, W = sil.shape
+    _N, _H, _W = sil.shape
     ys, xs, length = trace(sil)
     contour = _contour_mask(ys, xs, length, sil.shape)
     multi = is_multi_part(sil, contour, reference) & (length > 0)
@@ -553,6 +601,16 @@ def descriptors_from_silhouettes(sil: torch.Tensor, reference: bool = False) -> 
 # Same results as the *_reference functions above, computed on foreground pixels only (ART, moments), with
 # table-driven contour tracing, a frontier-based parallel thinning and a batched flood fill.
 
+GPU_ALGORITHMS: bool | None = None
+"""Which variant of the loop-heavy steps to run: ``None`` = by device (CUDA: the launch/sync-light variants:
+flood fill by run sweeps, thinning with one host sync per sub-pass; CPU: scipy labelling and the work-list
+thinning), ``True``/``False`` to force one (tests run the GPU variants on CPU).  Both give identical codes."""
+
+
+def _gpu_style(device) -> bool:
+    return torch.device(device).type != "cpu" if GPU_ALGORITHMS is None else bool(GPU_ALGORITHMS)
+
+
 class _few_threads:
     """Run a loop of many small CPU ops on one intra-op thread (thread hand-offs dominate them otherwise,
     badly so on a busy machine); no-op on GPU."""
@@ -574,7 +632,7 @@ class _Pixels:
     """Foreground pixels of a silhouette batch in memory order: silhouette index, x, y and offsets to the centre."""
 
     def __init__(self, sil, cx, cy):
-        N, H, W = sil.shape
+        N, _H, W = sil.shape
         nz = torch.nonzero(sil.reshape(N, -1))
         self.N = N
         self.n = nz[:, 0]
@@ -634,7 +692,7 @@ def _padded(x: torch.Tensor, p: int, fill: bool) -> torch.Tensor:
 
 def circularity(sil) -> torch.Tensor:
     """As :func:`circularity_reference` (slices of one padded copy instead of shifted copies)."""
-    N, H, W = sil.shape
+    _N, H, W = sil.shape
     pad = _padded(sil, 1, True)
     interior = sil.clone()
     for dy in (-1, 0, 1):
@@ -649,7 +707,7 @@ def circularity(sil) -> torch.Tensor:
 
 def _dilate_fast(x, offsets) -> torch.Tensor:
     """As :func:`_dilate`: OR of shifted copies, kept 2 pixels inside the image."""
-    N, H, W = x.shape
+    _N, H, W = x.shape
     pad = _padded(x, 2, False)
     out = x.clone()
     acc = torch.zeros_like(x)
@@ -692,61 +750,77 @@ def trace_contours(sil: torch.Tensor, max_steps: int | None = None):
 
 
 def _trace(sil: torch.Tensor, max_steps: int | None):
+    """Square tracing of the whole batch without a per-step loop.
+
+    A tracing state is (contour pixel, direction); its successor is one table lookup (direction x
+    8-neighbourhood code), so the successor of *every* state of every silhouette is computed at once.  States
+    live on the fg pixels that have a background 8-neighbour (every pixel a trace can visit: the pixel on its
+    left is background).  Two absorbing states end a trace: "closed" (per silhouette: back on the start pixel,
+    with the stopping rule of :func:`trace_contours_reference`) and "failed" (isolated start pixel).  The state
+    sequence of each silhouette is then built by doubling: ``seq <- [seq, J[seq]]``, ``J <- J[J]`` (J = the
+    2^k-step successor), one host check per doubling round (about log2 of the longest contour).
+    """
     N, H, W = sil.shape
     dev = sil.device
-    Wp = W + 2
-    pad = _padded(sil, 1, False).to(torch.uint8)
-    code = torch.zeros(N, (H + 2) * Wp, dtype=torch.uint8, device=dev)
-    cv = code.view(N, H + 2, Wp)
+    Hp, Wp = H + 2, W + 2
+    F = Hp * Wp
+    max_steps = max_steps if max_steps is not None else H * W
     pp = _padded(sil, 2, False).to(torch.uint8)
+    code = torch.zeros(N, Hp, Wp, dtype=torch.uint8, device=dev)
     for b, (dy, dx) in enumerate(_NB8):
-        cv |= pp[:, 1 + dy:1 + dy + H + 2, 1 + dx:1 + dx + Wp] << b
-    code = code.long()
-    lut = _TRACE_LUT.to(dev)
-    offs = torch.tensor([dy * Wp + dx for dy, dx in _NB8] + [0], device=dev)
-    flatp = pad.view(N, -1)
-    has = sil.view(N, -1).any(1)
+        code |= pp[:, 1 + dy:1 + dy + Hp, 1 + dx:1 + dx + Wp] << b
+    fg = pp[:, 1:1 + Hp, 1:1 + Wp].bool()
+    flat_fg = fg.reshape(-1)
+    has = sil.reshape(N, -1).any(1)
     start = torch.argmax(sil.reshape(N, -1).to(torch.uint8), 1)
-    spos = (start // W + 1) * Wp + start % W + 1
+    spos = (start // W + 1) * Wp + start % W + 1                       # per silhouette, padded frame
     rowsN = torch.arange(N, device=dev)
+    gstart = rowsN * F + spos
 
     def at(pos):
-        return flatp[rowsN, pos].bool()
+        return flat_fg[rowsN * F + pos]
 
     may_loss = at(spos + Wp - 1) & ~at(spos + Wp) & (at(spos + Wp + 1) | at(spos + 1))
-    pos = spos.clone()
-    cur = torch.zeros(N, dtype=torch.long, device=dev)
-    active = has.clone()
-    length = torch.where(has, torch.ones_like(cur), -torch.ones_like(cur))
-    end = torch.zeros_like(cur)
-    trail = [spos.clone()]
-    max_steps = max_steps if max_steps is not None else H * W
-    check = 1 if dev.type == "cpu" else 32
-    step = 0
-    while step < max_steps:
-        if step % check == 0 and not bool(active.any()):
+    g = torch.nonzero((fg & (code != 255)).reshape(-1))[:, 0]       # contour-able pixels, global padded index
+    P = g.numel()
+    idmap = torch.full((N * F,), -1, dtype=torch.int32, device=dev)
+    idmap[g] = torch.arange(P, dtype=torch.int32, device=dev)
+    lut = _TRACE_LUT.to(dev)
+    offs = torch.tensor([dy * Wp + dx for dy, dx in _NB8] + [0], device=dev)
+    e = lut[(torch.arange(4, device=dev) * 256)[None] + code.reshape(-1)[g].long()[:, None]]   # [P, 4]
+    newpos = g[:, None] + offs[e >> 2]
+    newdir = e & 3
+    n_of = g // F
+    fail_state, closed0 = 4 * P, 4 * P + 1
+    closes = (newpos == gstart[n_of][:, None]) & (~may_loss[n_of][:, None] | (newdir != 1))
+    nxt = 4 * idmap[torch.where(e < 32, newpos, g[:, None])].long() + newdir
+    succ = torch.where(e >= 32, fail_state, torch.where(closes, closed0 + n_of[:, None], nxt)).reshape(-1)
+    jump = torch.cat([succ, torch.full((1,), fail_state, device=dev), closed0 + rowsN])
+    # padded-frame position of each state (the start pixel for "closed", -1 for "failed")
+    spos_of = torch.cat([(g - n_of * F)[:, None].expand(P, 4).reshape(-1), torch.full((1,), -1, device=dev), spos])
+    s0 = torch.where(has, 4 * idmap[gstart].long().clamp_min(0), torch.full_like(spos, fail_state))
+    seq = s0[:, None]
+    limit = max_steps + 1
+    while seq.shape[1] < limit:
+        if bool((seq[:, -1] >= fail_state).all()):
             break
-        step += 1
-        e = lut[cur * 256 + code[rowsN, pos]]
-        anyfg = e < 32
-        fail = active & ~anyfg
-        length = torch.where(fail, -torch.ones_like(length), length)
-        was = active
-        active = active & anyfg
-        pos = torch.where(active, pos + offs[e >> 2], pos)
-        cur = torch.where(active, e & 3, cur)
-        length = length + active.long()
-        trail.append(torch.where(active, pos, torch.full_like(pos, -1)))
-        done = active & (pos == spos) & (~may_loss | (cur != 1))
-        active = active & ~done
-        end = torch.where(was & ~active, torch.full_like(end, step), end)
-    if bool(active.any()):
-        warnings.warn("trace_contours: contour did not close within max_steps", RuntimeWarning, stacklevel=2)
-        length = torch.where(active, -torch.ones_like(length), length)
-        width = step + 1
+        seq = torch.cat([seq, jump[seq]], 1)
+        jump = jump[jump]
+    seq = seq[:, :limit]
+    absorbed = seq >= fail_state
+    closed = absorbed.any(1)
+    end = torch.where(closed, torch.argmax(absorbed.to(torch.uint8), 1), torch.full_like(spos, seq.shape[1] - 1))
+    ok = closed & (seq[rowsN, end] > fail_state)
+    length = torch.where(ok, end + 1, -torch.ones_like(end))
+    if not bool(closed.all()):
+        warnings.warn("trace_contours: contour did not close within max_steps", RuntimeWarning, stacklevel=3)
+        width = seq.shape[1]
     else:
         width = int(end.max()) + 1 if N else 1
-    tr = torch.stack(trail, 1)[:, :width]
+    seq = seq[:, :width]
+    tr = spos_of[seq]
+    tr[:, 0] = spos
+    tr = torch.where(torch.arange(width, device=dev)[None] <= end[:, None], tr, torch.full_like(tr, -1))
     ys = torch.where(tr >= 0, tr // Wp - 1, tr)
     xs = torch.where(tr >= 0, tr % Wp - 1, tr)
     return ys, xs, length
@@ -756,16 +830,16 @@ _CROSS = [(1, 0), (-1, 0), (0, 1), (0, -1)]
 
 
 def _outside_region(contour: torch.Tensor) -> torch.Tensor:
-    """As :func:`_outside_region_reference`: one labelling of the whole stack (CPU) or a 4-connected geodesic
-    dilation by max-pooling, checked for convergence every 32 steps (GPU)."""
-    N, H, W = contour.shape
+    """As :func:`_outside_region_reference`: one labelling of the whole stack (CPU) or row/column run sweeps
+    (:func:`_outside_sweeps`, GPU)."""
+    N, _H, _W = contour.shape
     border = torch.zeros_like(contour)
     border[:, 0] = border[:, -1] = True
     border[:, :, 0] = border[:, :, -1] = True
     free = ~contour | border
     if N == 0:
         return border
-    if contour.device.type == "cpu":
+    if not _gpu_style(contour.device):
         from scipy import ndimage
 
         st = np.zeros((3, 3, 3), dtype=bool)
@@ -776,15 +850,34 @@ def _outside_region(contour: torch.Tensor) -> torch.Tensor:
         keep[lab[border.numpy()]] = True
         keep[0] = False
         return torch.from_numpy(keep[lab])
-    freef = free.to(torch.float16)[:, None]
-    out = border.to(torch.float16)[:, None]
-    import torch.nn.functional as F
+    return _outside_sweeps(free, border)
+
+
+def _sweep(out, run, free, dim: int):
+    """``out`` grown along ``dim`` over whole runs of free pixels (``run``: run id, non-decreasing along dim)."""
+    big = torch.iinfo(run.dtype).max
+    fwd = torch.cummax(torch.where(out, run, -1), dim).values == run
+    bwd = torch.cummin(torch.where(out, run, big).flip(dim), dim).values.flip(dim) == run
+    return out | (free & (fwd | bwd))
+
+
+def _outside_sweeps(free: torch.Tensor, border: torch.Tensor, check: int = 2) -> torch.Tensor:
+    """Free pixels 4-connected to the border: alternate row and column sweeps, each growing the region over
+    whole runs of free pixels at once (a prefix max of run ids), until a round of ``check`` sweep pairs adds
+    nothing (one host sync per round; a few rounds for any real contour)."""
+    blocked = ~free
+    run_x = blocked.cumsum(2, dtype=torch.int16)
+    run_y = blocked.cumsum(1, dtype=torch.int16)
+    out = border.clone()
+    count = out.sum()
     while True:
-        prev = out
-        for _ in range(32):
-            out = torch.maximum(F.max_pool2d(out, (3, 1), 1, (1, 0)), F.max_pool2d(out, (1, 3), 1, (0, 1))) * freef
-        if torch.equal(out, prev):
-            return out[:, 0] > 0
+        for _ in range(check):
+            out = _sweep(out, run_x, free, 2)
+            out = _sweep(out, run_y, free, 1)
+        new = out.sum()
+        if bool(new == count):
+            return out
+        count = new
 
 
 def thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int = 10_000) -> torch.Tensor:
@@ -798,6 +891,8 @@ def thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int = 10_000) -> torch
     list until one of its neighbours is deleted.  Work list entries carry a count of sub-passes left (4, reset
     when the code changes).
     """
+    if _gpu_style(buff.device):
+        return _thin_dense_list(buff, sil, max_iter)
     with _few_threads(buff.device):
         return _thin(buff, sil, max_iter)
 
@@ -859,27 +954,78 @@ def _thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int) -> torch.Tensor:
     return flag.view(N, H, W).bool()
 
 
-def mesh_descriptors(meshes, device="cpu", batch: int = 4, backend=None) -> LFDDescriptor:
-    """Descriptors of a list of ``(vertices, faces)``; degenerate meshes get all-zero codes and a warning."""
+def _thin_dense_list(buff: torch.Tensor, sil: torch.Tensor, max_iter: int) -> torch.Tensor:
+    """:func:`_thin` with its work list kept as a dense "sub-passes left" map (``ttl > 0`` = listed): each
+    sub-pass is a fixed sequence of kernels over the listed pixels and one ``nonzero`` (the only host sync).
+    Rejected/absent entries are redirected to a dummy slot at the end of each flat array instead of being
+    compacted away.  Same deletions as :func:`_thin` (all effects of a sub-pass depend on the codes at its start)."""
+    N, H, W = buff.shape
+    dev = buff.device
+    if N == 0 or H < 3 or W < 3:
+        return buff.clone()
+    n = N * H * W
+    dummy = n
+    table = torch.tensor(list(THIN_DELETE), dtype=torch.bool, device=dev)
+    inner = torch.zeros(N, H, W, dtype=torch.bool, device=dev)
+    inner[:, 1:H - 1, 1:W - 1] = True
+    allowed = torch.cat([(inner & ~sil.bool()).reshape(-1), torch.zeros(1, dtype=torch.bool, device=dev)])
+    pad = _padded(buff, 1, False)
+    code = torch.zeros(N, H, W, dtype=torch.int32, device=dev)
+    bg4 = torch.zeros_like(buff)
+    for k, (dy, dx) in enumerate(_THIN_NB):
+        nbk = pad[:, 1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+        code |= nbk.to(torch.int32) << k
+        if k < 4:
+            bg4 |= ~nbk
+    code = torch.cat([code.reshape(-1), torch.zeros(1, dtype=torch.int32, device=dev)])
+    flag = torch.cat([buff.reshape(-1).to(torch.uint8), torch.zeros(1, dtype=torch.uint8, device=dev)])
+    ttl = torch.where(torch.cat([(buff & bg4).reshape(-1), torch.zeros(1, dtype=torch.bool, device=dev)]) & allowed,
+                      4, 0).to(torch.int8)
+    nb_off = torch.tensor([dy * W + dx for dy, dx in _THIN_NB], device=dev)
+    bits = torch.tensor([-(1 << k) for k in range(8)], dtype=torch.int32, device=dev)
+    for _ in range(max_iter):
+        for side in _THIN_SIDES:
+            cand = torch.nonzero(ttl[:n] > 0)[:, 0]
+            if cand.numel() == 0:
+                return flag[:n].view(N, H, W).bool()
+            c = code[cand]
+            dele = ((c >> side) & 1 == 0) & table[c.long()]
+            ttl[cand] = torch.where(dele, 0, ttl[cand] - 1).to(torch.int8)
+            d = torch.where(dele, cand, dummy)
+            flag[d] = 0
+            q = torch.where(dele[:, None], cand[:, None] - nb_off[None], dummy)   # [K, 8] neighbours (bit k)
+            code.index_add_(0, q.reshape(-1), bits.expand_as(q).reshape(-1))
+            p = q.reshape(-1)
+            ttl[torch.where((flag[p] == 1) & allowed[p], p, dummy)] = 4
+    return flag[:n].view(N, H, W).bool()
+
+
+def mesh_descriptors(meshes, device="cpu", batch: int = 4, backend=None, res: int = RES) -> LFDDescriptor:
+    """Descriptors of a list of ``(vertices, faces)``; degenerate meshes get all-zero codes and a warning.
+
+    ``batch`` meshes are rendered together (:func:`render_meshes_silhouettes`) and their ``batch * 100``
+    silhouettes go through :func:`descriptors_from_silhouettes` at once (32-64 suit a GPU; the result does not
+    depend on ``batch``)."""
     device = torch.device(device)
     backend = backend if backend is not None else _get_backend(device)
     parts = []
     for i in range(0, len(meshes), batch):
-        sils = []
+        todo = []
         for v, f in meshes[i:i + batch]:
             v = np.asarray(v, dtype=np.float64).reshape(-1, 3)
             f = np.asarray(f).reshape(-1, 3)
             if len(f) == 0 or len(v) == 0 or not np.isfinite(v).all():
                 warnings.warn(f"LFD: degenerate mesh ({len(v)} vertices, {len(f)} faces); its silhouettes are empty",
                               RuntimeWarning, stacklevel=2)
-                sils.append(torch.zeros(N_LF, N_VIEW, RES, RES, dtype=torch.bool, device=device))
-                continue
-            s = render_silhouettes(v, f, device, backend)
-            if not bool(s.any()):
+                v, f = v[:0], f[:0]
+            todo.append((v, f))
+        sils = render_meshes_silhouettes(todo, device, backend, res)
+        drawn = sils.flatten(1).any(1).tolist()
+        for (v, f), d in zip(todo, drawn):
+            if len(f) and not d:
                 warnings.warn("LFD: mesh renders no pixel (zero area); its descriptors are zero", RuntimeWarning,
                               stacklevel=2)
-            sils.append(s)
-        parts.append(descriptors_from_silhouettes(torch.stack(sils)))
+        parts.append(descriptors_from_silhouettes(sils))
     if not parts:
         z = torch.zeros(0, N_LF, N_VIEW, dtype=torch.uint8)
         return LFDDescriptor(z[..., None].expand(-1, -1, -1, ART_COEF), z[..., None].expand(-1, -1, -1, FD_N), z, z)
