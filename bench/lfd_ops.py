@@ -9,8 +9,10 @@ boolean indexing, ``unique``, ``equal``, copies to the CPU).  On CUDA the real k
     python bench/lfd_ops.py --render                 # CPU, rendering included (slow: torch rasterizer)
     python bench/lfd_ops.py --device cuda --render --n-single 64 --n-multi 32 --batch 32
 
-The old path is ``get3d/metrics/lfd.py`` at git revision ``--old`` (default HEAD~; ``--old-file PATH`` loads a
-saved copy instead, for machines without git), loaded as a second module next to the current one.
+The old path is ``get3d/metrics/lfd.py`` at git revision ``--old`` (default 2e6bf94, the last revision before
+the batched path; ``--old-file PATH`` loads a saved copy instead, for machines without git:
+``git show 2e6bf94:get3d/metrics/lfd.py > .lfdbase/lfd_old.py``), loaded as a second module next to the current
+one.
 """
 from __future__ import annotations
 
@@ -108,7 +110,7 @@ def main(argv=None):
     ap.add_argument("--n-multi", type=int, default=4)
     ap.add_argument("--batch", type=int, default=None, help="meshes per call (default: all)")
     ap.add_argument("--render", action="store_true", help="time and count rendering too (mesh_descriptors)")
-    ap.add_argument("--old", default="HEAD~", help="git revision of the old path")
+    ap.add_argument("--old", default="2e6bf94", help="git revision of the old path")
     ap.add_argument("--old-file", default=None, help="saved copy of the old lfd.py (instead of --old)")
     ap.add_argument("--top", type=int, default=0, help="print the N most frequent ops of each run")
     ap.add_argument("--paths", default="old,new,new-gpu-algos",
