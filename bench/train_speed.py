@@ -85,9 +85,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--fused-adam", action="store_true", help="experiment: Adam(fused=True)")
     ap.add_argument("--fold", choices=("low_precision", "always", "never"), default=None,
                     help="experiment: get3d.nn.layers.FOLD_DOWNSAMPLE_CONV (blur folded into the stride-2 D conv)")
+    ap.add_argument("--modfc", choices=("input", "weight"), default=None,
+                    help="experiment: get3d.nn.layers.MODULATED_FC (styles on activations vs per-sample weights)")
+    ap.add_argument("--bias-act", choices=("fused", "ref"), default=None,
+                    help="experiment: bias_act kernel (fused Triton on CUDA vs the PyTorch reference)")
+    ap.add_argument("--fused-modconv", choices=("always", "never", "eval"), default=None,
+                    help="experiment: get3d.nn.triplane.FUSED_MODCONV (grouped per-sample conv vs shared conv)")
+    ap.add_argument("--graphs", choices=("all", "d", "none"), default=None,
+                    help="experiment: CUDA graphs for D passes and the tri-plane synthesis (all), D only, or none")
     ap.add_argument("--count-syncs", action="store_true",
                     help="count host syncs (torch.cuda.set_sync_debug_mode) in the last *untimed* warm-up step "
                          "and print the top call sites")
+    ap.add_argument("--cprofile", type=Path, default=None, metavar="FILE",
+                    help="cProfile the timed steps (host-side Python cost); top functions written to FILE")
     ap.add_argument("--torch-profile", type=Path, default=None, metavar="DIR",
                     help="profile 2 timed steps (no R1) with torch.profiler; tables + trace go to DIR")
     args = ap.parse_args(argv)
@@ -134,6 +144,25 @@ def apply_experiments(args, cfg_train) -> list[str]:
         from get3d.nn import layers as L
         L.FOLD_DOWNSAMPLE_CONV = args.fold
         experiments.append(f"fold={args.fold}")
+    if args.modfc is not None:
+        from get3d.nn import layers as L
+        L.MODULATED_FC = args.modfc
+        experiments.append(f"modfc={args.modfc}")
+    if args.bias_act is not None:
+        from get3d.nn import layers as L
+        L.register_kernel("bias_act", L.bias_act_ref if args.bias_act == "ref" else None)
+        experiments.append(f"bias_act={args.bias_act}")
+    if args.fused_modconv is not None:
+        from get3d.nn import triplane
+        triplane.FUSED_MODCONV = args.fused_modconv
+        experiments.append(f"fused_modconv={args.fused_modconv}")
+    if args.graphs is not None:
+        if args.graphs == "none":
+            raise SystemExit("use --set train.cuda_graphs=false for --graphs none (the config is frozen)")
+        if args.graphs == "d":
+            from get3d.train import graphs
+            graphs.GraphedSynthesis.__init__ = lambda self, synthesis: None  # bench-only: leave G eager
+        experiments.append(f"graphs={args.graphs}")
     for k in ("tf32", "fused_adam"):
         if hasattr(cfg_train, k):
             experiments.append(f"{k}={getattr(cfg_train, k)}")
@@ -175,6 +204,10 @@ def make_probe(args, device: str, warmup: int, experiments: list[str]):
             sync["n"] = sum(sites.values())
             print(f"host syncs in one step (step {len(ticks) - 1}): {sync['n']}; top sites: "
                   + ", ".join(f"{k}×{v}" for k, v in sites.most_common(20)), flush=True)
+        if args.cprofile is not None and len(ticks) == warmup:
+            import cProfile
+            prof["cp"] = cProfile.Profile()
+            prof["cp"].enable()
         if len(ticks) == warmup and device == "cuda":
             first_peak["gib"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
@@ -207,7 +240,24 @@ def make_probe(args, device: str, warmup: int, experiments: list[str]):
                       f"item/sync-like calls {syncs}", flush=True)
             print(ka.table(sort_by=sort, row_limit=25, max_name_column_width=70), flush=True)
 
+    on_progress.prof = prof
     return on_progress, ticks, first_peak, sync
+
+
+def write_cprofile(prof: dict, path: Path) -> None:
+    """Top host-side functions of the timed steps (the final snapshot write is included; it is one call)."""
+    import io
+    import pstats
+    cp = prof.pop("cp", None)
+    if cp is None:
+        return
+    cp.disable()
+    buf = io.StringIO()
+    st = pstats.Stats(cp, stream=buf)
+    st.sort_stats("tottime").print_stats(45)
+    st.sort_stats("cumulative").print_stats(60)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(buf.getvalue())
 
 
 def summarize(args, profile, device, cfg_model, batch, warmup, experiments, ticks, first_peak, sync,
@@ -262,6 +312,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         train(cfg_model, cfg_train, data, Path(tmp) / "run", Hooks(on_progress=on_progress))
         wall = time.perf_counter() - t0
+    if args.cprofile is not None:
+        write_cprofile(on_progress.prof, args.cprofile)
     res = summarize(args, profile, device, cfg_model, batch, warmup, experiments, ticks, first_peak, sync, wall)
     print_table(res, args, profile, device, cfg_model, batch, warmup, experiments)
     if args.json:

@@ -122,8 +122,19 @@ def perspective(fovy_deg: float = FOVY_DEG, aspect: float = 1.0, near: float = N
 
 def mvp_from_c2w(c2w: torch.Tensor, fovy_deg: float = FOVY_DEG) -> torch.Tensor:
     """World→clip matrices ``[B, 4, 4]`` for the differentiable renderer."""
-    proj = torch.as_tensor(perspective(fovy_deg), dtype=c2w.dtype, device=c2w.device)
-    return proj @ torch.linalg.inv(c2w)
+    proj = _projection(float(fovy_deg), c2w.dtype, c2w.device)
+    # inv_ex: no singularity check, which would read a flag back from the GPU (a host sync per call)
+    return proj @ torch.linalg.inv_ex(c2w)[0]
+
+
+_PROJ_CACHE: dict = {}
+
+
+def _projection(fovy_deg: float, dtype, device) -> torch.Tensor:
+    key = (fovy_deg, dtype, str(device))
+    if key not in _PROJ_CACHE:
+        _PROJ_CACHE[key] = torch.as_tensor(perspective(fovy_deg), dtype=dtype, device=device)
+    return _PROJ_CACHE[key]
 
 
 def project_points(points: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> np.ndarray:

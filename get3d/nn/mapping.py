@@ -83,6 +83,8 @@ def style_mix(mapping: MappingNetwork, ws: torch.Tensor, prob: float = 0.9, gene
     cutoff = int(torch.randint(1, num_ws, [], generator=generator))
     if float(u) >= prob:
         return ws
-    z2 = torch.randn([ws.shape[0], mapping.z_dim], generator=generator).to(dev)
+    z2 = torch.randn([ws.shape[0], mapping.z_dim], generator=generator)
+    # drawn on the CPU (device-independent streams); pinned + async so the copy does not wait for the GPU
+    z2 = z2.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else z2.to(dev)
     ws2 = mapping(z2, truncation_psi=truncation_psi, update_w_avg=update_w_avg)
     return torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)

@@ -16,6 +16,12 @@ from torch import nn
 from get3d.nn.layers import SynthesisLayer, ToRGBLayer, setup_filter, upsample2d
 
 
+#: When the synthesis convolutions fold the styles into per-sample weights (one grouped conv) instead of
+#: scaling the activations around one shared conv (same function): ``"always"``, ``"never"``, or ``"eval"``
+#: (fused outside training only, StyleGAN2-ADA's rule: the grouped conv's backward is the slow part).
+FUSED_MODCONV = "always"
+
+
 def default_channels(resolutions, channel_base: int, channel_max: int) -> dict[int, int]:
     return {r: min(channel_base // r, channel_max) for r in resolutions}
 
@@ -94,7 +100,9 @@ class TriplaneSynthesis(nn.Module):
         self.num_ws += 1  # the last block's heads
 
     def forward(self, ws_trunk: torch.Tensor, ws_tex: torch.Tensor, noise_mode: str = "random",
-                fused_modconv: bool = True):
+                fused_modconv: bool | None = None):
+        if fused_modconv is None:
+            fused_modconv = FUSED_MODCONV == "always" or (FUSED_MODCONV == "eval" and not self.training)
         if ws_trunk.shape[1] < self.num_ws or ws_tex.shape[1] < self.num_ws:
             raise ValueError(f"tri-plane synthesis needs {self.num_ws} ws, got {ws_trunk.shape[1]} / {ws_tex.shape[1]}")
         x = geo = tex = None
@@ -120,7 +128,8 @@ def sample_triplane(planes: torch.Tensor, points: torch.Tensor, scale: float) ->
         raise ValueError(f"points must be [{planes.shape[0]}, N, 3], got {tuple(points.shape)}")
     b, _, c, r, _ = planes.shape
     p = (points.detach() / (0.5 * scale)).to(planes.dtype)  # → [-1, 1]
-    coords = torch.stack([p[..., [0, 1]], p[..., [1, 2]], p[..., [0, 2]]], dim=1)  # [B, 3, N, 2]
+    # slices, not index lists: a list index is built on the host and copied to the GPU (a host sync per call)
+    coords = torch.stack([p[..., 0:2], p[..., 1:3], p[..., 0::2]], dim=1)  # [B, 3, N, 2]: xy, yz, xz
     feats = F.grid_sample(planes.reshape(b * 3, c, r, r), coords.reshape(b * 3, 1, -1, 2), mode="bilinear",
                           padding_mode="border", align_corners=False)  # [B*3, C, 1, N]
     return feats.reshape(b, 3, c, -1).sum(dim=1).transpose(1, 2)

@@ -40,6 +40,8 @@ class TrainConfig:
              "--allow-tf32. ~1e-3 relative operand rounding; CPU unaffected")
     fused_adam: bool = spec(True, help="CUDA only: Adam(fused=True) (one kernel for all params, no per-param "
                                        "host work); same update up to rounding. CPU keeps the default Adam")
+    cuda_graphs: bool = spec(True, help="CUDA only: replay the discriminators' forward+backward of the main phases "
+                                        "as captured CUDA graphs (the step is launch-bound); R1 stays eager")
     snapshot_kimg: float = spec(200.0, min=0.0, help="write a training-state + inference snapshot every N kimg "
                                                      "(0 = only at the end)")
     image_snapshot_ticks: int = spec(50, min=0, help="write a preview grid every N ticks (0 = never)")

@@ -310,7 +310,12 @@ def _build(cfg_model, cfg: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> 
     d_params = [p for p in list(nets.D_rgb.parameters()) + list(nets.D_mask.parameters()) if p.requires_grad]
     opt_G = torch.optim.Adam(g_params, **cfg.adam_kwargs("G", device.type))
     opt_D = torch.optim.Adam(d_params, **cfg.adam_kwargs("D", device.type))
-    loss = GET3DLoss(nets, cfg, device)
+    graphs = None
+    if device.type == "cuda" and cfg.cuda_graphs:
+        from get3d.train.graphs import GraphedDiscriminators, GraphedSynthesis
+        graphs = GraphedDiscriminators(nets.D_rgb, nets.D_mask, bf16=cfg.precision == "bf16")
+        GraphedSynthesis(nets.G.backbone.synthesis)  # installs itself on the training G (G_ema stays eager)
+    loss = GET3DLoss(nets, cfg, device, graphs)
     return _Run(cfg=cfg, cfg_model=cfg_model, hooks=hooks, world=world, device=device, run=run,
                 dataset_path=dataset_path, backend=backend, nets=nets, G_ema=G_ema, g_params=g_params,
                 d_params=d_params, opt_G=opt_G, opt_D=opt_D, loss=loss)
@@ -421,9 +426,16 @@ def _step_fakes(r: _Run, st: _TrainState, phase: str) -> list[FakeInputs]:
     out = []
     for c in r.my_chunks:
         s = slice(c * cfg.batch_per_gpu, (c + 1) * cfg.batch_per_gpu)
-        out.append(FakeInputs(z_tex[s].to(device), z_geo[s].to(device), camera[s].to(device),
-                              c2w[s].to(device), derive_seed(cfg.seed, st.step, PHASE_IDS[phase], c, 7)))
+        out.append(FakeInputs(_h2d(z_tex[s], device), _h2d(z_geo[s], device), _h2d(camera[s], device),
+                              _h2d(c2w[s], device), derive_seed(cfg.seed, st.step, PHASE_IDS[phase], c, 7)))
     return out
+
+
+def _h2d(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """CPU → device without a host sync on CUDA (pinned source, async copy; a pageable copy waits for the GPU)."""
+    if device.type == "cuda":
+        return t.contiguous().pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float = 1.0) -> bool:
@@ -433,8 +445,9 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
     sums: dict[str, torch.Tensor] = {}
     for i, c in enumerate(r.my_chunks):
         torch.manual_seed(derive_seed(r.cfg.seed, st.step, PHASE_IDS[phase], c))
-        terms = r.loss.accumulate(phase, reals[i] if reals else None, fakes[i] if fakes else None,
-                                  norm=float(r.B), gain=gain)
+        with torch.profiler.record_function(f"phase/{phase}"):  # labels profiler traces; ~free otherwise
+            terms = r.loss.accumulate(phase, reals[i] if reals else None, fakes[i] if fakes else None,
+                                      norm=float(r.B), gain=gain)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0) + v.detach().double()
     keys = sorted(sums)

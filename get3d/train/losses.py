@@ -46,10 +46,11 @@ class RealInputs:
 class GET3DLoss:
     """Accumulates gradients of one phase for one chunk (caller zeroes grads / steps optimisers)."""
 
-    def __init__(self, nets, cfg: TrainConfig, device: torch.device):
+    def __init__(self, nets, cfg: TrainConfig, device: torch.device, graphs=None):
         self.nets = nets            # get3d.train.models.Networks
         self.cfg = cfg
         self.device = device
+        self.graphs = graphs        # get3d.train.graphs.GraphedDiscriminators (CUDA) or None
 
     # ---------------------------------------------------------------- helpers
     def _d_autocast(self, enabled: bool):
@@ -62,7 +63,12 @@ class GET3DLoss:
                                   style_mixing_prob=self.cfg.style_mixing_prob, mix_seed=fake.mix_seed,
                                   update_w_avg=update_w_avg)
 
-    def run_D(self, rgb: torch.Tensor, mask: torch.Tensor, camera: torch.Tensor, autocast: bool = True):
+    def run_D(self, rgb: torch.Tensor, mask: torch.Tensor, camera: torch.Tensor, autocast: bool = True,
+              graph_phase: str | None = None):
+        """Both discriminators' logits [B] (float32).  ``graph_phase`` ("G" / "D") replays the captured graph of
+        that phase when graphs are on; its outputs live in static buffers, so backward before the next call."""
+        if graph_phase is not None and self.graphs is not None:
+            return self.graphs(graph_phase, rgb, mask, camera)
         with self._d_autocast(autocast):
             lr = self.nets.D_rgb(rgb, camera)
             lm = self.nets.D_mask(mask, camera)
@@ -75,7 +81,7 @@ class GET3DLoss:
         if phase == "Gmain":
             out = self.run_G(fake, update_w_avg=True)
             img = out["img"]
-            lr, lm = self.run_D(img[:, :3], img[:, 3:4], fake.camera)
+            lr, lm = self.run_D(img[:, :3], img[:, 3:4], fake.camera, graph_phase="G")
             loss_rgb = F.softplus(-lr)
             loss_mask = F.softplus(-lm)
             sdf = out.get("sdf_reg_loss")
@@ -97,16 +103,21 @@ class GET3DLoss:
             with torch.no_grad():
                 out = self.run_G(fake, update_w_avg=False)
             img = out["img"].detach()
-            lr_f, lm_f = self.run_D(img[:, :3], img[:, 3:4], fake.camera)
-            lr_r, lm_r = self.run_D(real.image, real.mask, real.camera)
+            # fakes and reals each get their own backward (gradients accumulate): a graphed D pass must be
+            # differentiated before the next replay overwrites its buffers
+            lr_f, lm_f = self.run_D(img[:, :3], img[:, 3:4], fake.camera, graph_phase="D")
             fake_rgb, fake_mask = F.softplus(lr_f), F.softplus(lm_f)
+            fake_total = (fake_rgb.sum() + fake_mask.sum()) / norm
+            (fake_total * gain).backward()
+            stats = {"D/fake_rgb": fake_rgb.detach().sum(), "D/fake_mask": fake_mask.detach().sum(),
+                     "scores/fake_rgb": lr_f.detach().sum()}
+            lr_r, lm_r = self.run_D(real.image, real.mask, real.camera, graph_phase="D")
             real_rgb, real_mask = F.softplus(-lr_r), F.softplus(-lm_r)
-            total = (fake_rgb.sum() + fake_mask.sum() + real_rgb.sum() + real_mask.sum()) / norm
-            (total * gain).backward()
-            return {"D/fake_rgb": fake_rgb.detach().sum(), "D/fake_mask": fake_mask.detach().sum(),
-                    "D/real_rgb": real_rgb.detach().sum(), "D/real_mask": real_mask.detach().sum(),
-                    "D/total": total.detach() * norm,
-                    "scores/real_rgb": lr_r.detach().sum(), "scores/fake_rgb": lr_f.detach().sum()}
+            real_total = (real_rgb.sum() + real_mask.sum()) / norm
+            (real_total * gain).backward()
+            return {**stats, "D/real_rgb": real_rgb.detach().sum(), "D/real_mask": real_mask.detach().sum(),
+                    "D/total": (fake_total + real_total).detach() * norm,
+                    "scores/real_rgb": lr_r.detach().sum()}
         if phase == "Dreg":
             x = real.image.detach().requires_grad_(True)
             m = real.mask.detach().requires_grad_(True)

@@ -80,6 +80,24 @@ def test_modulated_fc_and_conv3d_shapes_and_grads():
     assert c3(torch.randn(2, 4, 5, 5, 5), torch.randn(2, 16)).shape == (2, 6, 5, 5, 5)
 
 
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_modulated_fc_input_and_weight_forms_are_the_same_function(monkeypatch, demodulate):
+    torch.manual_seed(0)
+    fc = L.ModulatedFullyConnected(6, 5, 8, activation="lrelu", demodulate=demodulate).double()
+    x = torch.randn(3, 17, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 8, dtype=torch.float64)
+    outs = {}
+    for form in ("weight", "input"):
+        monkeypatch.setattr(L, "MODULATED_FC", form)
+        fc.zero_grad()
+        x.grad = None
+        y = fc(x, w)
+        (y * torch.linspace(-1, 1, y.numel(), dtype=torch.float64).reshape(y.shape)).sum().backward()
+        outs[form] = [y.detach(), x.grad.clone()] + [p.grad.clone() for p in fc.parameters()]
+    for a, b in zip(outs["weight"], outs["input"]):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
 def test_discriminator_conv_downsamples():
     conv = L.Conv2dLayer(3, 5, 3, down=2, activation="lrelu")
     assert conv(torch.randn(2, 3, 16, 16)).shape == (2, 5, 8, 8)

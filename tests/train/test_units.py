@@ -41,6 +41,25 @@ def test_ema_schedule():
     assert ema_beta(0, 32, 10.0, 0.05) == 0.0
 
 
+def test_ema_update_averages_parameters_and_copies_buffers():
+    import copy
+
+    from get3d.train.ema import make_ema, update_ema
+    torch.manual_seed(0)
+    G = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    G_ema = make_ema(G)
+    before = copy.deepcopy(G_ema.state_dict())
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn_like(p))
+        G[1].running_mean.add_(1.0)
+    update_ema(G_ema, G, 0.9)
+    for name, p in G.named_parameters():
+        expected = 0.9 * before[name] + 0.1 * p.detach()
+        torch.testing.assert_close(G_ema.state_dict()[name], expected, atol=1e-6, rtol=1e-6)
+    assert torch.equal(G_ema[1].running_mean, G[1].running_mean)
+
+
 def test_sampler_is_seeded_and_resumable():
     full = global_indices(10, 3, 0, 35)
     assert full[:10] != list(range(10)) and sorted(full[:10]) == list(range(10))

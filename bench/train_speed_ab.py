@@ -1,0 +1,90 @@
+"""Side-by-side training speed of several settings in one run (one fresh process per variant, same machine).
+
+Each variant is ``label=flags`` where flags are bench/train_speed.py arguments; the first is the baseline and
+every row reports its ratio to it.  Variants run in the order given, then once more in reverse order when
+``--repeat`` is set (A/B/B/A), so drift of the card (clocks, temperature) shows as a spread, not a gain.
+
+    python bench/train_speed_ab.py --profile paper \\
+        "before=--modfc weight --bias-act ref" "after=" --json $OUT/ab.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_variant(label: str, flags: str, common: list[str], log_dir: Path) -> dict:
+    out = log_dir / f"{label}.json"
+    cmd = [sys.executable, "-u", str(HERE / "train_speed.py"), *common, *shlex.split(flags), "--json", str(out)]
+    print(f"## {label}: {' '.join(cmd[2:])}", flush=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    (log_dir / f"{label}.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not out.exists():
+        print(proc.stdout[-3000:] + proc.stderr[-3000:], flush=True)
+        return {"label": label, "flags": flags, "error": f"exit {proc.returncode}"}
+    res = json.loads(out.read_text())
+    res.update(label=label, flags=flags)
+    print(f"   {res['sec_per_kimg']:.1f} s/kimg, median step {res['sec_per_kimg_median_step']:.1f}, "
+          f"steady peak {res['peak_mem_gib_steady']}", flush=True)
+    return res
+
+
+def table(rows: list[dict]) -> str:
+    base = next((r for r in rows if "error" not in r), None)
+    head = ("variant", "s/kimg", "median-step s/kimg", "img/s", "ratio", "steady GiB", "first GiB", "flags")
+    lines = [head]
+    for r in rows:
+        if "error" in r:
+            lines.append((r["label"], r["error"], "", "", "", "", "", r["flags"]))
+            continue
+        ratio = r["sec_per_kimg"] / base["sec_per_kimg"]
+        fmt = (lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "-")
+        lines.append((r["label"], f"{r['sec_per_kimg']:.1f}", f"{r['sec_per_kimg_median_step']:.1f}",
+                      f"{r['img_per_sec']:.2f}", f"{ratio:.3f}", fmt(r["peak_mem_gib_steady"]),
+                      fmt(r["peak_mem_gib_first_steps"]), r["flags"] or "(defaults)"))
+    widths = [max(len(str(x[i])) for x in lines) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(x, widths)) for x in lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("variants", nargs="+", metavar="LABEL=FLAGS")
+    ap.add_argument("--profile", default="paper")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeat", action="store_true", help="run the variants again in reverse order")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--logs", type=Path, default=None, help="keep each variant's log here")
+    args = ap.parse_args(argv)
+    common = ["--profile", args.profile, "--device", args.device]
+    if args.steps:
+        common += ["--steps", str(args.steps)]
+    variants = []
+    for v in args.variants:
+        if "=" not in v:
+            ap.error(f"variant {v!r} must be LABEL=FLAGS (FLAGS may be empty)")
+        label, flags = v.split("=", 1)
+        variants.append((label, flags))
+    order = variants + (list(reversed(variants)) if args.repeat else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        log_dir = args.logs or Path(tmp)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i, (label, flags) in enumerate(order):
+            suffix = "" if i < len(variants) else " (2)"
+            rows.append(run_variant(label + suffix, flags, common, log_dir))
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

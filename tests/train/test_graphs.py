@@ -1,0 +1,113 @@
+"""Graphed discriminator passes == eager passes (logits, image gradients, parameter gradients), on CUDA."""
+import pytest
+import torch
+
+from get3d.nn import build_discriminators, small_config
+from get3d.train.graphs import GraphedDiscriminators
+
+pytestmark = pytest.mark.gpu
+
+
+def _pair():
+    torch.manual_seed(0)
+    cfg = small_config()
+    D = build_discriminators(cfg, device="cuda").to("cuda")  # .to(): the FIR buffers are built on the CPU
+    return D.rgb, D.mask, cfg
+
+
+def _grads(mods):
+    return [p.grad.clone() if p.grad is not None else None for m in mods for p in m.parameters()]
+
+
+def test_graphed_phases_match_eager():
+    D_rgb, D_mask, cfg = _pair()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    res = cfg.img_resolution
+    graphs = GraphedDiscriminators(D_rgb, D_mask)
+    for step in range(3):  # several replays with new inputs and updated weights
+        g = torch.Generator(device="cuda").manual_seed(step)
+        rgb = torch.randn(2, 3, res, res, device="cuda", generator=g)
+        mask = torch.rand(2, 1, res, res, device="cuda", generator=g)
+        cam = torch.rand(2, 2, device="cuda", generator=g)
+        # Gmain: D frozen, image gradients
+        for p in list(D_rgb.parameters()) + list(D_mask.parameters()):
+            p.requires_grad_(False)
+        out = {}
+        for name in ("eager", "graph"):
+            x, m = rgb.clone().requires_grad_(True), mask.clone().requires_grad_(True)
+            if name == "eager":
+                lr, lm = D_rgb(x, cam).float().reshape(-1), D_mask(m, cam).float().reshape(-1)
+            else:
+                lr, lm = graphs("G", x, m, cam)
+            (lr.sum() + 2 * lm.sum()).backward()
+            out[name] = (lr.detach().clone(), lm.detach().clone(), x.grad, m.grad)
+        for a, b in zip(out["eager"], out["graph"]):
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+        # Dmain: D trains, constant images; two passes each followed by its backward
+        for p in list(D_rgb.parameters()) + list(D_mask.parameters()):
+            p.requires_grad_(True)
+        grads = {}
+        for name in ("eager", "graph"):
+            for mod in (D_rgb, D_mask):
+                mod.zero_grad(set_to_none=False)
+            for k in range(2):
+                x = rgb * (1 - 2 * k)
+                if name == "eager":
+                    lr, lm = D_rgb(x, cam).float().reshape(-1), D_mask(mask, cam).float().reshape(-1)
+                else:
+                    lr, lm = graphs("D", x, mask, cam)
+                (torch.nn.functional.softplus(lr).sum() + lm.square().sum()).backward()
+            grads[name] = _grads((D_rgb, D_mask))
+        for a, b in zip(grads["eager"], grads["graph"]):
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
+        with torch.no_grad():  # an optimizer-like in-place update: the graphs must see the new weights
+            for p in list(D_rgb.parameters()) + list(D_mask.parameters()):
+                p.sub_(1e-3 * p.grad)
+
+
+def test_graphed_discriminators_reject_a_new_shape():
+    D_rgb, D_mask, cfg = _pair()
+    res = cfg.img_resolution
+    graphs = GraphedDiscriminators(D_rgb, D_mask)
+    cam = torch.rand(2, 2, device="cuda")
+    graphs("D", torch.randn(2, 3, res, res, device="cuda"), torch.rand(2, 1, res, res, device="cuda"), cam)
+    with pytest.raises(ValueError, match="captured for shapes"):
+        graphs("D", torch.randn(3, 3, res, res, device="cuda"), torch.rand(3, 1, res, res, device="cuda"),
+               torch.rand(3, 2, device="cuda"))
+
+
+def test_graphed_synthesis_matches_eager_and_falls_back():
+    from get3d.nn.triplane import TriplaneSynthesis
+    from get3d.train.graphs import GraphedSynthesis
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    syn = TriplaneSynthesis(32, 32, 32, [32, 32, 16, 16], plane_channels=8, geometry=True, use_noise=False,
+                            device="cuda").to("cuda").train()
+    eager = {}
+    GraphedSynthesis(syn)
+    for step in range(3):
+        g = torch.Generator(device="cuda").manual_seed(step)
+        wa = torch.randn(2, syn.num_ws, 32, device="cuda", generator=g)
+        wb = torch.randn(2, syn.num_ws, 32, device="cuda", generator=g)
+        res = {}
+        for name in ("eager", "graph"):
+            a, b = wa.clone().requires_grad_(True), wb.clone().requires_grad_(True)
+            syn.zero_grad(set_to_none=True)
+            geo, tex = syn(a, b, noise_mode="none") if name == "eager" else syn(a, b)
+            (geo.square().sum() + (tex * 3).sum()).backward()
+            res[name] = [geo.detach().clone(), tex.detach().clone(), a.grad, b.grad] + \
+                [p.grad.clone() for p in syn.parameters()]
+        for x, y in zip(res["eager"], res["graph"]):
+            torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-4)
+        with torch.no_grad():
+            for p in syn.parameters():
+                p.sub_(1e-3 * p.grad)
+    # no-grad call (Dmain) replays the forward only; another batch size falls back to the eager forward
+    with torch.no_grad():
+        geo, tex = syn(wa, wb)
+        geo3, _ = syn(wa[:1].repeat(3, 1, 1), wb[:1].repeat(3, 1, 1))
+    assert geo.shape[0] == 2 and geo3.shape[0] == 3
+    eager["eval"] = syn.eval()(wa, wb, noise_mode="none")
+    torch.testing.assert_close(syn.train()(wa, wb)[1], eager["eval"][1], atol=1e-4, rtol=1e-4)
