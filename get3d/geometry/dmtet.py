@@ -72,12 +72,11 @@ def empty_shape_guard(sdf: torch.Tensor, centre: int, boundary: torch.Tensor) ->
     pos = (sdf > 0).sum(1)
     empty = (pos == 0) | (pos == sdf.shape[1])
     loss = sdf.abs().mean(1) * empty.to(sdf.dtype)
-    upd = torch.zeros_like(sdf)
     smin = sdf.detach().min(1).values
     smax = sdf.detach().max(1).values
-    upd[:, centre] = 1.0 - smin
-    upd[:, boundary] = (-1.0 - smax)[:, None]
-    fixed = sdf.detach() + upd
+    # where() with the boolean mask, not mask indexing (which runs nonzero: a host sync per call)
+    fixed = sdf.detach() + torch.where(boundary.to(sdf.device)[None, :], (-1.0 - smax)[:, None], 0.0)
+    fixed[:, centre] += 1.0 - smin  # the centre is not a boundary vertex
     return torch.where(empty[:, None], fixed, sdf), loss
 
 

@@ -19,6 +19,32 @@ def _grads(mods):
     return [p.grad.clone() if p.grad is not None else None for m in mods for p in m.parameters()]
 
 
+def _g_phase(name, graphs, D_rgb, D_mask, rgb, mask, cam):
+    x, m = rgb.clone().requires_grad_(True), mask.clone().requires_grad_(True)
+    if name == "eager":
+        lr, lm = D_rgb(x, cam).float().reshape(-1), D_mask(m, cam).float().reshape(-1)
+    else:
+        lr, lm = graphs("G", x, m, cam)
+    (lr.sum() + 2 * lm.sum()).backward()
+    return lr.detach().clone(), lm.detach().clone(), x.grad, m.grad
+
+
+def _d_phase(name, graphs, D_rgb, D_mask, rgb, mask, cam):
+    """Two D passes, each followed by its backward; returns the accumulated parameter gradients.  A function,
+    so the eager autograd graph (which keeps the parameters' gradient accumulators alive) is gone before the
+    graphed pass is captured — as in training, where capture happens in the first step."""
+    for mod in (D_rgb, D_mask):
+        mod.zero_grad(set_to_none=False)
+    for k in range(2):
+        x = rgb * (1 - 2 * k)
+        if name == "eager":
+            lr, lm = D_rgb(x, cam).float().reshape(-1), D_mask(mask, cam).float().reshape(-1)
+        else:
+            lr, lm = graphs("D", x, mask, cam)
+        (torch.nn.functional.softplus(lr).sum() + lm.square().sum()).backward()
+    return _grads((D_rgb, D_mask))
+
+
 def test_graphed_phases_match_eager():
     D_rgb, D_mask, cfg = _pair()
     torch.backends.cudnn.allow_tf32 = False
@@ -33,32 +59,13 @@ def test_graphed_phases_match_eager():
         # Gmain: D frozen, image gradients
         for p in list(D_rgb.parameters()) + list(D_mask.parameters()):
             p.requires_grad_(False)
-        out = {}
-        for name in ("eager", "graph"):
-            x, m = rgb.clone().requires_grad_(True), mask.clone().requires_grad_(True)
-            if name == "eager":
-                lr, lm = D_rgb(x, cam).float().reshape(-1), D_mask(m, cam).float().reshape(-1)
-            else:
-                lr, lm = graphs("G", x, m, cam)
-            (lr.sum() + 2 * lm.sum()).backward()
-            out[name] = (lr.detach().clone(), lm.detach().clone(), x.grad, m.grad)
+        out = {name: _g_phase(name, graphs, D_rgb, D_mask, rgb, mask, cam) for name in ("eager", "graph")}
         for a, b in zip(out["eager"], out["graph"]):
             torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
         # Dmain: D trains, constant images; two passes each followed by its backward
         for p in list(D_rgb.parameters()) + list(D_mask.parameters()):
             p.requires_grad_(True)
-        grads = {}
-        for name in ("eager", "graph"):
-            for mod in (D_rgb, D_mask):
-                mod.zero_grad(set_to_none=False)
-            for k in range(2):
-                x = rgb * (1 - 2 * k)
-                if name == "eager":
-                    lr, lm = D_rgb(x, cam).float().reshape(-1), D_mask(mask, cam).float().reshape(-1)
-                else:
-                    lr, lm = graphs("D", x, mask, cam)
-                (torch.nn.functional.softplus(lr).sum() + lm.square().sum()).backward()
-            grads[name] = _grads((D_rgb, D_mask))
+        grads = {name: _d_phase(name, graphs, D_rgb, D_mask, rgb, mask, cam) for name in ("eager", "graph")}
         for a, b in zip(grads["eager"], grads["graph"]):
             torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
         with torch.no_grad():  # an optimizer-like in-place update: the graphs must see the new weights
@@ -77,6 +84,14 @@ def test_graphed_discriminators_reject_a_new_shape():
                torch.rand(3, 2, device="cuda"))
 
 
+def _synthesis_pass(name, syn, wa, wb):
+    a, b = wa.clone().requires_grad_(True), wb.clone().requires_grad_(True)
+    syn.zero_grad(set_to_none=True)
+    geo, tex = syn(a, b, noise_mode="none") if name == "eager" else syn(a, b)
+    (geo.square().sum() + (tex * 3).sum()).backward()
+    return [geo.detach().clone(), tex.detach().clone(), a.grad, b.grad] + [p.grad.clone() for p in syn.parameters()]
+
+
 def test_graphed_synthesis_matches_eager_and_falls_back():
     from get3d.nn.triplane import TriplaneSynthesis
     from get3d.train.graphs import GraphedSynthesis
@@ -91,14 +106,7 @@ def test_graphed_synthesis_matches_eager_and_falls_back():
         g = torch.Generator(device="cuda").manual_seed(step)
         wa = torch.randn(2, syn.num_ws, 32, device="cuda", generator=g)
         wb = torch.randn(2, syn.num_ws, 32, device="cuda", generator=g)
-        res = {}
-        for name in ("eager", "graph"):
-            a, b = wa.clone().requires_grad_(True), wb.clone().requires_grad_(True)
-            syn.zero_grad(set_to_none=True)
-            geo, tex = syn(a, b, noise_mode="none") if name == "eager" else syn(a, b)
-            (geo.square().sum() + (tex * 3).sum()).backward()
-            res[name] = [geo.detach().clone(), tex.detach().clone(), a.grad, b.grad] + \
-                [p.grad.clone() for p in syn.parameters()]
+        res = {name: _synthesis_pass(name, syn, wa, wb) for name in ("eager", "graph")}
         for x, y in zip(res["eager"], res["graph"]):
             torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-4)
         with torch.no_grad():
