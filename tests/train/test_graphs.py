@@ -114,7 +114,7 @@ def test_graphed_synthesis_matches_eager_and_falls_back():
                 p.sub_(1e-3 * p.grad)
     # no-grad call (Dmain) replays the forward only; another batch size falls back to the eager forward
     with torch.no_grad():
-        geo, tex = syn(wa, wb)
+        geo, _ = syn(wa, wb)
         geo3, _ = syn(wa[:1].repeat(3, 1, 1), wb[:1].repeat(3, 1, 1))
     assert geo.shape[0] == 2 and geo3.shape[0] == 3
     eager["eval"] = syn.eval()(wa, wb, noise_mode="none")
