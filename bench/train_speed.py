@@ -91,6 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="experiment: bias_act kernel (fused Triton on CUDA vs the PyTorch reference)")
     ap.add_argument("--fused-modconv", choices=("always", "never", "eval"), default=None,
                     help="experiment: get3d.nn.triplane.FUSED_MODCONV (grouped per-sample conv vs shared conv)")
+    ap.add_argument("--switch", action="append", default=[], metavar="module.ATTR=VALUE",
+                    help="experiment: set a module-level switch, e.g. get3d.nn.triplane.TRIPLANE_SAMPLER=grid_sample")
     ap.add_argument("--graphs", choices=("all", "d", "none"), default=None,
                     help="experiment: CUDA graphs for D passes and the tri-plane synthesis (all), D only, or none")
     ap.add_argument("--count-syncs", action="store_true",
@@ -156,6 +158,14 @@ def apply_experiments(args, cfg_train) -> list[str]:
         from get3d.nn import triplane
         triplane.FUSED_MODCONV = args.fused_modconv
         experiments.append(f"fused_modconv={args.fused_modconv}")
+    for spec in args.switch:
+        import importlib
+        target, value = spec.split("=", 1)
+        mod_name, attr = target.rsplit(".", 1)
+        mod = importlib.import_module(mod_name)
+        old = getattr(mod, attr)
+        setattr(mod, attr, value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value))
+        experiments.append(f"{attr}={value}")
     if args.graphs is not None:
         if args.graphs == "none":
             raise SystemExit("use --set train.cuda_graphs=false for --graphs none (the config is frozen)")
