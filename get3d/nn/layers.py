@@ -229,11 +229,50 @@ def _filter_taps(f: torch.Tensor) -> int:
     return int(f.shape[-1])
 
 
+#: On CUDA, :func:`upsample2d` with a 1-D filter runs as polyphase multiply-adds on the input grid
+#: (:func:`upsample2d_polyphase`) instead of zero insertion + two depthwise convolutions over the 4×-larger
+#: output (PyTorch's generic depthwise kernel: 32 of the 217 GPU-ms of a 32-image generator forward).
+UPSAMPLE_POLYPHASE = True
+
+
+def _polyphase_axis(x: torch.Tensor, g: torch.Tensor, up: int, p0: int, dim: int) -> torch.Tensor:
+    """One axis of zero-insert-by-``up`` → pad ``p0`` (total pad ``n − 1``) → convolve with ``g``, computed per
+    output phase ``r``: ``out[up·q + r] = Σ_d g[n−1 − (up·d − r + p0)] · x[q + d]`` (zero outside the input)."""
+    n, size = int(g.shape[0]), x.shape[dim]
+    taps = {r: [(d, n - 1 - (up * d - r + p0)) for d in range(-n, n + 1) if 0 <= up * d - r + p0 < n]
+            for r in range(up)}
+    ds = [d for t in taps.values() for d, _ in t]
+    lo, hi = max(0, -min(ds)), max(0, max(ds))
+    pad = [0, 0] * (x.ndim - 1 - dim) + [lo, hi]
+    xp = F.pad(x, pad)
+    phases = []
+    for r in range(up):
+        y = None
+        for d, k in taps[r]:
+            s = xp.narrow(dim, d + lo, size)
+            y = s * g[k] if y is None else torch.addcmul(y, s, g[k])
+        phases.append(y if y is not None else torch.zeros_like(x))
+    out = torch.stack(phases, dim=dim + 1)
+    shape = list(x.shape)
+    shape[dim] = size * up
+    return out.reshape(shape)
+
+
+def upsample2d_polyphase(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """:func:`upsample2d` for a separable (1-D) filter without zero insertion (same function)."""
+    fw = _filter_taps(f)
+    p0 = (fw + up - 1) // 2
+    g = f.to(device=x.device, dtype=x.dtype) * up  # per-axis gain: sqrt(up * up)
+    return _polyphase_axis(_polyphase_axis(x, g, up, p0, 3), g, up, p0, 2)
+
+
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     """FIR upsampling by ``up`` (output ``[.., H*up, W*up]``), DC gain preserved."""
     fw = _filter_taps(f)
     p0 = (fw + up - 1) // 2
     p1 = (fw - up) // 2
+    if UPSAMPLE_POLYPHASE and x.is_cuda and f.ndim == 1 and x.ndim == 4 and KERNELS["upfirdn2d"] is upfirdn2d_ref:
+        return upsample2d_polyphase(x, f, up)
     return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
 
 

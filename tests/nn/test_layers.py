@@ -145,3 +145,22 @@ def test_fold_policy_keeps_cpu_fp32_reference_order(monkeypatch):
     with pytest.raises(ValueError, match="FOLD_DOWNSAMPLE_CONV"):
         lay(torch.zeros(1, 3, 8, 8))
     assert L.Conv2dLayer(3, 4, 3).fold_map is None
+
+
+@pytest.mark.parametrize("filt", [[1, 3, 3, 1], [1, 2, 1], [1, 4, 6, 4, 1], [1, 1]])
+@pytest.mark.parametrize("up", [2, 3])
+def test_polyphase_upsample_is_the_reference_function(filt, up):
+    """Polyphase upsampling == zero insertion + pad + FIR (values and gradients, float64), any filter length."""
+    torch.manual_seed(0)
+    f = L.setup_filter(filt).double()
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    fw = len(filt)
+    p0, p1 = (fw + up - 1) // 2, (fw - up) // 2
+    ref = L.upfirdn2d_ref(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
+    new = L.upsample2d_polyphase(x, f, up)
+    assert new.shape == ref.shape == (2, 3, 5 * up, 7 * up)
+    torch.testing.assert_close(new, ref, atol=1e-12, rtol=1e-12)
+    w = torch.randn_like(ref)
+    (gr,) = torch.autograd.grad((ref * w).sum(), x)
+    (gn,) = torch.autograd.grad((new * w).sum(), x)
+    torch.testing.assert_close(gn, gr, atol=1e-12, rtol=1e-12)
