@@ -229,10 +229,11 @@ def _filter_taps(f: torch.Tensor) -> int:
     return int(f.shape[-1])
 
 
-#: On CUDA, :func:`upsample2d` with a 1-D filter runs as polyphase multiply-adds on the input grid
-#: (:func:`upsample2d_polyphase`) instead of zero insertion + two depthwise convolutions over the 4×-larger
-#: output (PyTorch's generic depthwise kernel: 32 of the 217 GPU-ms of a 32-image generator forward).
-UPSAMPLE_POLYPHASE = True
+#: On CUDA, :func:`upsample2d` with a 1-D filter can run as polyphase multiply-adds on the input grid
+#: (:func:`upsample2d_polyphase`, same function) instead of zero insertion + two depthwise convolutions over the
+#: 4×-larger output (PyTorch's generic depthwise kernel: 32 of the 217 GPU-ms of a 32-image generator forward).
+#: Off until its speed is measured on a GPU (docs/perf-notes.md §6 has the command).
+UPSAMPLE_POLYPHASE = False
 
 
 def _polyphase_axis(x: torch.Tensor, g: torch.Tensor, up: int, p0: int, dim: int) -> torch.Tensor:
