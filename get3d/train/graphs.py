@@ -23,6 +23,19 @@ import torch
 from torch import nn
 
 
+def ensure_grads(params) -> None:
+    """Give every trainable parameter a ``.grad`` buffer of its own before a graphed backward.
+
+    A graphed backward returns its gradients in static buffers.  When ``p.grad`` is None, autograd *adopts*
+    the incoming tensor as ``p.grad`` (no copy), so ``p.grad`` would alias the static buffer: the next replay
+    overwrites it, and accumulating into it adds the buffer to itself — two graphed D passes per step (Dmain)
+    would leave twice the second pass's gradient.  With a buffer of its own, autograd adds in place.
+    """
+    for p in params:
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
 class DiscriminatorPair(nn.Module):
     """``(rgb, mask, camera) → (rgb logits, mask logits)`` in float32, optionally under bf16 autocast."""
 
@@ -68,6 +81,9 @@ class GraphedDiscriminators:
         if phase not in ("G", "D"):
             raise ValueError(f"graphed discriminators: phase must be 'G' or 'D', got {phase!r}")
         shapes = (tuple(rgb.shape), tuple(mask.shape), tuple(camera.shape))
+        if torch.is_grad_enabled():
+            ensure_grads(self.D_rgb.parameters())
+            ensure_grads(self.D_mask.parameters())
         if phase not in self._graphed:
             self._graphed[phase] = self._capture(phase, rgb, mask, camera)
             self._shapes[phase] = shapes
@@ -120,5 +136,7 @@ class GraphedSynthesis:
             self._shapes = shapes
         if not usable or self._graphed is None or shapes != self._shapes:
             return self._orig(ws_trunk, ws_tex, noise_mode=noise_mode, fused_modconv=fused_modconv)
+        if torch.is_grad_enabled():
+            ensure_grads(self.module.parameters())
         out = self._graphed(ws_trunk, ws_tex)
         return (None, out[0]) if len(out) == 1 else (out[0], out[1])

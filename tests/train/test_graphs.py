@@ -119,3 +119,66 @@ def test_graphed_synthesis_matches_eager_and_falls_back():
     assert geo.shape[0] == 2 and geo3.shape[0] == 3
     eager["eval"] = syn.eval()(wa, wb, noise_mode="none")
     torch.testing.assert_close(syn.train()(wa, wb)[1], eager["eval"][1], atol=1e-4, rtol=1e-4)
+
+
+def test_graphed_d_accumulates_like_the_training_loop():
+    """The loop's pattern from a fresh model: grads start as None, ``zero_grad(set_to_none=False)`` each step,
+    two graphed D passes (fakes, reals) each with its own backward.  Without :func:`ensure_grads`, autograd
+    adopts the graph's static gradient buffer as ``p.grad`` and the step ends with 2 × the reals' gradient."""
+    import copy
+    D_rgb, D_mask, cfg = _pair()
+    E_rgb, E_mask = copy.deepcopy(D_rgb), copy.deepcopy(D_mask)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    res = cfg.img_resolution
+    graphs = GraphedDiscriminators(D_rgb, D_mask)
+    for step in range(3):
+        g = torch.Generator(device="cuda").manual_seed(10 + step)
+        fake = torch.randn(2, 3, res, res, device="cuda", generator=g)
+        real = torch.randn(2, 3, res, res, device="cuda", generator=g)
+        mask = torch.rand(2, 1, res, res, device="cuda", generator=g)
+        cam = torch.rand(2, 2, device="cuda", generator=g)
+        for m in (D_rgb, D_mask, E_rgb, E_mask):
+            m.zero_grad(set_to_none=False)
+        for sign, x in ((1.0, fake), (-1.0, real)):
+            lr, lm = graphs("D", x, mask, cam)
+            (torch.nn.functional.softplus(sign * lr).sum() + lm.sum()).backward()
+            er, em = E_rgb(x, cam).float().reshape(-1), E_mask(mask, cam).float().reshape(-1)
+            (torch.nn.functional.softplus(sign * er).sum() + em.sum()).backward()
+        for p, q in zip(list(D_rgb.parameters()) + list(D_mask.parameters()),
+                        list(E_rgb.parameters()) + list(E_mask.parameters())):
+            torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3)
+        with torch.no_grad():
+            for p, q in zip(list(D_rgb.parameters()) + list(D_mask.parameters()),
+                            list(E_rgb.parameters()) + list(E_mask.parameters())):
+                p.sub_(1e-3 * p.grad)
+                q.sub_(1e-3 * q.grad)
+
+
+def test_graphed_synthesis_accumulates_like_the_training_loop():
+    import copy
+
+    from get3d.nn.triplane import TriplaneSynthesis
+    from get3d.train.graphs import GraphedSynthesis
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    syn = TriplaneSynthesis(32, 32, 32, [32, 32, 16, 16], plane_channels=8, geometry=True, use_noise=False,
+                            device="cuda").to("cuda").train()
+    ref = copy.deepcopy(syn)
+    GraphedSynthesis(syn)
+    for step in range(3):
+        g = torch.Generator(device="cuda").manual_seed(step)
+        wa = torch.randn(2, syn.num_ws, 32, device="cuda", generator=g)
+        wb = torch.randn(2, syn.num_ws, 32, device="cuda", generator=g)
+        for m in (syn, ref):
+            m.zero_grad(set_to_none=False)
+            geo, tex = m(wa.clone().requires_grad_(True), wb.clone().requires_grad_(True))
+            (geo.square().sum() + (tex * 3).sum()).backward()
+            del geo, tex
+        for p, q in zip(syn.parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4)
+        with torch.no_grad():
+            for p, q in zip(syn.parameters(), ref.parameters()):
+                p.sub_(1e-3 * p.grad)
+                q.sub_(1e-3 * q.grad)

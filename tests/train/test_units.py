@@ -128,3 +128,36 @@ def test_fused_adam_and_tf32_knobs_touch_cuda_only():
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     _set_tf32(off, torch.device("cpu"))
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_ensure_grads_keeps_static_gradient_buffers_out_of_param_grad():
+    """CPU model of a graphed backward (gradients returned in one static buffer, as make_graphed_callables
+    does): two backward passes per step must accumulate. Without ensure_grads autograd adopts the buffer."""
+    from get3d.train.graphs import ensure_grads
+
+    def run(use_ensure: bool) -> torch.Tensor:
+        w = torch.nn.Parameter(torch.zeros(3))
+        static = torch.zeros(3)
+
+        class Replay(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, p):
+                ctx.x = x
+                return (x * p).sum()
+
+            @staticmethod
+            def backward(ctx, g):
+                static.copy_(g * ctx.x)        # "replay": overwrite the static buffer
+                return None, static.detach()
+
+        for _step in range(2):
+            if w.grad is not None:
+                w.grad.zero_()                  # zero_grad(set_to_none=False)
+            for x in (torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0])):
+                if use_ensure:
+                    ensure_grads([w])
+                Replay.apply(x, w).backward()
+        return w.grad.clone()
+
+    torch.testing.assert_close(run(True), torch.tensor([11.0, 22.0, 33.0]))
+    assert not torch.equal(run(False), torch.tensor([11.0, 22.0, 33.0]))  # the failure mode it prevents
