@@ -7,7 +7,10 @@ export GET3D_CACHE_DIR=/tmp/g3c OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 timeout 120 python3 -u bench/gpu_env_check.py 2>&1 | tail -4
 echo "== GPU tests"
-timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/raster tests/evaluate tests/train 2>&1 | tail -8
+timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/nn tests/raster tests/evaluate tests/train tests/metrics \
+  tests/geometry 2>&1 | tail -8
+echo "== Triton kernels vs their references (not marked gpu: they also run on the CPU under TRITON_INTERPRET=1)"
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/nn/test_ops_bias_act.py tests/nn/test_ops_triplane.py 2>&1 | tail -3
 echo "== raster agreement + timing"
 timeout 200 python3 -u bench/gpu_raster.py --json "$OUT/raster.json" > "$OUT/raster.log" 2>&1; tail -28 "$OUT/raster.log"
 echo "== metrics"
