@@ -36,6 +36,17 @@ def ensure_grads(params) -> None:
             p.grad = torch.zeros_like(p)
 
 
+def _capture_or_explain(what: str, module: nn.Module, sample: tuple):
+    """``make_graphed_callables`` with an error that says which capture failed and how to train without."""
+    try:
+        return torch.cuda.make_graphed_callables(module, sample, num_warmup_iters=3)
+    except Exception as e:  # any capture failure gets the same actionable message
+        raise RuntimeError(
+            f"CUDA graph capture of {what} failed ({type(e).__name__}: {e}). Something in that forward/backward "
+            "is not capturable (a host sync, a CPU->GPU copy, data-dependent shapes), or an autograd graph of an "
+            "earlier eager pass is still alive. Set train.cuda_graphs: false to train without graphs.") from e
+
+
 class DiscriminatorPair(nn.Module):
     """``(rgb, mask, camera) → (rgb logits, mask logits)`` in float32, optionally under bf16 autocast."""
 
@@ -71,7 +82,7 @@ class GraphedDiscriminators:
                       torch.rand_like(mask).requires_grad_(inputs_need_grad),
                       camera.detach().clone())
             pair = DiscriminatorPair(self.D_rgb, self.D_mask, self.bf16)
-            graphed = torch.cuda.make_graphed_callables(pair, sample, num_warmup_iters=3)
+            graphed = _capture_or_explain("the discriminator passes", pair, sample)
         finally:
             for p, s in zip(params, saved):
                 p.requires_grad_(s)
@@ -131,8 +142,8 @@ class GraphedSynthesis:
         if usable and self._graphed is None and torch.is_grad_enabled() and ws_trunk.requires_grad \
                 and ws_tex.requires_grad and all(p.requires_grad for p in self.module.parameters()):
             sample = (torch.randn_like(ws_trunk).requires_grad_(True), torch.randn_like(ws_tex).requires_grad_(True))
-            self._graphed = torch.cuda.make_graphed_callables(_SynthesisCall(self.module, self._orig), sample,
-                                                              num_warmup_iters=3)
+            self._graphed = _capture_or_explain("the tri-plane synthesis", _SynthesisCall(self.module, self._orig),
+                                                sample)
             self._shapes = shapes
         if not usable or self._graphed is None or shapes != self._shapes:
             return self._orig(ws_trunk, ws_tex, noise_mode=noise_mode, fused_modconv=fused_modconv)

@@ -161,3 +161,13 @@ def test_ensure_grads_keeps_static_gradient_buffers_out_of_param_grad():
 
     torch.testing.assert_close(run(True), torch.tensor([11.0, 22.0, 33.0]))
     assert not torch.equal(run(False), torch.tensor([11.0, 22.0, 33.0]))  # the failure mode it prevents
+
+
+def test_graph_capture_failure_names_the_switch(monkeypatch):
+    from get3d.train import graphs
+
+    def boom(*a, **k):
+        raise RuntimeError("operation not permitted when stream is capturing")
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", boom)
+    with pytest.raises(RuntimeError, match=r"discriminator passes failed .*train\.cuda_graphs: false"):
+        graphs._capture_or_explain("the discriminator passes", torch.nn.Linear(2, 2), (torch.zeros(1, 2),))
