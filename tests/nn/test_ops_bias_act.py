@@ -3,21 +3,15 @@
 Runs on CUDA; without a GPU but with Triton installed it runs on the CPU through Triton's interpreter
 (``TRITON_INTERPRET=1`` must be set before Triton is imported, e.g. ``TRITON_INTERPRET=1 pytest this_file``).
 """
-import os
-
 import pytest
 import torch
+from triton_device import triton_test_device
 
 from get3d.nn import layers as L
 
 triton_mod = pytest.importorskip("get3d.nn.ops.bias_act_triton", reason="needs Triton")
 
-if torch.cuda.is_available():
-    DEVICE = "cuda"
-elif os.environ.get("TRITON_INTERPRET") == "1":
-    DEVICE = "cpu"
-else:
-    pytest.skip("needs CUDA (or TRITON_INTERPRET=1 for the CPU interpreter)", allow_module_level=True)
+DEVICE = triton_test_device()
 
 CASES = [  # shape, dim, layout, act, gain, clamp
     ((2, 5, 6, 7), 1, "nchw", "lrelu", None, 256.0),

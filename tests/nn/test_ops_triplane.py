@@ -3,21 +3,15 @@
 Runs on CUDA; without a GPU but with Triton installed, on the CPU through Triton's interpreter
 (``TRITON_INTERPRET=1`` set before Triton is imported).
 """
-import os
-
 import pytest
 import torch
+from triton_device import triton_test_device
 
 from get3d.nn import triplane
 
 tri = pytest.importorskip("get3d.nn.ops.triplane_triton", reason="needs Triton")
 
-if torch.cuda.is_available():
-    DEVICE = "cuda"
-elif os.environ.get("TRITON_INTERPRET") == "1":
-    DEVICE = "cpu"
-else:
-    pytest.skip("needs CUDA (or TRITON_INTERPRET=1 for the CPU interpreter)", allow_module_level=True)
+DEVICE = triton_test_device()
 
 
 @pytest.mark.parametrize("b,n,c,r", [(2, 70, 4, 5), (1, 130, 32, 16), (3, 1, 6, 8)])
