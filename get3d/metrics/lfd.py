@@ -897,16 +897,15 @@ def thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int = 10_000) -> torch
         return _thin(buff, sil, max_iter)
 
 
-def _thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int) -> torch.Tensor:
+def _thin_setup(buff: torch.Tensor, sil: torch.Tensor):
+    """Shared start of both thinning variants: the deletion table, the pixels thinning may touch (interior,
+    outside the silhouette), each pixel's 8-neighbour code and whether one of its 4 side neighbours is 0."""
     N, H, W = buff.shape
     dev = buff.device
-    if N == 0 or H < 3 or W < 3:
-        return buff.clone()
     table = torch.tensor(list(THIN_DELETE), dtype=torch.bool, device=dev)
-    flag = buff.reshape(-1).to(torch.uint8).clone()
     inner = torch.zeros(N, H, W, dtype=torch.bool, device=dev)
     inner[:, 1:H - 1, 1:W - 1] = True
-    allowed = (inner & ~sil.bool()).reshape(-1)
+    allowed = inner & ~sil.bool()
     pad = _padded(buff, 1, False)
     code = torch.zeros(N, H, W, dtype=torch.int32, device=dev)
     bg4 = torch.zeros_like(buff)
@@ -915,7 +914,17 @@ def _thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int) -> torch.Tensor:
         code |= nbk.to(torch.int32) << k
         if k < 4:
             bg4 |= ~nbk
-    code = code.reshape(-1)
+    return table, allowed, code, bg4
+
+
+def _thin(buff: torch.Tensor, sil: torch.Tensor, max_iter: int) -> torch.Tensor:
+    N, H, W = buff.shape
+    dev = buff.device
+    if N == 0 or H < 3 or W < 3:
+        return buff.clone()
+    flag = buff.reshape(-1).to(torch.uint8).clone()
+    table, allowed, code, bg4 = _thin_setup(buff, sil)
+    allowed, code = allowed.reshape(-1), code.reshape(-1)
     cand = torch.nonzero((buff & bg4).reshape(-1) & allowed)[:, 0]
     ttl = torch.zeros(N * H * W, dtype=torch.int8, device=dev)  # sub-passes left before leaving the work list
     ttl[cand] = 4
@@ -965,18 +974,8 @@ def _thin_dense_list(buff: torch.Tensor, sil: torch.Tensor, max_iter: int) -> to
         return buff.clone()
     n = N * H * W
     dummy = n
-    table = torch.tensor(list(THIN_DELETE), dtype=torch.bool, device=dev)
-    inner = torch.zeros(N, H, W, dtype=torch.bool, device=dev)
-    inner[:, 1:H - 1, 1:W - 1] = True
-    allowed = torch.cat([(inner & ~sil.bool()).reshape(-1), torch.zeros(1, dtype=torch.bool, device=dev)])
-    pad = _padded(buff, 1, False)
-    code = torch.zeros(N, H, W, dtype=torch.int32, device=dev)
-    bg4 = torch.zeros_like(buff)
-    for k, (dy, dx) in enumerate(_THIN_NB):
-        nbk = pad[:, 1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
-        code |= nbk.to(torch.int32) << k
-        if k < 4:
-            bg4 |= ~nbk
+    table, allowed, code, bg4 = _thin_setup(buff, sil)
+    allowed = torch.cat([allowed.reshape(-1), torch.zeros(1, dtype=torch.bool, device=dev)])
     code = torch.cat([code.reshape(-1), torch.zeros(1, dtype=torch.int32, device=dev)])
     flag = torch.cat([buff.reshape(-1).to(torch.uint8), torch.zeros(1, dtype=torch.uint8, device=dev)])
     ttl = torch.where(torch.cat([(buff & bg4).reshape(-1), torch.zeros(1, dtype=torch.bool, device=dev)]) & allowed,
