@@ -13,7 +13,6 @@ switch (``--variant NAME=module.ATTR=VALUE``) timed side by side.
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from get3d import cameras
 from get3d.nn import ModelConfig
 from get3d.nn.config import build_discriminators, build_generator
+from switches import set_switch
 
 
 def make_parts(dev, cfg: ModelConfig):
@@ -62,16 +62,6 @@ def make_parts(dev, cfg: ModelConfig):
         G.requires_grad_(True)
 
     return {"D": (part_d, 4), "Gtrain": (part_gtrain, 4), "Ggen": (part_ggen, 32)}
-
-
-def set_switch(spec: str):
-    """``module.path.ATTR=VALUE`` → set it; returns the previous value (to restore)."""
-    target, value = spec.split("=", 1)
-    mod_name, attr = target.rsplit(".", 1)
-    mod = importlib.import_module(mod_name)
-    old = getattr(mod, attr)
-    setattr(mod, attr, type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true"))
-    return mod, attr, old
 
 
 def timed(fn, iters: int) -> float:

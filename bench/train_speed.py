@@ -85,16 +85,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--fused-adam", action="store_true", help="experiment: Adam(fused=True)")
     ap.add_argument("--fold", choices=("low_precision", "always", "never"), default=None,
                     help="experiment: get3d.nn.layers.FOLD_DOWNSAMPLE_CONV (blur folded into the stride-2 D conv)")
-    ap.add_argument("--modfc", choices=("input", "weight"), default=None,
-                    help="experiment: get3d.nn.layers.MODULATED_FC (styles on activations vs per-sample weights)")
     ap.add_argument("--bias-act", choices=("fused", "ref"), default=None,
                     help="experiment: bias_act kernel (fused Triton on CUDA vs the PyTorch reference)")
-    ap.add_argument("--fused-modconv", choices=("always", "never", "eval"), default=None,
-                    help="experiment: get3d.nn.triplane.FUSED_MODCONV (grouped per-sample conv vs shared conv)")
     ap.add_argument("--switch", action="append", default=[], metavar="module.ATTR=VALUE",
                     help="experiment: set a module-level switch, e.g. get3d.nn.triplane.TRIPLANE_SAMPLER=grid_sample")
-    ap.add_argument("--graphs", choices=("all", "d", "none"), default=None,
-                    help="experiment: CUDA graphs for D passes and the tri-plane synthesis (all), D only, or none")
+    ap.add_argument("--graphs", choices=("all", "d"), default=None,
+                    help="experiment: CUDA graphs for D passes and the tri-plane synthesis (all) or D only; "
+                         "none: --set train.cuda_graphs=false")
     ap.add_argument("--count-syncs", action="store_true",
                     help="count host syncs (torch.cuda.set_sync_debug_mode) in the last *untimed* warm-up step "
                          "and print the top call sites")
@@ -146,32 +143,18 @@ def apply_experiments(args, cfg_train) -> list[str]:
         from get3d.nn import layers as L
         L.FOLD_DOWNSAMPLE_CONV = args.fold
         experiments.append(f"fold={args.fold}")
-    if args.modfc is not None:
-        from get3d.nn import layers as L
-        L.MODULATED_FC = args.modfc
-        experiments.append(f"modfc={args.modfc}")
     if args.bias_act is not None:
         from get3d.nn import layers as L
         L.register_kernel("bias_act", L.bias_act_ref if args.bias_act == "ref" else None)
         experiments.append(f"bias_act={args.bias_act}")
-    if args.fused_modconv is not None:
-        from get3d.nn import triplane
-        triplane.FUSED_MODCONV = args.fused_modconv
-        experiments.append(f"fused_modconv={args.fused_modconv}")
     for spec in args.switch:
-        import importlib
-        target, value = spec.split("=", 1)
-        mod_name, attr = target.rsplit(".", 1)
-        mod = importlib.import_module(mod_name)
-        old = getattr(mod, attr)
-        setattr(mod, attr, value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value))
-        experiments.append(f"{attr}={value}")
+        from switches import set_switch
+        set_switch(spec)
+        experiments.append(spec.rsplit(".", 1)[1])
+    if args.graphs == "d":
+        from get3d.train import graphs
+        graphs.GraphedSynthesis.__init__ = lambda self, synthesis: None  # bench-only: leave G eager
     if args.graphs is not None:
-        if args.graphs == "none":
-            raise SystemExit("use --set train.cuda_graphs=false for --graphs none (the config is frozen)")
-        if args.graphs == "d":
-            from get3d.train import graphs
-            graphs.GraphedSynthesis.__init__ = lambda self, synthesis: None  # bench-only: leave G eager
         experiments.append(f"graphs={args.graphs}")
     for k in ("tf32", "fused_adam"):
         if hasattr(cfg_train, k):

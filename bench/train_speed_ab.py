@@ -5,7 +5,7 @@ every row reports its ratio to it.  Variants run in the order given, then once m
 ``--repeat`` is set (A/B/B/A), so drift of the card (clocks, temperature) shows as a spread, not a gain.
 
     python bench/train_speed_ab.py --profile paper \\
-        "before=--modfc weight --bias-act ref" "after=" --json $OUT/ab.json
+        "ref=--bias-act ref" "fused=" --json $OUT/ab.json
 """
 from __future__ import annotations
 

@@ -174,7 +174,6 @@ def bias_act_fused(x, b=None, dim=1, act="linear", gain=None, clamp=None):
     if x.is_cuda and x.numel() >= FUSED_BIAS_ACT_MIN_NUMEL:
         mod = _triton_bias_act()
         if mod is not None and mod.supports(x, act):
-            _check_act(act)
             g = ACTIVATIONS[act][1] if gain is None else gain
             return mod.bias_act(x, b, dim, act, g, clamp if clamp is not None and clamp >= 0 else None)
     return bias_act_ref(x, b, dim=dim, act=act, gain=gain, clamp=clamp)
