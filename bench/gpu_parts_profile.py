@@ -4,7 +4,8 @@ next to its wall time per iteration.
 Parts: ``D`` (RGB + mask discriminators, forward + backward with parameter gradients, batch 4, 1024²),
 ``Gtrain`` (generator forward + backward of an image loss, training mode, batch 4), ``Ggen`` (generator
 inference as in fid50k: eval mode, no grad, batch 32), each optionally in several variants of a module
-switch (``--variant NAME=module.ATTR=VALUE``) timed side by side.
+switch (``--variant NAME=module.ATTR=VALUE``, several joined by ``+``) timed side by side; ``g_num_fp16_res=N[:DTYPE]``
+as a switch sets the generator's synthesis precision (model.g_num_fp16_res) instead.
 
     python3 bench/gpu_parts_profile.py --parts D,Ggen --out $OUT/parts
     python3 bench/gpu_parts_profile.py --parts Ggen --variant fused=get3d.nn.triplane.FUSED_MODCONV=always \\
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from get3d import cameras
 from get3d.nn import ModelConfig
 from get3d.nn.config import build_discriminators, build_generator
-from switches import set_switch
+from switches import apply_switches
 
 
 def make_parts(dev, cfg: ModelConfig):
@@ -61,7 +62,8 @@ def make_parts(dev, cfg: ModelConfig):
             G(*inputs(32), noise_mode="random")
         G.requires_grad_(True)
 
-    return {"D": (part_d, 4), "Gtrain": (part_gtrain, 4), "Ggen": (part_ggen, 32)}
+    return {"D": (part_d, 4), "Gtrain": (part_gtrain, 4), "Ggen": (part_ggen, 32)}, G
+
 
 
 def timed(fn, iters: int) -> float:
@@ -104,13 +106,13 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     dev = torch.device("cuda")
-    parts = make_parts(dev, ModelConfig(raster_backend="nvdiffrast"))
+    parts, G = make_parts(dev, ModelConfig(raster_backend="nvdiffrast"))
     variants = [("default", None)] + [tuple(v.split("=", 1)) for v in args.variant]
     rows = []
     for name in args.parts.split(","):
         fn, batch = parts[name]
         for vname, spec in variants:
-            saved = set_switch(spec) if spec else None
+            undo = apply_switches(spec, G)
             try:
                 for _ in range(2):
                     fn()
@@ -120,8 +122,8 @@ def main(argv=None) -> int:
                 if not args.no_profile and vname == "default":
                     print(profile(fn, 3, args.out, name), flush=True)
             finally:
-                if saved:
-                    setattr(saved[0], saved[1], saved[2])
+                for u in reversed(undo):
+                    u()
     print(f"\n{'part':<7} {'variant':<12} {'ms/iter':>9} {'img/s':>8} {'ratio':>6}")
     base = {}
     for name, vname, ms, ips in rows:

@@ -111,8 +111,28 @@ class InceptionFeatureExtractor:
         return torch.cat(outs) if outs else torch.zeros(0, FEATURE_DIM)
 
     def features_from_batches(self, batches: Iterable) -> np.ndarray:
+        if self.device.type == "cuda":
+            return self._features_overlapped(batches)
         feats = [self(b).numpy() for b in batches]
         return np.concatenate(feats) if feats else np.zeros((0, FEATURE_DIM), np.float32)
+
+    @torch.no_grad()
+    def _features_overlapped(self, batches: Iterable) -> np.ndarray:
+        """On CUDA: each batch's features run on a side stream while the caller produces the next batch (the
+        generator leaves the GPU idle during its host-side steps); features stay on the device until the end."""
+        side = torch.cuda.Stream(self.device)
+        main = torch.cuda.current_stream(self.device)
+        outs = []
+        for b in batches:
+            t = b if isinstance(b, torch.Tensor) else torch.as_tensor(np.asarray(b))
+            t = t.to(self.device, non_blocking=True)
+            side.wait_stream(main)  # the batch is complete before the side stream reads it
+            with torch.cuda.stream(side):
+                t.record_stream(side)  # its memory is not reused by the caller while the side stream reads it
+                for i in range(0, t.shape[0], self.batch_size):
+                    outs.append(self.model(preprocess(t[i:i + self.batch_size])).float().reshape(-1, FEATURE_DIM))
+        main.wait_stream(side)
+        return torch.cat(outs).cpu().numpy() if outs else np.zeros((0, FEATURE_DIM), np.float32)
 
 
 # ------------------------------------------------------------------------------ independent forward pass

@@ -4,7 +4,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from get3d.nn.layers import ModulatedFullyConnected
+from get3d.nn.layers import ACTIVATIONS, ModulatedFullyConnected
+
+#: Without autograd on CUDA, run a decoder's layers as one Triton kernel (get3d.nn.ops.point_mlp_triton).
+INFERENCE_FUSED = True
+
+
+def fused_chain(layers: list[ModulatedFullyConnected], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+    """The layers applied in order by one kernel when no gradient is needed (generation, evaluation, the
+    discriminator phase's G forward); None where that kernel cannot run (then the caller runs the layers)."""
+    if not INFERENCE_FUSED or torch.is_grad_enabled() or not x.is_cuda:
+        return None
+    try:
+        from get3d.nn.ops import point_mlp_triton as mod
+    except ImportError:
+        return None
+    widths = [layers[0].in_features] + [layer.out_features for layer in layers]
+    acts = [layer.activation for layer in layers]
+    if not mod.supports(x, widths, acts):
+        return None
+    return mod.modulated_chain(x, [layer.folded_weight(w) for layer in layers], [layer.bias for layer in layers],
+                               acts, [ACTIVATIONS[a][1] for a in acts])
 
 
 class ModulatedMLP(nn.Module):
@@ -22,6 +42,9 @@ class ModulatedMLP(nn.Module):
         self.in_features, self.out_features = in_features, out_features
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        y = fused_chain([*self.hidden, self.out], x, w)
+        if y is not None:
+            return y
         for layer in self.hidden:
             x = layer(x, w)
         return self.out(x, w)
@@ -37,6 +60,7 @@ class TextureDecoder(nn.Module):
         self.to_rgb = ModulatedFullyConnected(feat_features, 3, w_dim, "linear", demodulate=False, device=device)
 
     def forward(self, feats: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x = self.mlp(feats, w)
-        x = self.to_rgb(x, w)
+        x = fused_chain([*self.mlp.hidden, self.mlp.out, self.to_rgb], feats, w)
+        if x is None:
+            x = self.to_rgb(self.mlp(feats, w), w)
         return torch.sigmoid(x) * (1 + 2e-3) - 1e-3

@@ -40,12 +40,13 @@ class UnifiedGenerator(nn.Module):
                  channel_base: int = 32768, channel_max: int = 512, plane_channels: int = 32,
                  decoder_hidden: int = 32, texture_features: int = 16, scale: float = 1.0,
                  conv_clamp: float | None = 256, use_noise: bool = True, channels_last: bool = False,
-                 flexicubes: bool = False, device=None):
+                 flexicubes: bool = False, num_fp16_res: int = 0, fp16_dtype: str = "bfloat16", device=None):
         super().__init__()
         self.w_dim, self.scale = w_dim, scale
         self.synthesis = TriplaneSynthesis(w_dim, w_dim, triplane_resolution, channels, channel_base, channel_max,
                                            plane_channels, geometry=True, conv_clamp=conv_clamp,
-                                           use_noise=use_noise, channels_last=channels_last, device=device)
+                                           use_noise=use_noise, channels_last=channels_last,
+                                           num_fp16_res=num_fp16_res, fp16_dtype=fp16_dtype, device=device)
         c = plane_channels
         self.sdf = ModulatedMLP(c, decoder_hidden, 1, w_dim, device=device)
         self.deformation = ModulatedMLP(c, decoder_hidden, 3, w_dim, device=device)
@@ -130,13 +131,15 @@ class SeparateGenerator(nn.Module):
                  decoder_hidden: int = 32, texture_features: int = 16, scale: float = 1.0,
                  geo_channels=(256, 256, 128, 64), geo_mlp_width: int = 256, sdf_hidden: int = 3,
                  deformation_hidden: int = 2, conv_clamp: float | None = 256, use_noise: bool = True,
-                 channels_last: bool = False, flexicubes: bool = False, device=None):
+                 channels_last: bool = False, flexicubes: bool = False, num_fp16_res: int = 0,
+                 fp16_dtype: str = "bfloat16", device=None):
         super().__init__()
         self.w_dim, self.scale = w_dim, scale
         wt = 2 * w_dim
         self.synthesis = TriplaneSynthesis(wt, wt, triplane_resolution, channels, channel_base, channel_max,
                                            plane_channels, geometry=False, conv_clamp=conv_clamp,
-                                           use_noise=use_noise, channels_last=channels_last, device=device)
+                                           use_noise=use_noise, channels_last=channels_last,
+                                           num_fp16_res=num_fp16_res, fp16_dtype=fp16_dtype, device=device)
         self.sdf_net = GeometryVolumeNet(w_dim, 1, geo_channels, geo_mlp_width, sdf_hidden, scale, device=device)
         self.deformation_net = GeometryVolumeNet(w_dim, 3, geo_channels, geo_mlp_width, deformation_hidden, scale,
                                                  device=device)
@@ -228,7 +231,8 @@ def flat_query(query: Callable[[torch.Tensor], torch.Tensor], points: torch.Tens
                batch: int) -> torch.Tensor:
     """Evaluate a batched field ``query([B, Nmax, 3]) → [B, Nmax, C]`` at flat points with sample indices.
 
-    Points are packed per sample (padded to the largest count), queried once, and unpacked.
+    Points are packed per sample (padded to the largest count), queried once, and unpacked.  Rasterised pixels
+    arrive grouped by sample already; then the stable sort (and its gathers) is skipped.
     """
     n = points.shape[0]
     if n == 0:
@@ -238,14 +242,17 @@ def flat_query(query: Callable[[torch.Tensor], torch.Tensor], points: torch.Tens
         return q[:, :0].reshape(0, q.shape[-1])
     idx = sample_index.long()
     counts = torch.bincount(idx, minlength=batch)
-    order = torch.argsort(idx, stable=True)
+    grouped = (idx[1:] >= idx[:-1]).all() if n > 1 else torch.ones((), dtype=torch.bool, device=idx.device)
+    nmax, grouped = torch.stack([counts.max(), grouped.long()]).tolist()  # one host sync for both
+    order = None if grouped else torch.argsort(idx, stable=True)
+    sorted_idx = idx if order is None else idx[order]
     starts = torch.cumsum(counts, 0) - counts
-    sorted_idx = idx[order]
     slot = torch.arange(n, device=points.device) - starts[sorted_idx]
-    nmax = int(counts.max())
     packed = points.new_zeros(batch, nmax, 3)
-    packed[sorted_idx, slot] = points[order]
+    packed[sorted_idx, slot] = points if order is None else points[order]
     out = query(packed)
+    if order is None:
+        return out[sorted_idx, slot]
     res = out.new_empty(n, out.shape[-1])
     res[order] = out[sorted_idx, slot]
     return res

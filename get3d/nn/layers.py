@@ -228,11 +228,19 @@ def _filter_taps(f: torch.Tensor) -> int:
     return int(f.shape[-1])
 
 
-#: On CUDA, :func:`upsample2d` with a 1-D filter can run as polyphase multiply-adds on the input grid
-#: (:func:`upsample2d_polyphase`, same function) instead of zero insertion + two depthwise convolutions over the
-#: 4×-larger output (PyTorch's generic depthwise kernel: 32 of the 217 GPU-ms of a 32-image generator forward).
-#: Off until its speed is measured on a GPU (docs/perf-notes.md §6 has the command).
-UPSAMPLE_POLYPHASE = False
+#: How :func:`upsample2d` runs on CUDA for the ×2, 4-tap case (same function each way): ``"triton"`` (default; one
+#: kernel per direction, :mod:`get3d.nn.ops.upsample_triton`), ``"polyphase"`` (:func:`upsample2d_polyphase`:
+#: faster than the reference in inference, slower in training because of its many small backward ops) or
+#: ``"reference"`` (zero insertion + two depthwise convolutions over the 4× grid, also the CPU path).
+UPSAMPLE = "triton"
+
+
+def _triton_upsample():
+    try:
+        from get3d.nn.ops import upsample_triton
+    except ImportError:  # no Triton: the reference
+        return None
+    return upsample_triton
 
 
 def _polyphase_axis(x: torch.Tensor, g: torch.Tensor, up: int, p0: int, dim: int) -> torch.Tensor:
@@ -271,8 +279,13 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     fw = _filter_taps(f)
     p0 = (fw + up - 1) // 2
     p1 = (fw - up) // 2
-    if UPSAMPLE_POLYPHASE and x.is_cuda and f.ndim == 1 and x.ndim == 4 and KERNELS["upfirdn2d"] is upfirdn2d_ref:
-        return upsample2d_polyphase(x, f, up)
+    if x.is_cuda and f.ndim == 1 and x.ndim == 4 and KERNELS["upfirdn2d"] is upfirdn2d_ref:
+        if UPSAMPLE == "triton":
+            mod = _triton_upsample()
+            if mod is not None and mod.supports(x, f, up):
+                return mod.upsample2x(x, f)
+        elif UPSAMPLE == "polyphase":
+            return upsample2d_polyphase(x, f, up)
     return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
 
 
@@ -323,13 +336,14 @@ class FullyConnected(nn.Module):
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise=None, up: int = 1,
                      padding: int = 0, resample_filter: torch.Tensor | None = None, demodulate: bool = True,
-                     fused_modconv: bool = True) -> torch.Tensor:
+                     fused_modconv: bool = True, defer_epilogue: bool = False):
     """Modulated (and demodulated) 2-D convolution.
 
     ``x`` [B, I, H, W], ``weight`` [O, I, k, k], ``styles`` [B, I].  ``fused_modconv`` folds the styles into
     per-sample weights and runs one grouped convolution; otherwise the activations are scaled before and
     after a shared convolution (cheaper on large batches, identical result).
-    ``up=2`` upsamples with the FIR filter before the convolution.
+    ``up=2`` upsamples with the FIR filter before the convolution.  ``defer_epilogue`` (shared-conv form only)
+    returns ``(conv output, dcoefs)`` without applying the demodulation and ``noise``, for a fused epilogue.
     """
     b = x.shape[0]
     o, i, kh, kw = weight.shape
@@ -338,7 +352,14 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if up > 1:
         if resample_filter is None:
             raise ValueError("up > 1 needs a resample_filter")
+        channels_last = x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         x = upsample2d(x, resample_filter, up)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+    if x.dtype == torch.float16 and demodulate:
+        # keep float16 activations in range (StyleGAN2-ADA): demodulation undoes both scalings exactly
+        weight = weight * (1 / math.sqrt(i * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     dcoefs = None
     if demodulate:
         w = weight.unsqueeze(0) * styles.reshape(b, 1, i, 1, 1)  # [B, O, I, k, k]
@@ -346,6 +367,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(b, i, 1, 1)
         x = F.conv2d(x, weight.to(x.dtype), padding=padding)
+        if defer_epilogue:
+            return x, dcoefs
         if dcoefs is not None:
             x = x * dcoefs.to(x.dtype).reshape(b, o, 1, 1)
         if noise is not None:
@@ -361,6 +384,11 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
+
+
+#: Without autograd (generation, evaluation), run each synthesis layer's epilogue (demodulation, noise, bias,
+#: activation, clamp) as one Triton kernel on CUDA.
+INFERENCE_EPILOGUE = True
 
 
 class SynthesisLayer(nn.Module):
@@ -390,6 +418,10 @@ class SynthesisLayer(nn.Module):
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be random|const|none, got {noise_mode!r}")
         styles = self.affine(w)
+        if not fused_modconv and not torch.is_grad_enabled() and x.is_cuda:
+            y = self._inference_forward(x, styles, noise_mode, gain)
+            if y is not None:
+                return y
         noise = None
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
@@ -401,6 +433,30 @@ class SynthesisLayer(nn.Module):
         act_gain = ACTIVATIONS[self.activation][1] * gain
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=clamp)
+
+    def _inference_forward(self, x, styles, noise_mode: str, gain: float):
+        """Same function without autograd: demodulation, noise, bias, activation and clamp in one Triton pass
+        over the conv output (:func:`get3d.nn.ops.bias_act_triton.demodulate_noise_bias_act`); None when that
+        kernel cannot run here (no Triton, a layout it does not take)."""
+        if not INFERENCE_EPILOGUE or not x.is_contiguous():  # the kernel takes NCHW (the float32 trunk's layout)
+            return None
+        mod = _triton_bias_act()
+        if mod is None:
+            return None
+        y, dcoefs = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
+                                     resample_filter=self.resample_filter, fused_modconv=False, defer_epilogue=True)
+        if not mod.supports_epilogue(y, self.activation):
+            return None
+        noise = strength = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([y.shape[0], 1, self.resolution, self.resolution], device=y.device, dtype=y.dtype)
+            strength = self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise, strength = self.noise_const, self.noise_strength
+        act_gain = ACTIVATIONS[self.activation][1] * gain
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return mod.demodulate_noise_bias_act(y, dcoefs, noise, strength, self.bias.to(y.dtype), self.activation,
+                                             act_gain, clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -464,6 +520,17 @@ class ModulatedFullyConnected(nn.Module):
                 d = (styles.square() @ self.weight.square().t() + 1e-8).rsqrt()  # [B, O]
                 x = x * d.unsqueeze(1).to(x.dtype)
         return bias_act(x, self.bias, dim=2, act=self.activation)
+
+    def folded_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """Per-sample weights ``[B, O, I]`` with the styles (and the demodulation) folded in: the layer is
+        ``act(x · folded[b]ᵀ + bias) · gain`` (for the fused inference kernel)."""
+        styles = self.affine(w)
+        if not self.demodulate:
+            styles = styles * self.weight_gain
+        wt = self.weight.unsqueeze(0) * styles.unsqueeze(1)
+        if self.demodulate:
+            wt = wt * (wt.square().sum(dim=2, keepdim=True) + 1e-8).rsqrt()
+        return wt
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, act={self.activation}, demod={self.demodulate}"

@@ -119,6 +119,11 @@ def test_flat_query_packs_by_sample():
     sid = torch.tensor([1, 0, 1, 2, 0, 1, 2, 2, 2])
     out = flat_query(lambda p: p.sum(-1, keepdim=True) + torch.arange(3.0)[:, None, None] * 100, pts, sid, 3)
     torch.testing.assert_close(out[:, 0], pts.sum(-1) + sid.float() * 100)
+    grouped, _ = torch.sort(sid)  # the rasteriser's order: the sort-free path gives the same answer
+    out = flat_query(lambda p: p.sum(-1, keepdim=True) + torch.arange(3.0)[:, None, None] * 100, pts, grouped, 3)
+    torch.testing.assert_close(out[:, 0], pts.sum(-1) + grouped.float() * 100)
+    one = flat_query(lambda p: p.sum(-1, keepdim=True), pts[:1], sid[:1], 3)
+    torch.testing.assert_close(one[:, 0], pts[:1].sum(-1))
 
 
 def test_camera_forms_agree():

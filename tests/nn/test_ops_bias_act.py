@@ -92,3 +92,25 @@ def test_dispatch_uses_reference_for_small_or_unsupported_inputs(monkeypatch):
     if DEVICE == "cuda":
         L.bias_act_fused(torch.randn(L.FUSED_BIAS_ACT_MIN_NUMEL, device=DEVICE), None, act="lrelu", dim=0)
         assert len(calls) == 1
+
+
+@pytest.mark.parametrize("noise_mode", ["random", "const", "none"])
+@pytest.mark.parametrize("up", [1, 2])
+def test_inference_epilogue_matches_the_autograd_layer(noise_mode, up, monkeypatch):
+    """SynthesisLayer without autograd (one fused epilogue kernel) == the same layer's differentiable path."""
+    if DEVICE == "cpu":  # the layer takes the fused path for CUDA tensors only; call it directly here
+        monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    torch.manual_seed(3)
+    layer = L.SynthesisLayer(6, 5, 8, resolution=8 if up == 2 else 4, up=up, conv_clamp=0.7, device=DEVICE)
+    with torch.no_grad():
+        layer.noise_strength.fill_(0.3)
+        layer.bias.normal_()
+    x = torch.randn(3, 6, 4, 4, device=DEVICE)
+    w = torch.randn(3, 8, device=DEVICE)
+    torch.manual_seed(7)
+    ref = layer(x, w, noise_mode=noise_mode, fused_modconv=False)  # grad enabled: reference path
+    torch.manual_seed(7)
+    with torch.no_grad():
+        fast = layer._inference_forward(x, layer.affine(w), noise_mode, 1.0)
+    assert fast is not None
+    torch.testing.assert_close(fast, ref.detach(), atol=1e-5, rtol=1e-5)

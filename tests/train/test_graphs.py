@@ -8,11 +8,30 @@ from get3d.train.graphs import GraphedDiscriminators
 pytestmark = pytest.mark.gpu
 
 
+@pytest.fixture(autouse=True)
+def _upsample_kernel(monkeypatch):
+    """GET3D_TEST_UPSAMPLE=reference|polyphase|triton runs these tests with another FIR upsampling kernel."""
+    import os
+
+    from get3d.nn import layers
+    if os.environ.get("GET3D_TEST_UPSAMPLE"):
+        monkeypatch.setattr(layers, "UPSAMPLE", os.environ["GET3D_TEST_UPSAMPLE"])
+
+
 def _pair():
     torch.manual_seed(0)
     cfg = small_config()
     D = build_discriminators(cfg, device="cuda").to("cuda")  # .to(): the FIR buffers are built on the CPU
     return D.rgb, D.mask, cfg
+
+
+def assert_close_in_norm(actual, expected, rtol):
+    """``|actual − expected| ≤ rtol · |expected|`` over the whole tensor: float32 reductions in another order
+    (graph capture may pick other cuDNN algorithms) move single cancelling elements by more than an element-wise
+    tolerance, while an accumulation bug (a lost or doubled term) moves the norm by O(1)."""
+    err = (actual.double() - expected.double()).norm()
+    assert err <= rtol * expected.double().norm() + 1e-12, \
+        f"relative error {err / expected.double().norm():.2e} > {rtol:.0e} (shape {tuple(expected.shape)})"
 
 
 def _grads(mods):
@@ -108,7 +127,7 @@ def test_graphed_synthesis_matches_eager_and_falls_back():
         wb = torch.randn(2, syn.num_ws, 32, device="cuda", generator=g)
         res = {name: _synthesis_pass(name, syn, wa, wb) for name in ("eager", "graph")}
         for x, y in zip(res["eager"], res["graph"]):
-            torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-4)
+            assert_close_in_norm(y, x, 1e-5)
         with torch.no_grad():
             for p in syn.parameters():
                 p.sub_(1e-3 * p.grad)
@@ -155,7 +174,9 @@ def test_graphed_d_accumulates_like_the_training_loop():
                 q.sub_(1e-3 * q.grad)
 
 
-def test_graphed_synthesis_accumulates_like_the_training_loop():
+@pytest.mark.parametrize("num_fp16_res, tol", [(0, 1e-5), (2, 1e-2)])
+def test_graphed_synthesis_accumulates_like_the_training_loop(num_fp16_res, tol):
+    """Also with the top blocks in bf16 (model.g_num_fp16_res): same kernels, so graphed == eager."""
     import copy
 
     from get3d.nn.triplane import TriplaneSynthesis
@@ -164,7 +185,7 @@ def test_graphed_synthesis_accumulates_like_the_training_loop():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     syn = TriplaneSynthesis(32, 32, 32, [32, 32, 16, 16], plane_channels=8, geometry=True, use_noise=False,
-                            device="cuda").to("cuda").train()
+                            num_fp16_res=num_fp16_res, device="cuda").to("cuda").train()
     ref = copy.deepcopy(syn)
     GraphedSynthesis(syn)
     for step in range(3):
@@ -177,7 +198,7 @@ def test_graphed_synthesis_accumulates_like_the_training_loop():
             (geo.square().sum() + (tex * 3).sum()).backward()
             del geo, tex
         for p, q in zip(syn.parameters(), ref.parameters()):
-            torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4)
+            assert_close_in_norm(p.grad, q.grad, tol)
         with torch.no_grad():
             for p, q in zip(syn.parameters(), ref.parameters()):
                 p.sub_(1e-3 * p.grad)

@@ -133,3 +133,55 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, gain: 
              clamp: float | None) -> torch.Tensor:
     """``clamp(act(x + b) * gain)`` in one kernel; the caller checks :func:`supports` first."""
     return BiasActFunction.apply(x, b, dim % x.ndim, act, gain, clamp)
+
+
+# ------------------------------------------------------------------------------ inference epilogue of a layer
+
+@triton.jit
+def _epilogue_kernel(X, D, NZ, S, B, Y, N, C, HW, gain, alpha, clamp, HAS_NOISE: tl.constexpr,
+                     NOISE_BATCHED: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < N
+    hw = offs % HW
+    bc = offs // HW
+    x = tl.load(X + offs, mask=m, other=0.0).to(tl.float32) * tl.load(D + bc, mask=m, other=0.0).to(tl.float32)
+    if HAS_NOISE:
+        if NOISE_BATCHED:
+            nidx = (bc // C) * HW + hw
+        else:
+            nidx = hw
+        x += tl.load(NZ + nidx, mask=m, other=0.0).to(tl.float32) * tl.load(S).to(tl.float32)
+    x += tl.load(B + bc % C, mask=m, other=0.0).to(tl.float32)
+    if ACT == 1:
+        x = tl.where(x > 0, x, x * alpha)
+    if ACT == 2:
+        x = tl.maximum(x, 0.0)
+    x = x * gain
+    if HAS_CLAMP:
+        x = tl.minimum(tl.maximum(x, -clamp), clamp)
+    tl.store(Y + offs, x.to(Y.dtype.element_ty), mask=m)
+
+
+def supports_epilogue(x: torch.Tensor, act: str) -> bool:
+    return (x.is_cuda and x.ndim == 4 and x.is_contiguous() and act in ACT_CODES and x.numel() > 0
+            and x.dtype in (torch.float32, torch.float16, torch.bfloat16))
+
+
+def demodulate_noise_bias_act(x: torch.Tensor, dcoefs: torch.Tensor, noise: torch.Tensor | None,
+                              strength: torch.Tensor | None, b: torch.Tensor, act: str, gain: float,
+                              clamp: float | None) -> torch.Tensor:
+    """Forward only (no autograd): ``clamp(act(x·dcoefs[b, c] + noise·strength + b[c]) · gain)`` in one pass over
+    an NCHW ``x``; ``noise`` is ``[B, 1, H, W]`` or ``[H, W]``, ``strength`` a one-element tensor (read on the
+    device).  The synthesis layers' epilogue when no gradient is needed (generation, evaluation)."""
+    bsz, c, h, w = x.shape
+    y = torch.empty_like(x)
+    n = x.numel()
+    d = dcoefs.to(torch.float32).contiguous()
+    nz = noise.contiguous() if noise is not None else x
+    st = strength.reshape(1) if strength is not None else d
+    _epilogue_kernel[_grid(n)](x, d, nz, st, b.contiguous(), y, n, c, h * w, float(gain), LRELU_ALPHA,
+                               float(clamp) if clamp is not None else 0.0, HAS_NOISE=noise is not None,
+                               NOISE_BATCHED=noise is not None and noise.ndim == 4 and noise.shape[0] == bsz
+                               and bsz > 1, ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, BLOCK=BLOCK)
+    return y
+
