@@ -78,3 +78,17 @@ def test_upsample2d_dispatches_to_triton(monkeypatch):
     assert calls and y.shape == (1, 2, 8, 8)
     monkeypatch.setattr(L, "UPSAMPLE", "reference")
     torch.testing.assert_close(L.upsample2d(x, f), y, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_synthesis_layer_without_autograd_matches_autograd(up, monkeypatch):
+    """The inference path of a synthesis layer (Triton upsampling + fused epilogue) == its autograd path."""
+    if DEVICE == "cpu":
+        monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    torch.manual_seed(4)
+    layer = L.SynthesisLayer(6, 5, 8, resolution=8 if up == 2 else 4, up=up, conv_clamp=256, device=DEVICE)
+    x, w = torch.randn(2, 6, 4, 4, device=DEVICE), torch.randn(2, 8, device=DEVICE)
+    ref = layer(x, w, noise_mode="const", fused_modconv=False)
+    with torch.no_grad():
+        fast = layer(x, w, noise_mode="const", fused_modconv=False)
+    torch.testing.assert_close(fast, ref.detach(), atol=1e-5, rtol=1e-5)

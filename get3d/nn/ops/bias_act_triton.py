@@ -23,7 +23,7 @@ LRELU_ALPHA = 0.2
 BLOCK = 1024
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def _fwd_kernel(X, B, Y, N, C, S, gain, alpha, clamp,
                 HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -42,7 +42,7 @@ def _fwd_kernel(X, B, Y, N, C, S, gain, alpha, clamp,
     tl.store(Y + offs, x.to(Y.dtype.element_ty), mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def _bwd_kernel(DY, Y, DX, N, gain, alpha, clamp,
                 ACT: tl.constexpr, HAS_CLAMP: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)

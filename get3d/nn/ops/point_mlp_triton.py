@@ -38,7 +38,7 @@ def _layer(h, W, Bias, b, K: tl.constexpr, KP: tl.constexpr, O: tl.constexpr, OP
     return tl.where((oi < O)[None, :], y, 0.0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def _chain_kernel(X, Y, N, W0, B0, W1, B1, W2, B2, g0, g1, g2, alpha,
                   D0: tl.constexpr, P0: tl.constexpr, D1: tl.constexpr, P1: tl.constexpr,
                   D2: tl.constexpr, P2: tl.constexpr, D3: tl.constexpr, P3: tl.constexpr,

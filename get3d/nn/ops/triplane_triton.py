@@ -39,7 +39,7 @@ def _plane_rows(pu, pv, plane_base, R):
     return r00, r01, r10, r11, wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NTOT", "NPER"])
 def _fwd_kernel(T, P, OUT, NTOT, NPER, R, C, CP: tl.constexpr, BLOCK_N: tl.constexpr):
     pid = tl.program_id(0)
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -68,7 +68,7 @@ def _fwd_kernel(T, P, OUT, NTOT, NPER, R, C, CP: tl.constexpr, BLOCK_N: tl.const
     tl.store(OUT + n.to(tl.int64)[:, None] * C + c[None, :], acc.to(OUT.dtype.element_ty), mask=m2)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NTOT", "NPER"])
 def _bwd_kernel(DT, P, DOUT, NTOT, NPER, R, C, CP: tl.constexpr, BLOCK_N: tl.constexpr):
     pid = tl.program_id(0)
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
