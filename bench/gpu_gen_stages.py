@@ -30,7 +30,6 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", default="32,64")
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--res", type=int, default=1024)
-    ap.add_argument("--fp16-res", type=int, default=0, help="model.g_num_fp16_res for the synthesis")
     ap.add_argument("--profile", action="store_true", help="also torch.profiler of one batch of the first size")
     args = ap.parse_args(argv)
     dev = torch.device("cuda")
@@ -39,7 +38,6 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     cfg = ModelConfig(img_resolution=args.res, raster_backend="nvdiffrast")
     G = build_generator(cfg, device=dev).to(dev).eval().requires_grad_(False)
-    G.backbone.synthesis.set_precision(args.fp16_res)
     gen = LoadedGenerator(G, cfg, {}, dev)
     acc: dict[str, float] = collections.defaultdict(float)
     enabled = [False]
@@ -64,7 +62,7 @@ def main(argv=None) -> int:
     surface.extract_surface = timed("surface extraction", surface.extract_surface)
     surface.render = timed("render (incl. texture)", surface.render)
 
-    print(f"generator stages on {torch.cuda.get_device_name(0)}, {args.res}², g_num_fp16_res={args.fp16_res}, "
+    print(f"generator stages on {torch.cuda.get_device_name(0)}, {args.res}², "
           f"ms per batch (median-free mean of {args.iters})")
     for b in (int(x) for x in args.batch.split(",")):
         s = Sampler(gen, cameras.CameraPrior(), seed=0, batch_size=b, resolution=args.res)

@@ -4,8 +4,7 @@ next to its wall time per iteration.
 Parts: ``D`` (RGB + mask discriminators, forward + backward with parameter gradients, batch 4, 1024²),
 ``Gtrain`` (generator forward + backward of an image loss, training mode, batch 4), ``Ggen`` (generator
 inference as in fid50k: eval mode, no grad, batch 32), each optionally in several variants of a module
-switch (``--variant NAME=module.ATTR=VALUE``, several joined by ``+``) timed side by side; ``g_num_fp16_res=N[:DTYPE]``
-as a switch sets the generator's synthesis precision (model.g_num_fp16_res) instead.
+switch (``--variant NAME=module.ATTR=VALUE``, several joined by ``+``) timed side by side.
 
     python3 bench/gpu_parts_profile.py --parts D,Ggen --out $OUT/parts
     python3 bench/gpu_parts_profile.py --parts Ggen --variant fused=get3d.nn.triplane.FUSED_MODCONV=always \\
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
     for name in args.parts.split(","):
         fn, batch = parts[name]
         for vname, spec in variants:
-            undo = apply_switches(spec, G)
+            undo = apply_switches(spec)
             try:
                 for _ in range(2):
                     fn()

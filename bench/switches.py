@@ -19,20 +19,10 @@ def set_switch(spec: str):
     return mod, attr, old
 
 
-def apply_switches(spec: str | None, G=None) -> list:
-    """Apply ``+``-joined switches (``g_num_fp16_res=N[:DTYPE]`` sets generator ``G``'s synthesis precision);
-    returns undo callables, to be called in reverse order."""
+def apply_switches(spec: str | None) -> list:
+    """Apply ``+``-joined switches; returns undo callables, to be called in reverse order."""
     undo = []
     for item in (spec.split("+") if spec else []):
-        if item.startswith("g_num_fp16_res="):
-            if G is None:
-                raise ValueError(f"switch {item!r} needs a generator")
-            n, _, dtype = item.split("=", 1)[1].partition(":")
-            syn = G.backbone.synthesis
-            old = (syn.num_fp16_res, syn.fp16_dtype)
-            syn.set_precision(int(n), dtype or "bfloat16")
-            undo.append(lambda old=old: syn.set_precision(*old))
-        else:
-            mod, attr, old = set_switch(item)
-            undo.append(lambda mod=mod, attr=attr, old=old: setattr(mod, attr, old))
+        mod, attr, old = set_switch(item)
+        undo.append(lambda mod=mod, attr=attr, old=old: setattr(mod, attr, old))
     return undo

@@ -40,11 +40,6 @@ class EvaluateConfig:
     device: str = spec("auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when available")
     backend: str = spec("auto", choices=("auto", "torch", "nvdiffrast"),
                         help="rasterizer for generated images / FID-3D (auto: nvdiffrast on CUDA when importable)")
-    g_num_fp16_res: int | None = spec(None, min=0, max=16,
-                                      help="synthesis blocks run in reduced precision while generating (None: as "
-                                           "the snapshot was trained, model.g_num_fp16_res); CUDA only")
-    g_fp16_dtype: str | None = spec(None, choices=("float16", "bfloat16"),
-                                    help="their dtype (None: the snapshot's model.g_fp16_dtype)")
     fid_resolution: int | None = spec(None, min=8, max=4096,
                                       help="size of generated (and reference) images for FID/KID; None = the "
                                            "dataset's stored resolution")

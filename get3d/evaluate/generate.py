@@ -93,11 +93,9 @@ def resolve_snapshot(path: str | Path) -> Path:
 
 
 def load_generator(snapshot_path: str | Path, device: str | torch.device = "cpu",
-                   backend: str = "auto", num_fp16_res: int | None = None,
-                   fp16_dtype: str | None = None) -> LoadedGenerator:
+                   backend: str = "auto") -> LoadedGenerator:
     """Inference snapshot (get3d.train.checkpoint ``network-*.pt``: ``{"G_ema", "model_config", ...}``) → G_ema
-    in eval mode on ``device``, rasterizing with ``backend`` ('auto' | 'torch' | 'nvdiffrast').
-    ``num_fp16_res`` / ``fp16_dtype`` override the synthesis precision the snapshot was trained with."""
+    in eval mode on ``device``, rasterizing with ``backend`` ('auto' | 'torch' | 'nvdiffrast')."""
     from get3d.nn.config import ModelConfig, build_generator
     from get3d.schema import ConfigError, parse_section
     from get3d.train.checkpoint import CheckpointError, load_inference
@@ -120,9 +118,6 @@ def load_generator(snapshot_path: str | Path, device: str | torch.device = "cpu"
         raise CheckpointError(f"inference snapshot {path}: G_ema does not match its model_config "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     G = G.to(device).eval().requires_grad_(False)
-    if num_fp16_res is not None or fp16_dtype is not None:
-        G.backbone.synthesis.set_precision(cfg.g_num_fp16_res if num_fp16_res is None else num_fp16_res,
-                                           fp16_dtype or cfg.g_fp16_dtype)
     return LoadedGenerator(G, cfg, payload, device)
 
 

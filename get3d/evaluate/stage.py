@@ -296,16 +296,13 @@ def _load_generator_and_report(snapshot: Path, dataset_h5: Path, manifest: Path 
     from get3d.train.models import camera_prior
 
     snapshot = resolve_snapshot(snapshot)
-    gen = load_generator(snapshot, device, cfg.backend, cfg.g_num_fp16_res, cfg.g_fp16_dtype)
+    gen = load_generator(snapshot, device, cfg.backend)
     header = read_header(snapshot)
     prior = camera_prior(gen.model_config, dataset_h5)
     report: dict = {"snapshot": str(snapshot), "snapshot_sha256": header.get("sha256"), "kimg": gen.kimg,
                     "dataset": str(dataset_h5), "assets_manifest": str(manifest) if manifest else None,
                     "reference_dir": str(reference_dir), "config": to_dict(cfg), "device": device,
-                    "camera_prior": to_dict(prior), "versions": _versions(),
-                    "synthesis_precision": {"num_fp16_res": gen.G.backbone.synthesis.num_fp16_res,
-                                            "fp16_dtype": gen.G.backbone.synthesis.fp16_dtype,
-                                            "applies": device == "cuda"}}
+                    "camera_prior": to_dict(prior), "versions": _versions()}
     return gen, prior, report
 
 

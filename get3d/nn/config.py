@@ -37,11 +37,6 @@ class ModelConfig:
     texture_features: int = spec(16, min=1, max=256, help="texture feature width before to_rgb")
     conv_clamp: float | None = spec(256.0, min=0.0, help="clamp of synthesis conv outputs (None: off)")
     use_noise: bool = spec(True, help="per-layer noise in the synthesis trunk")
-    g_num_fp16_res: int = spec(0, min=0, max=16,
-                               help="tri-plane synthesis blocks (highest resolutions) whose trunk runs in "
-                                    "g_fp16_dtype, channels-last, on CUDA (0: float32 throughout, the published G)")
-    g_fp16_dtype: str = spec("bfloat16", choices=("float16", "bfloat16"),
-                             help="reduced-precision dtype of those synthesis blocks")
     # separate geometry nets
     geo_channels: list[int] = spec(default_factory=lambda: [256, 256, 128, 64], min=1,
                                    help="widths of the 3-D geometry nets at 4³, 8³, 16³, 32³, ...")
@@ -117,8 +112,7 @@ def build_backbone(cfg: ModelConfig, device=None):
                   channel_base=cfg.channel_base, channel_max=cfg.channel_max, plane_channels=cfg.plane_channels,
                   decoder_hidden=cfg.decoder_hidden, texture_features=cfg.texture_features, scale=cfg.dmtet_scale,
                   conv_clamp=cfg.conv_clamp, use_noise=cfg.use_noise, channels_last=False,
-                  flexicubes=cfg.iso_surface == "flexicubes", num_fp16_res=cfg.g_num_fp16_res,
-                  fp16_dtype=cfg.g_fp16_dtype, device=device)
+                  flexicubes=cfg.iso_surface == "flexicubes", device=device)
     if cfg.generator == "unified":
         return UnifiedGenerator(**common)
     return SeparateGenerator(geo_channels=cfg.geo_channels, geo_mlp_width=cfg.geo_mlp_width,

@@ -40,13 +40,12 @@ class UnifiedGenerator(nn.Module):
                  channel_base: int = 32768, channel_max: int = 512, plane_channels: int = 32,
                  decoder_hidden: int = 32, texture_features: int = 16, scale: float = 1.0,
                  conv_clamp: float | None = 256, use_noise: bool = True, channels_last: bool = False,
-                 flexicubes: bool = False, num_fp16_res: int = 0, fp16_dtype: str = "bfloat16", device=None):
+                 flexicubes: bool = False, device=None):
         super().__init__()
         self.w_dim, self.scale = w_dim, scale
         self.synthesis = TriplaneSynthesis(w_dim, w_dim, triplane_resolution, channels, channel_base, channel_max,
                                            plane_channels, geometry=True, conv_clamp=conv_clamp,
-                                           use_noise=use_noise, channels_last=channels_last,
-                                           num_fp16_res=num_fp16_res, fp16_dtype=fp16_dtype, device=device)
+                                           use_noise=use_noise, channels_last=channels_last, device=device)
         c = plane_channels
         self.sdf = ModulatedMLP(c, decoder_hidden, 1, w_dim, device=device)
         self.deformation = ModulatedMLP(c, decoder_hidden, 3, w_dim, device=device)
@@ -131,15 +130,13 @@ class SeparateGenerator(nn.Module):
                  decoder_hidden: int = 32, texture_features: int = 16, scale: float = 1.0,
                  geo_channels=(256, 256, 128, 64), geo_mlp_width: int = 256, sdf_hidden: int = 3,
                  deformation_hidden: int = 2, conv_clamp: float | None = 256, use_noise: bool = True,
-                 channels_last: bool = False, flexicubes: bool = False, num_fp16_res: int = 0,
-                 fp16_dtype: str = "bfloat16", device=None):
+                 channels_last: bool = False, flexicubes: bool = False, device=None):
         super().__init__()
         self.w_dim, self.scale = w_dim, scale
         wt = 2 * w_dim
         self.synthesis = TriplaneSynthesis(wt, wt, triplane_resolution, channels, channel_base, channel_max,
                                            plane_channels, geometry=False, conv_clamp=conv_clamp,
-                                           use_noise=use_noise, channels_last=channels_last,
-                                           num_fp16_res=num_fp16_res, fp16_dtype=fp16_dtype, device=device)
+                                           use_noise=use_noise, channels_last=channels_last, device=device)
         self.sdf_net = GeometryVolumeNet(w_dim, 1, geo_channels, geo_mlp_width, sdf_hidden, scale, device=device)
         self.deformation_net = GeometryVolumeNet(w_dim, 3, geo_channels, geo_mlp_width, deformation_hidden, scale,
                                                  device=device)

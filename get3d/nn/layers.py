@@ -352,14 +352,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if up > 1:
         if resample_filter is None:
             raise ValueError("up > 1 needs a resample_filter")
-        channels_last = x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         x = upsample2d(x, resample_filter, up)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-    if x.dtype == torch.float16 and demodulate:
-        # keep float16 activations in range (StyleGAN2-ADA): demodulation undoes both scalings exactly
-        weight = weight * (1 / math.sqrt(i * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     dcoefs = None
     if demodulate:
         w = weight.unsqueeze(0) * styles.reshape(b, 1, i, 1, 1)  # [B, O, I, k, k]

@@ -15,28 +15,12 @@ from torch import nn
 
 from get3d.nn.layers import SynthesisLayer, ToRGBLayer, setup_filter, upsample2d
 
-REDUCED_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-#: Devices on which the reduced-precision blocks run reduced (elsewhere float32, as StyleGAN2-ADA); the CPU
-#: tests add "cpu" to exercise the arithmetic.
-REDUCED_PRECISION_DEVICES = ("cuda",)
-
 
 #: When the synthesis convolutions fold the styles into per-sample weights (one grouped conv) instead of
 #: scaling the activations around one shared conv (same function): ``"always"``, ``"never"`` (default), or
 #: ``"eval"`` (fused outside training only, StyleGAN2-ADA's rule).  H100, paper recipe, one machine: the
 #: shared conv is ~4 % faster in training (62.0/63.6 vs 64.7/66.8 s/kimg) and in inference at batch 32.
 FUSED_MODCONV = "never"
-
-#: Memory format of the trunk activations: ``"reduced"`` (default; channels-last in the reduced-precision
-#: blocks, as StyleGAN2-ADA), ``"always"`` (also the float32 blocks) or ``"never"``.
-CHANNELS_LAST = "reduced"
-
-
-def reduced_precision_resolution(resolutions, num_fp16_res: int) -> int:
-    """Lowest block resolution computed in reduced precision (StyleGAN2-ADA's rule, never below 8²)."""
-    if num_fp16_res <= 0:
-        return 1 << 30
-    return max(2 ** (int(np.log2(max(resolutions))) + 1 - num_fp16_res), 8)
 
 
 def default_channels(resolutions, channel_base: int, channel_max: int) -> dict[int, int]:
@@ -62,29 +46,20 @@ class TriplaneBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
         self.togeo = ToRGBLayer(out_channels, geo_channels, w_dim_trunk, **kw) if geo_channels > 0 else None
         self.totex = ToRGBLayer(out_channels, tex_channels, w_dim_tex, **kw) if tex_channels > 0 else None
-        #: dtype of this block's trunk on CUDA (float32, or the reduced dtype; see TriplaneSynthesis.set_precision)
-        self.compute_dtype = torch.float32
 
     def forward(self, x, geo, tex, ws_trunk, w_tex, noise_mode="random", fused_modconv=True):
         wi = iter(ws_trunk.unbind(dim=1))
-        dtype = self.compute_dtype if ws_trunk.device.type in REDUCED_PRECISION_DEVICES else torch.float32
-        cl = CHANNELS_LAST == "always" or (CHANNELS_LAST == "reduced" and dtype != torch.float32)
-        mf = torch.channels_last if cl else torch.contiguous_format
         if self.const is not None:
-            x = self.const.to(dtype).unsqueeze(0).repeat(ws_trunk.shape[0], 1, 1, 1).contiguous(memory_format=mf)
+            x = self.const.unsqueeze(0).repeat(ws_trunk.shape[0], 1, 1, 1)
         else:
-            x = self.conv0(x.to(dtype=dtype, memory_format=mf), next(wi), noise_mode=noise_mode,
-                           fused_modconv=fused_modconv)
+            x = self.conv0(x, next(wi), noise_mode=noise_mode, fused_modconv=fused_modconv)
         x = self.conv1(x, next(wi), noise_mode=noise_mode, fused_modconv=fused_modconv)
         w_head = next(wi)
-        # the heads' skip sums stay float32 / NCHW whatever the trunk computes in
         if self.togeo is not None:
-            y = self.togeo(x, w_head, fused_modconv=fused_modconv)
-            y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+            y = self.togeo(x, w_head, fused_modconv=fused_modconv).float()
             geo = y if geo is None else upsample2d(geo, self.resample_filter) + y
         if self.totex is not None:
-            y = self.totex(x, w_tex, fused_modconv=fused_modconv)
-            y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+            y = self.totex(x, w_tex, fused_modconv=fused_modconv).float()
             tex = y if tex is None else upsample2d(tex, self.resample_filter) + y
         return x, geo, tex
 
@@ -95,16 +70,12 @@ class TriplaneSynthesis(nn.Module):
     ``ws_trunk`` styles the trunk and the geometry heads, ``ws_tex`` the texture heads (unified generator:
     trunk = geometry code; separate generator: both = concat(texture w, detached geometry w), no geometry
     heads).  Both are [B, num_ws, w_dim_*].
-
-    Mixed precision (StyleGAN2-ADA's generator rule): on CUDA the ``num_fp16_res`` highest-resolution blocks
-    run their trunk in ``fp16_dtype`` (channels-last), parameters and the heads' skip sums stay float32; the
-    conv outputs are clamped to ``conv_clamp``.  ``num_fp16_res=0`` (the published GET3D G) is float32 throughout.
     """
 
     def __init__(self, w_dim_trunk: int, w_dim_tex: int, resolution: int = 256, channels: list[int] | None = None,
                  channel_base: int = 32768, channel_max: int = 512, plane_channels: int = 32,
                  geometry: bool = True, conv_clamp: float | None = 256, use_noise: bool = True,
-                 channels_last: bool = False, num_fp16_res: int = 0, fp16_dtype: str = "bfloat16", device=None):
+                 channels_last: bool = False, device=None):
         super().__init__()
         if resolution < 4 or resolution & (resolution - 1):
             raise ValueError(f"tri-plane resolution must be a power of two >= 4, got {resolution}")
@@ -128,19 +99,6 @@ class TriplaneSynthesis(nn.Module):
             self.blocks.append(blk)
             self.num_ws += blk.num_conv
         self.num_ws += 1  # the last block's heads
-        self.set_precision(num_fp16_res, fp16_dtype)
-
-    def set_precision(self, num_fp16_res: int, fp16_dtype: str = "bfloat16") -> None:
-        """Run the ``num_fp16_res`` highest-resolution blocks in ``fp16_dtype`` on CUDA (0: float32 throughout).
-        Changes only the arithmetic, not the parameters: evaluation may choose differently from training."""
-        if fp16_dtype not in REDUCED_DTYPES:
-            raise ValueError(f"fp16_dtype must be one of {sorted(REDUCED_DTYPES)}, got {fp16_dtype!r}")
-        if num_fp16_res < 0:
-            raise ValueError(f"num_fp16_res must be >= 0, got {num_fp16_res}")
-        self.num_fp16_res, self.fp16_dtype = int(num_fp16_res), fp16_dtype
-        lowest = reduced_precision_resolution(self.block_resolutions, self.num_fp16_res)
-        for blk in self.blocks:
-            blk.compute_dtype = REDUCED_DTYPES[fp16_dtype] if blk.resolution >= lowest else torch.float32
 
     def forward(self, ws_trunk: torch.Tensor, ws_tex: torch.Tensor, noise_mode: str = "random",
                 fused_modconv: bool | None = None):
