@@ -117,7 +117,12 @@ def main(argv=None):
                     help="which paths to run (comma-separated; new-gpu-algos = the new path with its GPU variants "
                          "of the flood fill and thinning forced, what a GPU runs)")
     ap.add_argument("--table", type=int, default=0, help="print the profiler's N most expensive ops of each run")
+    ap.add_argument("--switch", action="append", default=[], metavar="module.ATTR=VALUE",
+                    help="set a module switch first (bench/switches.py), e.g. get3d.metrics.lfd.SWEEP_KERNEL=torch")
     args = ap.parse_args(argv)
+    from switches import set_switch
+    for spec in args.switch:
+        set_switch(spec)
     dev = torch.device(args.device)
 
     from gpu_metrics import _test_meshes
@@ -152,8 +157,10 @@ def main(argv=None):
             d, t = timed(fn, dev)
             _, nops, nsync, nker, nss, top, prof = count_ops(fn, dev)
             if args.table:
-                key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
-                print(f"-- {kind} {name}\n" + prof.key_averages().table(sort_by=key, row_limit=args.table))
+                keys = ["self_cuda_time_total", "self_cpu_time_total"] if dev.type == "cuda" else ["self_cpu_time_total"]
+                for key in keys:
+                    print(f"-- {kind} {name} by {key}\n" + prof.key_averages().table(sort_by=key, row_limit=args.table,
+                                                                                          max_name_column_width=40))
             results[name] = d
             rows.append((kind, name, n, batch, n / t, nops / n, nsync / n, nker / n, nss / n))
             new.GPU_ALGORITHMS = None

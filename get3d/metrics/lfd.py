@@ -853,8 +853,27 @@ def _outside_region(contour: torch.Tensor) -> torch.Tensor:
     return _outside_sweeps(free, border)
 
 
+#: ``"triton"``: on CUDA, each flood-fill sweep runs as one Triton kernel (:mod:`get3d.metrics.lfd_triton`; same
+#: result, tested under Triton's CPU interpreter).  Off (``"torch"``) until it has run and been timed on a GPU:
+#: ``bench/lfd_ops.py --device cuda --render --switch get3d.metrics.lfd.SWEEP_KERNEL=triton`` against the default.
+SWEEP_KERNEL = "torch"
+
+
+def _triton_sweep(out, dim: int):
+    if SWEEP_KERNEL != "triton":
+        return None
+    try:
+        from get3d.metrics import lfd_triton
+    except ImportError:  # no Triton
+        return None
+    return lfd_triton if lfd_triton.supports(out, dim) else None
+
+
 def _sweep(out, run, free, dim: int):
     """``out`` grown along ``dim`` over whole runs of free pixels (``run``: run id, non-decreasing along dim)."""
+    fast = _triton_sweep(out, dim) if out.is_cuda else None
+    if fast is not None:
+        return fast.sweep(out, run, free, dim)
     big = torch.iinfo(run.dtype).max
     fwd = torch.cummax(torch.where(out, run, -1), dim).values == run
     bwd = torch.cummin(torch.where(out, run, big).flip(dim), dim).values.flip(dim) == run
