@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from get3d import cameras  # noqa: E402
-from get3d.evaluate.generate import LoadedGenerator, Sampler  # noqa: E402
-from get3d.nn import surface  # noqa: E402
-from get3d.nn.config import ModelConfig, build_generator  # noqa: E402
+from get3d import cameras
+from get3d.evaluate.generate import LoadedGenerator, Sampler
+from get3d.nn import surface
+from get3d.nn.config import ModelConfig, build_generator
 
 
 def main(argv=None) -> int:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nn"))
-from triton_device import triton_test_device  # noqa: E402
+from triton_device import triton_test_device
 
-from get3d.metrics import lfd  # noqa: E402
+from get3d.metrics import lfd
 
 tri = pytest.importorskip("get3d.metrics.lfd_triton", reason="needs Triton")
 
