@@ -52,7 +52,7 @@ def main(argv=None) -> int:
                 d = lfd.descriptors_from_silhouettes(sil)
                 res[check] = (calls["n"], d)
             same = all(torch.equal(getattr(res[1][1], k), getattr(res[2][1], k)) for k in ("art", "fd", "cir", "ecc"))
-            print(f"{kind:8s} {n:3d} {res[2][0]:15d} {res[1][0]:15d} {str(same):>16s}")
+            print(f"{kind:8s} {n:3d} {res[2][0]:15d} {res[1][0]:15d} {same!s:>16}")
     finally:
         lfd._sweep, lfd._outside_sweeps, lfd.GPU_ALGORITHMS = sweep, sweeps, None
     return 0
