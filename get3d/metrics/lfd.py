@@ -641,6 +641,9 @@ class _Pixels:
         self.x = (p % W).double()
         self.dx = self.x - cx[self.n]
         self.dy = self.y - cy[self.n]
+        # pixels per silhouette as a dense reduction: bincount of the pixel list's silhouette ids is an atomic
+        # histogram into few bins (8 % of the GPU time of descriptor extraction at batch 64)
+        self.count = sil.reshape(N, -1).sum(1)
 
     def sum(self, w) -> torch.Tensor:
         return torch.zeros(self.N, dtype=torch.float64, device=self.n.device).index_add_(0, self.n, w)
@@ -667,8 +670,7 @@ def art_coefficients(sil: torch.Tensor, cx, cy, radius, pts: _Pixels | None = No
     for off, wt in ((0, (1 - dx) * (1 - dy)), (stride, dx * (1 - dy)), (1, (1 - dx) * dy), (stride + 1, dx * dy)):
         w.scatter_add_(0, base + off, wt)
     coef = w.view(N, -1) @ _art_lut(dev)
-    count = torch.bincount(pts.n, minlength=N).double()
-    return _art_magnitudes(coef, count)
+    return _art_magnitudes(coef, pts.count.double())
 
 
 def eccentricity(sil, cx, cy, pts: _Pixels | None = None) -> torch.Tensor:
@@ -677,7 +679,7 @@ def eccentricity(sil, cx, cy, pts: _Pixels | None = None) -> torch.Tensor:
     i02 = pts.sum(pts.dy * pts.dy)
     i11 = pts.sum(pts.dx * pts.dy)
     i20 = pts.sum(pts.dx * pts.dx)
-    count = torch.bincount(pts.n, minlength=pts.N)
+    count = pts.count
     den = (i20 + i02) ** 2
     ecc = ((i20 - i02) ** 2 + 4 * i11 ** 2) / torch.where(den > 0, den, torch.ones_like(den))
     return torch.where(count > 1, ecc.clamp(max=1), torch.zeros_like(ecc))
