@@ -434,12 +434,10 @@ class SynthesisLayer(nn.Module):
         if not INFERENCE_EPILOGUE or not x.is_contiguous():  # the kernel takes NCHW (the float32 trunk's layout)
             return None
         mod = _triton_bias_act()
-        if mod is None:
+        if mod is None or not mod.supports_epilogue(x, self.activation):  # the conv output is laid out like x
             return None
         y, dcoefs = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
                                      resample_filter=self.resample_filter, fused_modconv=False, defer_epilogue=True)
-        if not mod.supports_epilogue(y, self.activation):
-            return None
         noise = strength = None
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([y.shape[0], 1, self.resolution, self.resolution], device=y.device, dtype=y.dtype)

@@ -173,6 +173,7 @@ def demodulate_noise_bias_act(x: torch.Tensor, dcoefs: torch.Tensor, noise: torc
     """Forward only (no autograd): ``clamp(act(x·dcoefs[b, c] + noise·strength + b[c]) · gain)`` in one pass over
     an NCHW ``x``; ``noise`` is ``[B, 1, H, W]`` or ``[H, W]``, ``strength`` a one-element tensor (read on the
     device).  The synthesis layers' epilogue when no gradient is needed (generation, evaluation)."""
+    x = x.contiguous()  # the kernel indexes NCHW; a no-op for the synthesis trunk
     bsz, c, h, w = x.shape
     y = torch.empty_like(x)
     n = x.numel()
