@@ -111,14 +111,19 @@ def _synthesis_pass(name, syn, wa, wb):
     return [geo.detach().clone(), tex.detach().clone(), a.grad, b.grad] + [p.grad.clone() for p in syn.parameters()]
 
 
-def test_graphed_synthesis_matches_eager_and_falls_back():
+def _small_synthesis():
+    """A small tri-plane synthesis net on CUDA in training mode, float32 without TF32 (so graph == eager)."""
     from get3d.nn.triplane import TriplaneSynthesis
-    from get3d.train.graphs import GraphedSynthesis
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
-    syn = TriplaneSynthesis(32, 32, 32, [32, 32, 16, 16], plane_channels=8, geometry=True, use_noise=False,
-                            device="cuda").to("cuda").train()
+    return TriplaneSynthesis(32, 32, 32, [32, 32, 16, 16], plane_channels=8, geometry=True, use_noise=False,
+                             device="cuda").to("cuda").train()
+
+
+def test_graphed_synthesis_matches_eager_and_falls_back():
+    from get3d.train.graphs import GraphedSynthesis
+    syn = _small_synthesis()
     eager = {}
     GraphedSynthesis(syn)
     for step in range(3):
@@ -177,13 +182,8 @@ def test_graphed_d_accumulates_like_the_training_loop():
 def test_graphed_synthesis_accumulates_like_the_training_loop():
     import copy
 
-    from get3d.nn.triplane import TriplaneSynthesis
     from get3d.train.graphs import GraphedSynthesis
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.manual_seed(0)
-    syn = TriplaneSynthesis(32, 32, 32, [32, 32, 16, 16], plane_channels=8, geometry=True, use_noise=False,
-                            device="cuda").to("cuda").train()
+    syn = _small_synthesis()
     ref = copy.deepcopy(syn)
     GraphedSynthesis(syn)
     for step in range(3):

@@ -23,6 +23,18 @@ LRELU_ALPHA = 0.2
 BLOCK = 1024
 
 
+@triton.jit
+def _act_gain_clamp(x, gain, alpha, clamp, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr):
+    if ACT == 1:
+        x = tl.where(x > 0, x, x * alpha)
+    if ACT == 2:
+        x = tl.maximum(x, 0.0)
+    x = x * gain
+    if HAS_CLAMP:
+        x = tl.minimum(tl.maximum(x, -clamp), clamp)
+    return x
+
+
 @triton.jit(do_not_specialize=["N"])
 def _fwd_kernel(X, B, Y, N, C, S, gain, alpha, clamp,
                 HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr, BLOCK: tl.constexpr):
@@ -32,14 +44,7 @@ def _fwd_kernel(X, B, Y, N, C, S, gain, alpha, clamp,
     if HAS_BIAS:
         c = (offs // S) % C
         x += tl.load(B + c, mask=m, other=0.0).to(tl.float32)
-    if ACT == 1:
-        x = tl.where(x > 0, x, x * alpha)
-    if ACT == 2:
-        x = tl.maximum(x, 0.0)
-    x = x * gain
-    if HAS_CLAMP:
-        x = tl.minimum(tl.maximum(x, -clamp), clamp)
-    tl.store(Y + offs, x.to(Y.dtype.element_ty), mask=m)
+    tl.store(Y + offs, _act_gain_clamp(x, gain, alpha, clamp, ACT, HAS_CLAMP).to(Y.dtype.element_ty), mask=m)
 
 
 @triton.jit(do_not_specialize=["N"])
@@ -152,14 +157,7 @@ def _epilogue_kernel(X, D, NZ, S, B, Y, N, C, HW, gain, alpha, clamp, HAS_NOISE:
             nidx = hw
         x += tl.load(NZ + nidx, mask=m, other=0.0).to(tl.float32) * tl.load(S).to(tl.float32)
     x += tl.load(B + bc % C, mask=m, other=0.0).to(tl.float32)
-    if ACT == 1:
-        x = tl.where(x > 0, x, x * alpha)
-    if ACT == 2:
-        x = tl.maximum(x, 0.0)
-    x = x * gain
-    if HAS_CLAMP:
-        x = tl.minimum(tl.maximum(x, -clamp), clamp)
-    tl.store(Y + offs, x.to(Y.dtype.element_ty), mask=m)
+    tl.store(Y + offs, _act_gain_clamp(x, gain, alpha, clamp, ACT, HAS_CLAMP).to(Y.dtype.element_ty), mask=m)
 
 
 def supports_epilogue(x: torch.Tensor, act: str) -> bool:
