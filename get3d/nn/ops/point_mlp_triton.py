@@ -78,14 +78,11 @@ def modulated_chain(x: torch.Tensor, weights: list[torch.Tensor], biases: list[t
     y = torch.empty(bsz, n, dims[-1], device=x.device, dtype=torch.float32)
     ws = [w.to(torch.float32).contiguous() for w in weights]
     bs = [b.to(torch.float32).contiguous() for b in biases]
-    layers = len(ws)
-    d_out = dims[-1]
-    while len(ws) < 3:  # unused slots (pruned at compile time by LAYERS)
-        ws.append(ws[0])
-        bs.append(bs[0])
-        acts = list(acts) + ["linear"]
-        gains = list(gains) + [1.0]
-    dims = dims + [dims[-1]] * (4 - len(dims))
+    layers, d_out = len(ws), dims[-1]
+    pad = 3 - layers  # unused layer slots (pruned at compile time by LAYERS)
+    ws, bs = ws + [ws[0]] * pad, bs + [bs[0]] * pad
+    acts, gains = [*acts] + ["linear"] * pad, [*gains] + [1.0] * pad
+    dims = dims + [d_out] * pad
     _chain_kernel[(bsz, triton.cdiv(n, BLOCK))](
         x, y, n, ws[0], bs[0], ws[1], bs[1], ws[2], bs[2], float(gains[0]), float(gains[1]), float(gains[2]),
         LRELU_ALPHA, D0=dims[0], P0=_pad(dims[0]), D1=dims[1], P1=_pad(dims[1]), D2=dims[2], P2=_pad(dims[2]),
