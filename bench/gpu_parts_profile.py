@@ -76,10 +76,10 @@ def timed(fn, iters: int) -> float:
     return statistics.median(ts) * 1e3
 
 
-def profile(fn, iters: int, out: Path | None, label: str) -> str:
+def profile(fn, iters: int, out: Path | None, label: str, shapes: bool = False) -> str:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as prof
-    with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+    with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=shapes) as p:
         for _ in range(iters):
             fn()
         torch.cuda.synchronize()
@@ -87,6 +87,9 @@ def profile(fn, iters: int, out: Path | None, label: str) -> str:
     busy = sum(e.device_time for e in evs) / 1e3 / iters
     text = (f"## {label}: GPU kernel time {busy:.1f} ms/iter, {len(evs) / iters:.0f} kernels/iter\n"
             + p.key_averages().table(sort_by="self_cuda_time_total", row_limit=22, max_name_column_width=90))
+    if shapes:  # which layers the top operators are: the same table per input shape
+        text += "\n" + p.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=40, max_shapes_column_width=110)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{label}.txt").write_text(text)
@@ -99,6 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=module.ATTR=VALUE")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--shapes", action="store_true", help="also break the profile down by input shape")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.backends.cudnn.benchmark = True
@@ -119,7 +123,7 @@ def main(argv=None) -> int:
                 rows.append((name, vname, ms, batch * 1000 / ms))
                 print(f"{name:<7} {vname:<12} {ms:9.1f} ms/iter  {batch * 1000 / ms:8.1f} img/s", flush=True)
                 if not args.no_profile and vname == "default":
-                    print(profile(fn, 3, args.out, name), flush=True)
+                    print(profile(fn, 3, args.out, name, args.shapes), flush=True)
             finally:
                 for u in reversed(undo):
                     u()

@@ -10,7 +10,10 @@ echo "== GPU tests"
 timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/nn tests/raster tests/evaluate tests/train tests/metrics \
   tests/geometry 2>&1 | tail -8
 echo "== Triton kernels vs their references (not marked gpu: they also run on the CPU under TRITON_INTERPRET=1)"
-timeout 200 python3 -m pytest -q -p no:cacheprovider tests/nn/test_ops_bias_act.py tests/nn/test_ops_triplane.py 2>&1 | tail -3
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/nn/test_ops_*.py tests/metrics/test_lfd_sweep_triton.py \
+  tests/train/test_graphs.py 2>&1 | tail -3
+echo "== bias_act kernels (bias gradient fused vs separate)"
+timeout 100 python3 -u bench/bias_act_kernels.py 2>&1 | tail -14
 echo "== raster agreement + timing"
 timeout 200 python3 -u bench/gpu_raster.py --json "$OUT/raster.json" > "$OUT/raster.log" 2>&1; tail -28 "$OUT/raster.log"
 echo "== metrics"

@@ -53,3 +53,16 @@ def test_outside_region_matches_the_reference_labelling():
         out = tri.sweep(tri.sweep(out, run_x, free, 2), run_y, free, 1)
     want = lfd._outside_region_reference((~free).cpu())  # free already includes the border
     assert torch.equal(out.cpu(), want)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="the flood fill takes the kernel for CUDA tensors only")
+@pytest.mark.parametrize("density", [0.05, 0.3])
+def test_outside_region_with_the_kernel_equals_the_torch_sweeps(density, monkeypatch):
+    """Whole flood fill at the descriptor size (256², L = 256 per scanned line), the kernel switched on."""
+    g = torch.Generator().manual_seed(11)
+    contour = (torch.rand(6, 256, 256, generator=g) < density).to(DEVICE)
+    want = lfd._outside_region(contour)
+    monkeypatch.setattr(lfd, "SWEEP_KERNEL", "triton")
+    got = lfd._outside_region(contour)
+    assert torch.equal(got, want)
+    assert torch.equal(got.cpu(), lfd._outside_region_reference(contour.cpu()))

@@ -20,6 +20,12 @@ CASES = [  # shape, dim, layout, act, gain, clamp
     ((3, 11, 4), 2, "nchw", "linear", None, None),
     ((2, 5, 6, 7), 1, "nchw", "linear", None, 0.3),
     ((4, 6), 1, "nchw", "relu", None, None),
+    # bias gradient fused into the backward kernel (bias_act_triton._db_plan): channel innermost, C | BLOCK
+    ((3, 8, 19, 23), 1, "nhwc", "lrelu", None, 256.0),
+    ((5, 300, 32), 2, "nchw", "relu", None, None),
+    # ... and one channel per program (H·W a multiple of the block), several blocks per program
+    ((2, 3, 32, 64), 1, "nchw", "lrelu", None, 256.0),  # (a low clamp flips fp16 elements at the boundary)
+    ((1, 2, 64, 128), 1, "nchw", "lrelu", 2.0, None),
 ]
 
 
@@ -54,6 +60,16 @@ def test_fused_matches_reference(shape, dim, layout, act, gain, clamp, dtype):
     for a, f in zip(res["ref"][:3], res["fused"][:3]):
         torch.testing.assert_close(f, a, **tol)
     assert res["fused"][3] == x.stride()  # the output keeps the input's layout
+
+
+@pytest.mark.parametrize("shape,dim,layout,mode", [((3, 8, 19, 23), 1, "nhwc", 1), ((2, 3, 32, 64), 1, "nchw", 2),
+                                                   ((2, 5, 6, 7), 1, "nchw", 0), ((5, 300, 32), 2, "nchw", 1)])
+def test_bias_gradient_plan(shape, dim, layout, mode):
+    """The cases above do reach the fused bias-gradient modes they are meant to test."""
+    y = torch.empty(shape)
+    if layout == "nhwc":
+        y = y.to(memory_format=torch.channels_last)
+    assert triton_mod._db_plan(y, dim)[0] == mode
 
 
 def test_double_backward_matches_reference():

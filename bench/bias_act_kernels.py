@@ -1,0 +1,79 @@
+"""The Triton bias_act kernels at the paper recipe's largest shapes (CUDA): the forward, and the backward with
+the bias gradient as a separate reduction vs fused into the kernel (``FUSE_BIAS_GRAD``), A/B in one run.
+Times are CUDA-event medians in microseconds; ``ratio`` is the variant over the first row of its group.
+
+    python3 bench/bias_act_kernels.py
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from get3d.nn.ops import bias_act_triton as K
+from switches import apply_switches
+
+# (label, shape, layout, dtype): the discriminators' fp16 NHWC blocks and a float32 NCHW layer
+SHAPES = [("D 1024² x32", (4, 32, 1024, 1024), "nhwc", torch.float16),
+          ("D 512² x64", (4, 64, 512, 512), "nhwc", torch.float16),
+          ("D 256² x128", (4, 128, 256, 256), "nhwc", torch.float16),
+          ("fp32 256² x64", (4, 64, 256, 256), "nchw", torch.float32)]
+
+
+def cuda_us(fn, reps: int) -> float:
+    for _ in range(3):
+        fn()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        ts.append(a.elapsed_time(b) * 1e3)
+    return statistics.median(ts)
+
+
+def bias_act_cases(reps: int):
+    for label, shape, layout, dtype in SHAPES:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        x = torch.randn(shape, device="cuda", generator=g).to(dtype)
+        if layout == "nhwc":
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        b = torch.randn(shape[1], device="cuda", requires_grad=True)
+        dy = torch.randn_like(x)
+        with torch.no_grad():
+            yield label, "forward", "", cuda_us(lambda: K.bias_act(x, b, 1, "lrelu", 2 ** 0.5, 256.0), reps)
+        y = K.bias_act(x, b, 1, "lrelu", 2 ** 0.5, 256.0)
+        for name, spec in (("db separate", "get3d.nn.ops.bias_act_triton.FUSE_BIAS_GRAD=false"),
+                           ("db fused", "get3d.nn.ops.bias_act_triton.FUSE_BIAS_GRAD=true")):
+            undo = apply_switches(spec)
+            try:
+                us = cuda_us(lambda: torch.autograd.grad(y, [x, b], dy, retain_graph=True), reps)
+            finally:
+                for u in reversed(undo):
+                    u()
+            yield label, "backward", name, us
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=50)
+    args = ap.parse_args(argv)
+    print(f"bias_act kernels on {torch.cuda.get_device_name()}, CUDA-event medians of {args.reps}")
+    print(f"{'shape':<16} {'pass':<9} {'variant':<12} {'us':>9} {'ratio':>6}")
+    base = {}
+    for label, kind, name, us in bias_act_cases(args.reps):
+        ref = base.setdefault((label, kind), us)
+        print(f"{label:<16} {kind:<9} {name:<12} {us:9.1f} {us / ref:6.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
