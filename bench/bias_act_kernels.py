@@ -7,7 +7,6 @@ Times are CUDA-event medians in microseconds; ``ratio`` is the variant over the 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -15,28 +14,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from get3d.nn.ops import bias_act_triton as K
 from switches import apply_switches
+from timing import median_ms
+
+from get3d.nn.ops import bias_act_triton as K
 
 # (label, shape, layout, dtype): the discriminators' fp16 NHWC blocks and a float32 NCHW layer
 SHAPES = [("D 1024² x32", (4, 32, 1024, 1024), "nhwc", torch.float16),
           ("D 512² x64", (4, 64, 512, 512), "nhwc", torch.float16),
           ("D 256² x128", (4, 128, 256, 256), "nhwc", torch.float16),
           ("fp32 256² x64", (4, 64, 256, 256), "nchw", torch.float32)]
-
-
-def cuda_us(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b) * 1e3)
-    return statistics.median(ts)
 
 
 def bias_act_cases(reps: int):
@@ -48,14 +35,18 @@ def bias_act_cases(reps: int):
         x.requires_grad_(True)
         b = torch.randn(shape[1], device="cuda", requires_grad=True)
         dy = torch.randn_like(x)
+        def forward(x=x, b=b):
+            return K.bias_act(x, b, 1, "lrelu", 2 ** 0.5, 256.0)
+
         with torch.no_grad():
-            yield label, "forward", "", cuda_us(lambda: K.bias_act(x, b, 1, "lrelu", 2 ** 0.5, 256.0), reps)
-        y = K.bias_act(x, b, 1, "lrelu", 2 ** 0.5, 256.0)
+            yield label, "forward", "", 1e3 * median_ms(forward, reps)
+        y = forward()
         for name, spec in (("db separate", "get3d.nn.ops.bias_act_triton.FUSE_BIAS_GRAD=false"),
                            ("db fused", "get3d.nn.ops.bias_act_triton.FUSE_BIAS_GRAD=true")):
             undo = apply_switches(spec)
             try:
-                us = cuda_us(lambda: torch.autograd.grad(y, [x, b], dy, retain_graph=True), reps)
+                us = 1e3 * median_ms(lambda y=y, x=x, b=b, dy=dy: torch.autograd.grad(y, [x, b], dy,
+                                                                                    retain_graph=True), reps)
             finally:
                 for u in reversed(undo):
                     u()

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import median_ms
 
 from get3d.nn import layers
 from get3d.nn.layers import Conv2dLayer
@@ -29,7 +29,7 @@ from get3d.nn.layers import Conv2dLayer
 
 def block_layers(res: int, channel_base: int, channel_max: int, fp16_blocks: int):
     """(name, in, out, resolution, down) of the ``fp16_blocks`` highest-resolution D blocks' convolutions."""
-    width = lambda r: min(channel_base // r, channel_max)  # noqa: E731
+    width = lambda r: min(channel_base // r, channel_max)
     out, r = [], res
     for _ in range(fp16_blocks):
         out += [(f"{r}² conv0 3x3", width(r), width(r), r, 1), (f"{r}² conv1 3x3/2", width(r), width(r // 2), r, 2)]
@@ -37,34 +37,8 @@ def block_layers(res: int, channel_base: int, channel_max: int, fp16_blocks: int
     return out
 
 
-def timer(device):
-    if device.type == "cuda":
-        def run(fn, reps):
-            for _ in range(2):
-                fn()
-            ts = []
-            for _ in range(reps):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                fn()
-                b.record()
-                torch.cuda.synchronize()
-                ts.append(a.elapsed_time(b))
-            return statistics.median(ts)
-    else:
-        def run(fn, reps):
-            fn()
-            ts = []
-            for _ in range(reps):
-                t = time.perf_counter()
-                fn()
-                ts.append((time.perf_counter() - t) * 1e3)
-            return statistics.median(ts)
-    return run
-
-
 def measure(spec, batch, dtype, channels_last, fold, device, reps):
-    name, cin, cout, r, down = spec
+    _name, cin, cout, r, down = spec
     prev = layers.FOLD_DOWNSAMPLE_CONV
     layers.FOLD_DOWNSAMPLE_CONV = fold
     try:
@@ -75,14 +49,13 @@ def measure(spec, batch, dtype, channels_last, fold, device, reps):
         x = torch.randn(batch, cin, r, r, device=device).to(dtype=dtype, memory_format=mf).requires_grad_(True)
         gy = torch.randn_like(layer(x))
         folded = down > 1 and layer._fold(x)
-        run = timer(device)
         with torch.no_grad():
-            fwd = run(lambda: layer(x), reps)
+            fwd = median_ms(lambda: layer(x), reps, device)
 
         def step():
             x.grad, layer.weight.grad, layer.bias.grad = None, None, None
             layer(x).backward(gy)
-        return fwd, run(step, reps), folded
+        return fwd, median_ms(step, reps, device), folded
     finally:
         layers.FOLD_DOWNSAMPLE_CONV = prev
 

@@ -19,6 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import event_times
+
 from get3d.nn import ModelConfig, build_discriminators
 from get3d.nn import layers as L
 
@@ -39,17 +41,7 @@ def d_step(D, img, c):
 
 
 def timeit(fn, warmup=2, iters=5):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(iters):
-        torch.cuda.synchronize()
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b))
+    ts = event_times(fn, iters, warmup)
     return statistics.median(ts), min(ts)
 
 
