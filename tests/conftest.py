@@ -11,7 +11,7 @@ if not torch.cuda.is_available():
     # tensors, so nothing else changes.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import get3d  # noqa: E402,F401  (applies the offline defaults before any tool is imported)
+import get3d  # noqa: F401  (applies the offline defaults before any tool is imported)
 
 REPO = Path(__file__).resolve().parents[1]
 

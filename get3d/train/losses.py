@@ -24,6 +24,44 @@ import torch.nn.functional as F
 from get3d.nn.layers import double_backward_kernels
 from get3d.train.config import TrainConfig
 
+#: Dmain as *one* discriminator pass over fakes and reals together (twice the batch) instead of two: the same
+#: function (the chunks are interleaved so that every minibatch-std group holds fakes only or reals only, see
+#: :func:`interleave_chunks`), half the passes, and the D's small low-resolution kernels run at twice the batch.
+#: Off until it has been timed on a GPU (``bench/train_speed_ab.py --profile paper "sep=" "merged=--switch
+#: get3d.train.losses.MERGED_D_PASS=true"``); chunks it cannot merge exactly fall back to two passes.
+MERGED_D_PASS = False
+
+
+def merge_groups(discriminators, n: int) -> int | None:
+    """Minibatch-std group count ``g`` under which one pass over two chunks of ``n`` (interleaved by
+    :func:`interleave_chunks`) gives every sample the statistics of its own chunk's pass; ``None`` if none does
+    (a group larger than the chunk, a chunk not divisible by it, or whole-batch groups)."""
+    groups = set()
+    for D in discriminators:
+        mbstd = getattr(getattr(D, "epilogue", None), "mbstd", None)
+        if mbstd is None:
+            continue
+        size = mbstd.group_size
+        if not size or size > n or n % size:
+            return None
+        groups.add(size)
+    if len(groups) > 1:
+        return None
+    return groups.pop() if groups else 1
+
+
+def interleave_chunks(a: torch.Tensor, b: torch.Tensor, g: int) -> torch.Tensor:
+    """``[2n, ...]`` from two ``[n, ...]`` chunks, ordered so that minibatch-std (which groups sample ``k`` with
+    those at the same ``k mod 2n/g``) forms exactly the groups it forms within ``a`` and within ``b``."""
+    return torch.cat([a.reshape(g, -1, *a.shape[1:]), b.reshape(g, -1, *b.shape[1:])], dim=1).reshape(
+        -1, *a.shape[1:])
+
+
+def split_chunks(x: torch.Tensor, g: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`interleave_chunks`."""
+    x = x.reshape(g, 2, -1, *x.shape[1:])
+    return x[:, 0].reshape(-1, *x.shape[3:]), x[:, 1].reshape(-1, *x.shape[3:])
+
 
 @dataclass
 class FakeInputs:
@@ -103,21 +141,25 @@ class GET3DLoss:
             with torch.no_grad():
                 out = self.run_G(fake, update_w_avg=False)
             img = out["img"].detach()
-            # fakes and reals each get their own backward (gradients accumulate): a graphed D pass must be
-            # differentiated before the next replay overwrites its buffers
-            lr_f, lm_f = self.run_D(img[:, :3], img[:, 3:4], fake.camera, graph_phase="D")
-            fake_rgb, fake_mask = F.softplus(lr_f), F.softplus(lm_f)
-            fake_total = (fake_rgb.sum() + fake_mask.sum()) / norm
-            (fake_total * gain).backward()
-            stats = {"D/fake_rgb": fake_rgb.detach().sum(), "D/fake_mask": fake_mask.detach().sum(),
-                     "scores/fake_rgb": lr_f.detach().sum()}
-            lr_r, lm_r = self.run_D(real.image, real.mask, real.camera, graph_phase="D")
-            real_rgb, real_mask = F.softplus(-lr_r), F.softplus(-lm_r)
-            real_total = (real_rgb.sum() + real_mask.sum()) / norm
-            (real_total * gain).backward()
-            return {**stats, "D/real_rgb": real_rgb.detach().sum(), "D/real_mask": real_mask.detach().sum(),
-                    "D/total": (fake_total + real_total).detach() * norm,
-                    "scores/real_rgb": lr_r.detach().sum()}
+            g = merge_groups((self.nets.D_rgb, self.nets.D_mask), img.shape[0]) if MERGED_D_PASS else None
+            if g is not None:
+                lr, lm = self.run_D(interleave_chunks(img[:, :3], real.image, g),
+                                    interleave_chunks(img[:, 3:4], real.mask, g),
+                                    interleave_chunks(fake.camera, real.camera, g), graph_phase="D")
+                (lr_f, lr_r), (lm_f, lm_r) = split_chunks(lr, g), split_chunks(lm, g)
+                fake_total, fake_stats = self._d_terms("fake", lr_f, lm_f, norm)
+                real_total, real_stats = self._d_terms("real", lr_r, lm_r, norm)
+                ((fake_total + real_total) * gain).backward()
+            else:
+                # fakes and reals each get their own backward (gradients accumulate): a graphed D pass must be
+                # differentiated, and its outputs read, before the next replay overwrites its buffers
+                lr_f, lm_f = self.run_D(img[:, :3], img[:, 3:4], fake.camera, graph_phase="D")
+                fake_total, fake_stats = self._d_terms("fake", lr_f, lm_f, norm)
+                (fake_total * gain).backward()
+                lr_r, lm_r = self.run_D(real.image, real.mask, real.camera, graph_phase="D")
+                real_total, real_stats = self._d_terms("real", lr_r, lm_r, norm)
+                (real_total * gain).backward()
+            return {**fake_stats, **real_stats, "D/total": (fake_total + real_total).detach() * norm}
         if phase == "Dreg":
             x = real.image.detach().requires_grad_(True)
             m = real.mask.detach().requires_grad_(True)
@@ -136,6 +178,14 @@ class GET3DLoss:
             return {"D/r1_rgb": pen_rgb.detach().sum(), "D/r1_mask": pen_mask.detach().sum(),
                     "D/reg_total": total.detach() * norm}
         raise ValueError(f"unknown phase {phase!r}; expected Gmain, Dmain or Dreg")
+
+    @staticmethod
+    def _d_terms(kind: str, lr: torch.Tensor, lm: torch.Tensor, norm: float):
+        """Dmain's loss total (divided by ``norm``) and stats of the ``"fake"`` or ``"real"`` logits."""
+        rgb, mask = (F.softplus(lr), F.softplus(lm)) if kind == "fake" else (F.softplus(-lr), F.softplus(-lm))
+        total = (rgb.sum() + mask.sum()) / norm
+        return total, {f"D/{kind}_rgb": rgb.detach().sum(), f"D/{kind}_mask": mask.detach().sum(),
+                       f"scores/{kind}_rgb": lr.detach().sum()}
 
 
 def loss_is_finite(terms: dict[str, torch.Tensor]) -> bool:

@@ -1,0 +1,100 @@
+"""Dmain as one discriminator pass over fakes and reals (losses.MERGED_D_PASS) == the two separate passes."""
+from __future__ import annotations
+
+import pytest
+import torch
+from train_helpers import tiny_configs
+
+from get3d.nn.layers import MinibatchStdLayer
+from get3d.train import losses
+from get3d.train.losses import (
+    FakeInputs,
+    GET3DLoss,
+    RealInputs,
+    interleave_chunks,
+    merge_groups,
+    split_chunks,
+)
+from get3d.train.models import build_networks
+
+
+@pytest.mark.parametrize("n,g", [(4, 4), (8, 4), (8, 2), (6, 3), (3, 1)])
+def test_interleaved_chunks_keep_minibatch_std_groups(n, g):
+    torch.manual_seed(0)
+    a, b = torch.randn(n, 5, 4, 4), torch.randn(n, 5, 4, 4) * 3 + 1
+    ab = interleave_chunks(a, b, g)
+    assert ab.shape == (2 * n, 5, 4, 4)
+    a2, b2 = split_chunks(ab, g)
+    assert torch.equal(a2, a) and torch.equal(b2, b)
+    mbstd = MinibatchStdLayer(group_size=g, num_channels=1)
+    merged = split_chunks(mbstd(ab), g)
+    torch.testing.assert_close(merged[0], mbstd(a), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(merged[1], mbstd(b), rtol=1e-6, atol=1e-6)
+
+
+def test_merge_groups_refuses_what_would_change_the_function():
+    class D:
+        def __init__(self, size):
+            self.epilogue = type("E", (), {"mbstd": MinibatchStdLayer(size, 1) if size is not None else None})()
+
+    assert merge_groups([D(4), D(4)], 8) == 4
+    assert merge_groups([D(None), D(None)], 3) == 1    # no minibatch-std: any order works
+    assert merge_groups([D(4)], 2) is None              # group larger than the chunk (it would be clipped to 2)
+    assert merge_groups([D(4)], 6) is None              # chunk not divisible by the group
+    assert merge_groups([D(0)], 4) is None              # whole-batch groups would mix fakes and reals
+    assert merge_groups([D(2), D(4)], 8) is None
+
+
+def _dmain(nets, cfg, merged: bool, monkeypatch, device="cpu", graphs=None, steps: int = 1):
+    """Stats and D gradients of ``steps`` Dmain calls (graphs replay from the second call on)."""
+    monkeypatch.setattr(losses, "MERGED_D_PASS", merged)
+    g = torch.Generator().manual_seed(3)
+    n = 4
+    cam, c2w = nets.sample_cameras(n, g)
+    fake = FakeInputs(*(t.to(device) for t in (torch.randn(n, nets.z_dim, generator=g),
+                                                torch.randn(n, nets.z_dim, generator=g), cam, c2w)), 5)
+    rcam, _ = nets.sample_cameras(n, g)
+    real = RealInputs(*(t.to(device) for t in (torch.rand(n, 3, 32, 32, generator=g) * 2 - 1,
+                                                (torch.rand(n, 1, 32, 32, generator=g) > 0.5).float(), rcam)))
+    nets.G.requires_grad_(False)
+    loss = GET3DLoss(nets, cfg, torch.device(device), graphs)
+    for _ in range(steps):
+        for D in (nets.D_rgb, nets.D_mask):
+            D.zero_grad(set_to_none=False)
+        torch.manual_seed(11)  # the generator's noise inputs
+        stats = loss.accumulate("Dmain", real, fake, norm=float(n))
+    grads = [p.grad.clone() for D in (nets.D_rgb, nets.D_mask) for p in D.parameters()]
+    return stats, grads
+
+
+def test_merged_discriminator_pass_equals_two_passes(monkeypatch):
+    cm, ct = tiny_configs(batch_size=4, batch_per_gpu=4)
+    torch.manual_seed(0)
+    nets = build_networks(cm, torch.device("cpu"), "torch")
+    assert merge_groups((nets.D_rgb, nets.D_mask), 4) == cm.mbstd_group_size == 4
+    s_sep, g_sep = _dmain(nets, ct, False, monkeypatch)
+    s_mrg, g_mrg = _dmain(nets, ct, True, monkeypatch)
+    assert s_sep.keys() == s_mrg.keys()
+    for k in s_sep:
+        torch.testing.assert_close(s_mrg[k], s_sep[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert len(g_sep) == len(g_mrg) and any(g.abs().sum() > 0 for g in g_sep)
+    for a, b in zip(g_sep, g_mrg):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_merged_pass_under_cuda_graphs_equals_eager_separate_passes(monkeypatch):
+    """The graphed merged pass (one capture at twice the chunk) == the eager two-pass reference on CUDA."""
+    from get3d.train.graphs import GraphedDiscriminators
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    cm, ct = tiny_configs(batch_size=4, batch_per_gpu=4)
+    torch.manual_seed(0)
+    nets = build_networks(cm, torch.device("cuda"), "torch")
+    s_ref, g_ref = _dmain(nets, ct, False, monkeypatch, "cuda")
+    graphs = GraphedDiscriminators(nets.D_rgb, nets.D_mask)
+    s_gr, g_gr = _dmain(nets, ct, True, monkeypatch, "cuda", graphs, steps=3)  # capture, then replays
+    for k in s_ref:
+        torch.testing.assert_close(s_gr[k], s_ref[k], rtol=1e-4, atol=1e-5, msg=k)
+    for a, b in zip(g_ref, g_gr):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
