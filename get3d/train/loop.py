@@ -40,7 +40,7 @@ from get3d.train import checkpoint as ckpt
 from get3d.train import distributed as dist_util
 from get3d.train.config import TrainConfig
 from get3d.train.ema import ema_beta, make_ema, update_ema
-from get3d.train.losses import FakeInputs, GET3DLoss, RealInputs, sanitize_grads
+from get3d.train.losses import FakeInputs, GET3DLoss, RealInputs, grads_finite_flag, sanitize_grads
 from get3d.train.rundir import RunDir
 from get3d.train.sampler import ResumableBatchSampler
 
@@ -454,10 +454,14 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
     vec = torch.stack([sums[k] for k in keys]).to(r.device)
     dist_util.allreduce_sum(vec, r.world)
     dist_util.allreduce_grads(module_params, r.world)
+    flag = grads_finite_flag(module_params)
+    if flag is not None:  # one host sync for the loss sums and the gradients' finiteness
+        vec = torch.cat([vec, flag.to(vec.dtype).reshape(1)])
     vals = vec.tolist()
+    grads_ok = bool(vals.pop()) if flag is not None else None
     finite = all(math.isfinite(v) for v in vals)
     if finite:
-        sanitize_grads(module_params, r.cfg.grad_clamp)
+        sanitize_grads(module_params, r.cfg.grad_clamp, all_finite=grads_ok)
         opt.step()
         st.tick_stats.add(dict(zip(keys, vals)), r.B)
     else:

@@ -27,9 +27,9 @@ from get3d.train.config import TrainConfig
 #: Dmain as *one* discriminator pass over fakes and reals together (twice the batch) instead of two: the same
 #: function (the chunks are interleaved so that every minibatch-std group holds fakes only or reals only, see
 #: :func:`interleave_chunks`), half the passes, and the D's small low-resolution kernels run at twice the batch.
-#: Off until it has been timed on a GPU (``bench/train_speed_ab.py --profile paper "sep=" "merged=--switch
-#: get3d.train.losses.MERGED_D_PASS=true"``); chunks it cannot merge exactly fall back to two passes.
-MERGED_D_PASS = False
+#: Paper recipe on an H100: 59.5 → 54.8 s/kimg (A/B/B/A, docs/benchmarks.md "Fifth session"); chunks it cannot
+#: merge exactly fall back to two passes.
+MERGED_D_PASS = True
 
 
 def merge_groups(discriminators, n: int) -> int | None:
@@ -192,25 +192,40 @@ def loss_is_finite(terms: dict[str, torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(v).all()) for v in terms.values())
 
 
+def _grads(params) -> list[torch.Tensor]:
+    return [p.grad for p in params if p.grad is not None]
+
+
 @torch.no_grad()
-def sanitize_grads(params, clamp: float) -> int:
+def grads_finite_flag(params) -> torch.Tensor | None:
+    """A 0-d bool tensor on the gradients' device: every gradient is finite (a fused per-tensor norm is
+    non-finite iff its tensor holds a non-finite value or is astronomically large). No host sync: the caller
+    reads it together with its other values. None when there are no gradients or they span devices."""
+    grads = _grads(params)
+    if not grads or len({g.device for g in grads}) != 1:
+        return None
+    return torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+
+
+@torch.no_grad()
+def sanitize_grads(params, clamp: float, all_finite: bool | None = None) -> int:
     """nan → 0, ±inf → ±clamp, then clamp to [-clamp, clamp] in place. Returns how many grads had non-finites.
 
-    Fast path (no non-finite values, the usual case): one host sync for the whole list (a fused per-tensor
-    norm is non-finite iff the tensor holds a non-finite value or is astronomically large) and fused
-    foreach clamps, instead of a sync and three kernels per parameter.
+    Fast path (no non-finite values, the usual case): fused foreach clamps instead of a sync and three kernels
+    per parameter. ``all_finite`` is :func:`grads_finite_flag` already read by the caller (None: read it here,
+    one host sync).
     """
-    grads = [p.grad for p in params if p.grad is not None]
+    grads = _grads(params)
     if not grads:
         return 0
-    fast = len({g.device for g in grads}) == 1
-    if fast:
-        norms = torch._foreach_norm(grads)
-        if bool(torch.isfinite(torch.stack(norms)).all()):
-            if clamp > 0:
-                torch._foreach_clamp_min_(grads, -clamp)
-                torch._foreach_clamp_max_(grads, clamp)
-            return 0
+    if all_finite is None:
+        flag = grads_finite_flag(params)
+        all_finite = flag is not None and bool(flag)
+    if all_finite:
+        if clamp > 0:
+            torch._foreach_clamp_min_(grads, -clamp)
+            torch._foreach_clamp_max_(grads, clamp)
+        return 0
     bad = 0
     for g in grads:
         if not bool(torch.isfinite(g).all()):

@@ -86,14 +86,19 @@ def test_merged_discriminator_pass_equals_two_passes(monkeypatch):
 def test_merged_pass_under_cuda_graphs_equals_eager_separate_passes(monkeypatch):
     """The graphed merged pass (one capture at twice the chunk) == the eager two-pass reference on CUDA."""
     from get3d.train.graphs import GraphedDiscriminators
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     cm, ct = tiny_configs(batch_size=4, batch_per_gpu=4)
     torch.manual_seed(0)
     nets = build_networks(cm, torch.device("cuda"), "torch")
-    s_ref, g_ref = _dmain(nets, ct, False, monkeypatch, "cuda")
-    graphs = GraphedDiscriminators(nets.D_rgb, nets.D_mask)
-    s_gr, g_gr = _dmain(nets, ct, True, monkeypatch, "cuda", graphs, steps=3)  # capture, then replays
+    # Plain float32 on both sides. Not monkeypatch: torch.backends.cuda.matmul resolves allow_tf32 through
+    # __getattr__, which monkeypatch's undo takes for a missing attribute and then fails to delete.
+    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        s_ref, g_ref = _dmain(nets, ct, False, monkeypatch, "cuda")
+        graphs = GraphedDiscriminators(nets.D_rgb, nets.D_mask)
+        s_gr, g_gr = _dmain(nets, ct, True, monkeypatch, "cuda", graphs, steps=3)  # capture, then replays
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
     for k in s_ref:
         torch.testing.assert_close(s_gr[k], s_ref[k], rtol=1e-4, atol=1e-5, msg=k)
     for a, b in zip(g_ref, g_gr):

@@ -188,3 +188,18 @@ def test_sanitize_grads_fast_path_matches_per_tensor():
     assert losses_mod.sanitize_grads(ps, 1e5) == 2
     assert ps[1].grad[2] == 0 and ps[2].grad[0] == 1e5 and torch.equal(ps[0].grad, want[0])
     assert losses_mod.sanitize_grads([], 1e5) == 0
+
+
+def test_grads_finite_flag_is_read_with_the_loss_sums():
+    """The flag the loop reads in its one sync per phase, and sanitize_grads trusting it (clamp only)."""
+    ps = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))]
+    assert losses_mod.grads_finite_flag(ps) is None  # no gradients yet
+    ps[0].grad = torch.tensor([1.0, -3e6, 2.0])
+    flag = losses_mod.grads_finite_flag(ps)
+    assert flag.dtype == torch.bool and flag.ndim == 0 and bool(flag)
+    assert losses_mod.sanitize_grads(ps, 1e5, all_finite=True) == 0
+    assert ps[0].grad.tolist() == [1.0, -1e5, 2.0]
+    ps[1].grad = torch.tensor([float("nan"), 1.0])
+    assert not bool(losses_mod.grads_finite_flag(ps))
+    assert losses_mod.sanitize_grads(ps, 1e5, all_finite=False) == 1
+    assert ps[1].grad.tolist() == [0.0, 1.0]
