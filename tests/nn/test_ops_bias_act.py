@@ -26,6 +26,8 @@ CASES = [  # shape, dim, layout, act, gain, clamp
     # ... and one channel per program (H·W a multiple of the block), several blocks per program
     ((2, 3, 32, 64), 1, "nchw", "lrelu", None, 256.0),  # (a low clamp flips fp16 elements at the boundary)
     ((1, 2, 64, 128), 1, "nchw", "lrelu", 2.0, None),
+    # channel index by a mask (channel innermost, C a power of two) vs the modulo (C = 11 below)
+    ((2, 11, 4, 5), 1, "nhwc", "lrelu", None, 256.0),
 ]
 
 
@@ -130,3 +132,8 @@ def test_inference_epilogue_matches_the_autograd_layer(noise_mode, up, monkeypat
         fast = layer._inference_forward(x, layer.affine(w), noise_mode, 1.0)
     assert fast is not None
     torch.testing.assert_close(fast, ref.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("c,s,want", [(32, 1, True), (8, 1, True), (11, 1, False), (4, 128, False)])
+def test_channel_mask_only_for_channel_innermost_powers_of_two(c, s, want):
+    assert triton_mod.mask_index(c, s) is want

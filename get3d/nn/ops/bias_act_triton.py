@@ -11,7 +11,9 @@ Under ``create_graph`` (R1's double backward) the backward is written with ordin
 ``dy`` (the slope is piecewise constant, so its own derivative is zero), so any order of derivative works.
 
 Works on any *dense* layout (NCHW, channels-last, [B, N, C]): the channel of the element at memory offset
-``o`` is ``(o // stride(dim)) % size(dim)``; ``y`` and ``dx`` are allocated with ``x``'s strides.
+``o`` is ``(o // stride(dim)) % size(dim)``; ``y`` and ``dx`` are allocated with ``x``'s strides.  With the
+channel innermost and a power-of-two channel count (the discriminators' fp16 blocks) it is ``o & (C - 1)``: a
+64-bit modulo by a runtime value costs dozens of instructions per element there (:data:`MASK_INDEX`).
 """
 from __future__ import annotations
 
@@ -26,6 +28,21 @@ DB_ITERS = 8  # blocks per program when the bias gradient is fused (fewer partia
 #: Sum the bias gradient inside the backward kernel where the layout allows (:func:`_db_plan`); ``False``: a
 #: separate reduction over ``dx`` (the A/B baseline of ``bench/bias_act_kernels.py``).
 FUSE_BIAS_GRAD = True
+#: Channel index by a mask where the channel is innermost and ``C`` a power of two (``False``: the modulo, the A/B
+#: baseline of ``bench/bias_act_kernels.py``).  For NCHW the division stays: a shift/mask variant measured
+#: 1.07–1.13× slower on float32 NCHW layers (H100, three runs; docs/perf-notes.md §9).
+MASK_INDEX = True
+#: Warps per program of the forward kernels (bias_act forward, inference epilogue) for float32 and for half
+#: precision, and of the backward.  H100, ``bench/bias_act_kernels.py``: 8 warps (with the mask index) take the
+#: half-precision forward to 0.57–0.85× at the discriminators' fp16 shapes over three runs; for float32 NCHW the
+#: runs disagreed, so it keeps 4; the backward is best at 4 except at 1024².
+FWD_WARPS = 4
+FWD_WARPS_HALF = 8
+BWD_WARPS = 4
+
+
+def _fwd_warps(x: torch.Tensor) -> int:
+    return FWD_WARPS_HALF if x.element_size() == 2 else FWD_WARPS
 
 
 @triton.jit
@@ -41,13 +58,16 @@ def _act_gain_clamp(x, gain, alpha, clamp, ACT: tl.constexpr, HAS_CLAMP: tl.cons
 
 
 @triton.jit(do_not_specialize=["N"])
-def _fwd_kernel(X, B, Y, N, C, S, gain, alpha, clamp,
-                HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr, BLOCK: tl.constexpr):
+def _fwd_kernel(X, B, Y, N, C, S, gain, alpha, clamp, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                HAS_CLAMP: tl.constexpr, MASK: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < N
     x = tl.load(X + offs, mask=m, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        c = (offs // S) % C
+        if MASK:  # channel innermost (S == 1), C a power of two
+            c = offs & (C - 1)
+        else:
+            c = (offs // S) % C
         x += tl.load(B + c, mask=m, other=0.0).to(tl.float32)
     tl.store(Y + offs, _act_gain_clamp(x, gain, alpha, clamp, ACT, HAS_CLAMP).to(Y.dtype.element_ty), mask=m)
 
@@ -100,6 +120,11 @@ def _db_plan(y: torch.Tensor, dim: int) -> tuple[int, int]:
     return 0, 1
 
 
+def mask_index(c: int, s: int) -> bool:
+    """Whether the forward finds the channel as ``offset & (c - 1)`` (see :data:`MASK_INDEX`)."""
+    return MASK_INDEX and s == 1 and c & (c - 1) == 0
+
+
 def is_dense(x: torch.Tensor) -> bool:
     """Non-overlapping and without gaps in memory (any dimension order)."""
     if x.is_contiguous():
@@ -140,9 +165,11 @@ class BiasActFunction(torch.autograd.Function):
         y = torch.empty_like(x)  # same strides as a dense x
         n = x.numel()
         bias = b.to(x.dtype).contiguous() if b is not None else x
-        _fwd_kernel[_grid(n)](x, bias, y, n, x.shape[dim], x.stride(dim), float(gain), LRELU_ALPHA,
+        c, s = x.shape[dim], x.stride(dim)
+        _fwd_kernel[_grid(n)](x, bias, y, n, c, s, float(gain), LRELU_ALPHA,
                               float(clamp) if clamp is not None else 0.0, HAS_BIAS=b is not None,
-                              ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, BLOCK=BLOCK)
+                              ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, MASK=mask_index(c, s),
+                              BLOCK=BLOCK, num_warps=_fwd_warps(x))
         need_y = act != "linear" or clamp is not None
         ctx.save_for_backward(y if need_y else None)
         ctx.meta = (dim, act, float(gain), clamp, x.ndim, b is not None and b.dtype)
@@ -177,7 +204,7 @@ def _backward_kernel(dy, y, dim: int, act: str, gain: float, clamp, want_db: boo
     part = torch.empty(progs * (c if mode == 1 else 1), device=y.device, dtype=torch.float32) if mode else dx
     _bwd_kernel[(progs,)](dy, y, dx, part, n, gain, LRELU_ALPHA, float(clamp) if clamp is not None else 0.0,
                           ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, BLOCK=BLOCK, ITERS=iters,
-                          DB_MODE=mode, C=c if mode == 1 else 1)
+                          DB_MODE=mode, C=c if mode == 1 else 1, num_warps=BWD_WARPS)
     if mode == 1:  # partial sums [program, channel]
         return dx, part.view(-1, c).sum(0)
     if mode == 2:  # one partial sum per program; programs run over (outer, channel, inner) in memory order
@@ -232,6 +259,7 @@ def demodulate_noise_bias_act(x: torch.Tensor, dcoefs: torch.Tensor, noise: torc
     _epilogue_kernel[_grid(n)](x, d, nz, st, b.contiguous(), y, n, c, h * w, float(gain), LRELU_ALPHA,
                                float(clamp) if clamp is not None else 0.0, HAS_NOISE=noise is not None,
                                NOISE_BATCHED=noise is not None and noise.ndim == 4 and noise.shape[0] == bsz
-                               and bsz > 1, ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, BLOCK=BLOCK)
+                               and bsz > 1, ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, BLOCK=BLOCK,
+                               num_warps=_fwd_warps(x))
     return y
 
