@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                 rows.append((f"{prec} b{block} w{warps}", median_ms(lambda: net(x, w), args.reps, dev), err))
         base = rows[1][1]
         for name, ms, err in rows:
-            print(f"{label:<20} {name:<22} {ms:8.3f} {ms / base:7.3f} {'' if err is None else f'{err:9.2e}'}")
+            print(f"{label:<20} {name:<22} {ms:8.3f} {ms / base:7.3f} {err:9.2e}")
     return 0
 
 

@@ -34,8 +34,8 @@ FUSE_BIAS_GRAD = True
 MASK_INDEX = True
 #: Warps per program of the forward kernels (bias_act forward, inference epilogue) for float32 and for half
 #: precision, and of the backward.  H100, ``bench/bias_act_kernels.py``: 8 warps (with the mask index) take the
-#: half-precision forward to 0.57–0.85× at the discriminators' fp16 shapes over three runs; for float32 NCHW the
-#: runs disagreed, so it keeps 4; the backward is best at 4 except at 1024².
+#: half-precision forward to 0.52–0.74× at the discriminators' 1024² and 512² fp16 layers (four runs, two
+#: machines); for float32 NCHW the runs disagreed, so it keeps 4; the backward is best at 4 except at 1024².
 FWD_WARPS = 4
 FWD_WARPS_HALF = 8
 BWD_WARPS = 4
