@@ -296,6 +296,9 @@ def main(argv=None) -> int:
     from get3d.train.loop import Hooks, train
 
     args = parse_args(argv)
+    # Line-buffered even into a pipe: a run cut off by `timeout` (a cold GPU machine compiles every Triton kernel
+    # first) keeps the lines it printed instead of losing its whole block buffer.
+    sys.stdout.reconfigure(line_buffering=True)
     profile = "small" if args.small else (args.profile or "paper")
     device, cfg_model, cfg_train, batch, warmup = build_configs(args, profile)
     experiments = apply_experiments(args, cfg_train)
