@@ -188,10 +188,6 @@ class GET3DLoss:
                        f"scores/{kind}_rgb": lr.detach().sum()}
 
 
-def loss_is_finite(terms: dict[str, torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in terms.values())
-
-
 def _grads(params) -> list[torch.Tensor]:
     return [p.grad for p in params if p.grad is not None]
 
