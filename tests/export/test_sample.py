@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,22 @@ def test_no_visible_texel_is_left_unfilled(snapshot):
         holes = int((~ok).sum())
         print(f"dilation {dilation}: {holes} of {len(ok)} rendered pixels read an unfilled texel")
         assert (holes > 0) == expect_holes
+
+
+def test_glb_passes_the_khronos_validator(exported):
+    """Khronos' glTF validator (npm gltf-validator, installed by `npm ci`) finds no error or warning."""
+    import json
+    import shutil
+
+    node, modules = shutil.which("node"), REPO / "node_modules"
+    if node is None or not (modules / "gltf-validator").is_dir():
+        pytest.skip("node or node_modules/gltf-validator missing (scripts/setup.sh runs npm ci)")
+    _, res = exported
+    glbs = [m["glb"] for m in res["meshes"] if not m["empty"]]
+    proc = subprocess.run([node, str(Path(__file__).with_name("validate_gltf.js")), str(modules), *glbs],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    reports = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(reports) == len(glbs)
+    for r in reports:
+        assert r["errors"] == 0 and r["warnings"] == 0, r
