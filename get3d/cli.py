@@ -90,11 +90,13 @@ def run_train(args) -> int:
     from get3d.config import load_params
     from get3d.train.stage import run_train_stage
 
-    params = load_params(args.params, only=["model", "train"])
+    params = load_params(args.params, only=["model", "train", "tracking"])
     if args.threads:
         torch.set_num_threads(args.threads)
-    res = run_train_stage(params.model, params.train, args.data, args.run_dir, args.model_out)
-    print(f"train: {res['status']} at {res['kimg']:.3f} kimg (step {res['step']}) -> {res['model']}")
+    res = run_train_stage(params.model, params.train, args.data, args.run_dir, args.model_out,
+                          tracking=params.tracking)
+    print(f"train: {res['status']} at {res['kimg']:.3f} kimg (step {res['step']}) -> {res['model']}"
+          + (f" (MLflow run {res['mlflow_run_id']})" if res.get("mlflow_run_id") else ""))
     return 0
 
 
