@@ -60,7 +60,7 @@ def _nothing_registered(client, out: Path):
     assert not (out / "register.json").exists()
 
 
-def test_register_version_with_card_champion_and_download(evaluated, store, tmp_path):
+def test_register_version_with_card_champion_and_download(evaluated, store, tmp_path, monkeypatch):
     from get3d.tracking import download_generator
 
     cfg, client = store
@@ -82,6 +82,13 @@ def test_register_version_with_card_champion_and_download(evaluated, store, tmp_
     assert any(r.startswith("torch==") for r in reqs) and any(r.startswith("mlflow==") for r in reqs)
     assert (model_dir / "code" / "get3d" / "export" / "sample.py").is_file()
     assert (model_dir / "artifacts" / "model_card.md").read_text() == mv.description
+
+    # `get3d sample --model models:/<name>@champion` goes through the same download
+    from get3d.export.sample import sample_meshes
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
+    res_s = sample_meshes(f"models:/{cfg.model_name}@champion", tmp_path / "samples", tiny_export_config(), seeds=[0])
+    assert res_s["meshes"][0]["geo_seed"] == 0 and Path(res_s["meshes"][0]["glb"]).read_bytes()[:4] == b"glTF"
 
     # the same evaluation again: no improvement -> rejected; champion stays, challenger moves
     res2 = run_register(evaluated["model"], evaluated["metrics"], tmp_path / "out2", cfg,
