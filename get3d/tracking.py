@@ -374,7 +374,7 @@ def log_evaluation(cfg, ref, out_dir: Path, metrics: dict, comparison_key: str |
 
 
 #: Export outputs logged to the run (relative globs under the export folder).
-EXPORT_PATTERNS = ("**/*.glb", "**/*.png", "**/*.gif", "**/*.mp4", "**/*.webp", "**/*.html", "*.json")
+EXPORT_PATTERNS = ("**/*.glb", "**/*.png", "**/*.gif", "**/*.mp4", "**/*.webp", "*.json")
 
 
 def log_export(run_dir_or_run_id, export_dir: Path, cfg=None) -> str | None:
