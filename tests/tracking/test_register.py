@@ -147,3 +147,18 @@ def test_bad_inputs_fail_naming_the_file_and_register_nothing(case, evaluated, s
     with pytest.raises(err, match=match):
         run_register(model, metrics, out, cfg, export_cfg=tiny_export_config())
     _nothing_registered(client, out)
+
+
+def test_cli_register_unreachable_server_exits_naming_the_uri(evaluated, tmp_path):
+    import subprocess
+    import sys
+
+    uri = _dead_uri()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.run([sys.executable, "-m", "get3d.cli", "register", "--model", str(evaluated["model"]),
+                           "--metrics", str(evaluated["metrics"]), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=300, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 1, proc.stderr
+    assert f"get3d register: error: tracking server {uri} is unreachable" in proc.stderr
+    assert not (tmp_path / "out").exists()
