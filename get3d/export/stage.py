@@ -38,6 +38,10 @@ def run_export(model, out_dir: str | os.PathLike, cfg: ExportConfig, *, dataset_
     if cfg.fid_samples > 0 and (dataset_h5 is None or not dataset_h5.is_file()):
         raise ExportError(f"export.fid_samples is {cfg.fid_samples} but the dataset {dataset_h5} is missing (the "
                           "export FID renders from its test cameras; set export.fid_samples: 0 to skip)")
+    if cfg.gallery:
+        from .gallery import viewer_script
+
+        viewer_script()  # fail before any work when the vendored viewer is missing, not after sampling
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _run(model, out_dir, cfg, dataset_h5, Path(reference_dir) if reference_dir else None)

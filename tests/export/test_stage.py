@@ -57,6 +57,20 @@ def test_fid_needs_the_dataset(snapshot, tmp_path):
     assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
 
 
+def test_missing_viewer_fails_before_any_work(snapshot, tmp_path, monkeypatch):
+    from export_helpers import small_export
+
+    from get3d.export.gallery import GalleryError
+    from get3d.export.stage import run_export
+
+    monkeypatch.setenv("GET3D_MODEL_VIEWER_JS", str(tmp_path / "missing-viewer.js"))
+    monkeypatch.chdir(tmp_path)  # no node_modules here
+    monkeypatch.setattr("get3d.export.gallery.VIEWER_NPM_PATH", tmp_path / "nowhere.js")
+    with pytest.raises(GalleryError, match="missing-viewer.js"):
+        run_export(snapshot, tmp_path / "out", small_export(gallery=True))
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
+
+
 def test_dvc_stage_reads_only_export_params_and_tracks_its_code():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     st = stages["export"]
