@@ -61,7 +61,7 @@ def silhouettes(snapshot: Path, dataset: Path, n: int, seed: int) -> np.ndarray:
 
 
 def real_masks(dataset: Path, res: int, split: str = "test") -> np.ndarray:
-    from get3d.data.dataset import RenderedViews
+    from get3d.dataset.dataset import RenderedViews
 
     ds = RenderedViews(dataset, resolution=res, split=split)
     return np.stack([ds[i]["mask"][0].numpy() for i in range(len(ds))])

@@ -41,9 +41,9 @@ SMALL_MODEL = {
 
 
 def synthetic_dataset(path: Path, res: int, n: int = 16) -> Path:
-    import h5py
-
     from get3d import cameras
+    from get3d.dataset.format import DatasetInfo, ObjectViews, write_dataset
+
     rng = np.random.default_rng(0)
     az, po = cameras.CameraPrior().sample_numpy(n, rng)
     yy, xx = np.mgrid[0:res, 0:res] + 0.5
@@ -52,17 +52,11 @@ def synthetic_dataset(path: Path, res: int, n: int = 16) -> Path:
     for i in range(n):
         imgs[i][inside, :3] = rng.integers(0, 255, 3, dtype=np.uint8)
         imgs[i][inside, 3] = 255
-    with h5py.File(path, "w") as f:
-        f.create_dataset("images", data=imgs, chunks=(1, res, res, 4))
-        f.create_dataset("azimuth", data=az.astype(np.float32))
-        f.create_dataset("polar", data=po.astype(np.float32))
-        f.create_dataset("c2w", data=cameras.camera_to_world(az, po).astype(np.float32))
-        f.create_dataset("object_index", data=np.arange(n, dtype=np.int32))
-        f.create_dataset("object_ids", data=np.array([f"obj{i}" for i in range(n)], dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
-        f.create_dataset("object_split", data=np.array(["train"] * n, dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
-        f.attrs["dataset_hash"] = f"synthetic-{res}-{n}"
+    c2w = cameras.camera_to_world(az, po).astype(np.float32)
+    objects = [ObjectViews(id=f"obj{i}", synset="", split="train", rgba=imgs[i:i + 1], azimuth=az[i:i + 1],
+                           polar=po[i:i + 1], c2w=c2w[i:i + 1]) for i in range(n)]
+    write_dataset(path, objects, DatasetInfo(resolution=res, views_per_object=1, fovy_deg=cameras.FOVY_DEG,
+                                             radius=cameras.RADIUS, source="synthetic"))
     return path
 
 

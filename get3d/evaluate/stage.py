@@ -53,6 +53,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from get3d.io import atomic_write_image, atomic_write_json
+
 from . import reference as ref_mod
 from .config import EvaluateConfig
 from .generate import Sampler, load_generator, resolve_snapshot
@@ -74,23 +76,11 @@ class EvaluateError(RuntimeError):
 # ------------------------------------------------------------------------------------------------ io
 
 def _atomic_json(path: Path, obj) -> None:
-    from get3d.io import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write_json(path, obj, allow_nan=False)
 
 
 def _atomic_png(path: Path, arr: np.ndarray) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(arr).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_image(path, arr)
 
 
 def write_obj(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:

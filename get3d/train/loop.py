@@ -374,13 +374,13 @@ def _open_data(r: _Run, st: _TrainState) -> None:
 
 
 def _write_provenance(r: _Run, st: _TrainState) -> None:
-    from get3d.train import models
+    from get3d.dataset.format import dataset_hash
 
     config_record = {"model": to_dict(r.cfg_model), "train": to_dict(r.cfg), "backend": r.backend,
                      "world_size": r.world.world_size, "device": str(r.device)}
     r.run.write_provenance(config=config_record, dataset_path=r.dataset_path, seed=r.cfg.seed,
                            world_size=r.world.world_size, resumed_from=st.resumed_from,
-                           dataset_digest=models.dataset_digest(r.dataset_path) if r.world.is_main else {})
+                           dataset_digest=dataset_hash(r.dataset_path) if r.world.is_main else {})
 
 
 def _train_step(r: _Run, st: _TrainState) -> None:
@@ -600,7 +600,7 @@ def _preview_inputs(nets, seed: int, device, n: int = 8):
 def _save_preview(nets, G_ema, inputs, path: Path) -> None:
     from PIL import Image
 
-    from get3d.train.rundir import atomic_write_bytes
+    from get3d.io import atomic_write_bytes
     z_tex, z_geo, camera, c2w = inputs
     cpu_state = torch.get_rng_state()
     out = nets.generate(z_tex, z_geo, camera, c2w, style_mixing_prob=0.0, mix_seed=0, update_w_avg=False,

@@ -48,7 +48,7 @@ def incompatible_keys(run_dir: Path, model_cfg, train_cfg) -> list[str]:
 
 def dataset_changed(run_dir: Path, dataset: Path) -> bool:
     """True when the run directory was trained on other data than ``dataset`` (by content hash)."""
-    from get3d.train.models import dataset_digest
+    from get3d.dataset.format import dataset_hash
 
     path = Path(run_dir) / "run.json"
     if not path.is_file():
@@ -57,7 +57,7 @@ def dataset_changed(run_dir: Path, dataset: Path) -> bool:
         old = json.loads(path.read_text()).get("dataset", {})
     except (OSError, json.JSONDecodeError):
         return True
-    return old.get("sha256") != dataset_digest(Path(dataset)).get("sha256")
+    return old.get("sha256") != dataset_hash(Path(dataset)).get("sha256")
 
 
 def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None) -> dict:

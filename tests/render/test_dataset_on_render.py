@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-from get3d.data import RenderedViews, make_loader
-from get3d.data.export_get3d_layout import export_get3d_layout, load_get3d_layout
+from get3d.dataset import RenderedViews, make_loader
+from get3d.dataset.get3d_layout import export_get3d_layout, load_get3d_layout
 
 pytestmark = pytest.mark.render
 
