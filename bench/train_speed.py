@@ -77,12 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="experiment: R1 with the reference kernels (PyTorch's generic double backward, ~44 s)")
     ap.add_argument("--tf32-matmul", action="store_true", help="experiment: allow TF32 matmuls (FC/MLP layers)")
     ap.add_argument("--fused-adam", action="store_true", help="experiment: Adam(fused=True)")
-    ap.add_argument("--fold", choices=("low_precision", "always", "never"), default=None,
-                    help="experiment: get3d.nn.layers.FOLD_DOWNSAMPLE_CONV (blur folded into the stride-2 D conv)")
     ap.add_argument("--bias-act", choices=("fused", "ref"), default=None,
                     help="experiment: bias_act kernel (fused Triton on CUDA vs the PyTorch reference)")
-    ap.add_argument("--switch", action="append", default=[], metavar="module.ATTR=VALUE",
-                    help="experiment: set a module-level switch, e.g. get3d.nn.triplane.TRIPLANE_SAMPLER=grid_sample")
+    ap.add_argument("--perf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a perf choice of params.yaml (repeatable), e.g. triplane_sampler=grid_sample")
     ap.add_argument("--graphs", choices=("all", "d"), default=None,
                     help="experiment: CUDA graphs for D passes and the tri-plane synthesis (all) or D only; "
                          "none: --set train.cuda_graphs=false")
@@ -133,18 +131,14 @@ def apply_experiments(args, cfg_train) -> list[str]:
         from get3d.nn import layers as L
         L.DOUBLE_BACKWARD_KERNELS.update(conv2d=L.conv2d_ref, upfirdn2d=L.upfirdn2d_ref)
         experiments.append("ref-r1")
-    if args.fold is not None:
-        from get3d.nn import layers as L
-        L.FOLD_DOWNSAMPLE_CONV = args.fold
-        experiments.append(f"fold={args.fold}")
     if args.bias_act is not None:
         from get3d.nn import layers as L
         L.register_kernel("bias_act", L.bias_act_ref if args.bias_act == "ref" else None)
         experiments.append(f"bias_act={args.bias_act}")
-    for spec in args.switch:
-        from switches import set_switch
-        set_switch(spec)
-        experiments.append(spec.rsplit(".", 1)[1])
+    if args.perf:
+        from get3d import perf
+        perf.apply(perf.parse_overrides(args.perf))
+        experiments += args.perf
     if args.graphs == "d":
         from get3d.train import graphs
         graphs.GraphedSynthesis.__init__ = lambda self, synthesis: None  # bench-only: leave G eager

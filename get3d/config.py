@@ -22,6 +22,7 @@ SECTIONS: dict[str, str] = {
     "model": "get3d.nn.config:ModelConfig",
     "train": "get3d.train.config:TrainConfig",
     "evaluate": "get3d.evaluate.config:EvaluateConfig",
+    "perf": "get3d.perf:PerfConfig",
 }
 TOP_LEVEL_KEYS = {"profile"}
 

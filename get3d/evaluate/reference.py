@@ -274,17 +274,20 @@ def load_reference_shapes(npz: str | os.PathLike) -> dict:
 # ------------------------------------------------------------------------------------------------ stage
 
 def build_reference(dataset_h5: str | os.PathLike, assets_manifest: str | os.PathLike | None,
-                    reference_dir: str | os.PathLike, cfg: EvaluateConfig) -> dict:
+                    reference_dir: str | os.PathLike, cfg: EvaluateConfig, perf_cfg=None) -> dict:
     """The ``reference`` stage: ``<reference_dir>/images.npz`` (when FID/KID are configured),
-    ``shapes.npz`` (when mesh metrics are configured and a manifest is given) and ``reference.json``."""
+    ``shapes.npz`` (when mesh metrics are configured and a manifest is given) and ``reference.json``.
+    ``perf_cfg``: section ``perf`` (its ``lfd_sweep`` runs the LFD descriptors)."""
+    from get3d import perf
     from get3d.io import atomic_write_json
 
     reference_dir = Path(reference_dir)
     summary: dict = {"version": REFERENCE_VERSION}
-    if cfg.needs_images:
-        summary["images"] = reference_stats(dataset_h5, reference_dir / IMAGES_FILE, cfg)
-    if cfg.needs_meshes and assets_manifest is not None:
-        summary["shapes"] = reference_shapes(assets_manifest, reference_dir / SHAPES_FILE, cfg)
+    with perf.applied(perf_cfg):
+        if cfg.needs_images:
+            summary["images"] = reference_stats(dataset_h5, reference_dir / IMAGES_FILE, cfg)
+        if cfg.needs_meshes and assets_manifest is not None:
+            summary["shapes"] = reference_shapes(assets_manifest, reference_dir / SHAPES_FILE, cfg)
     atomic_write_json(reference_dir / SUMMARY_FILE, summary)
     return summary
 

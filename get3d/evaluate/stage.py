@@ -53,7 +53,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from get3d import perf
 from get3d.io import atomic_write_image, atomic_write_json
+from get3d.schema import to_dict
 
 from . import reference as ref_mod
 from .config import EvaluateConfig
@@ -200,8 +202,11 @@ def _versions() -> dict:
 
 def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
              assets_manifest: str | os.PathLike | None, reference_dir: str | os.PathLike,
-             out_dir: str | os.PathLike, cfg: EvaluateConfig) -> dict:
+             out_dir: str | os.PathLike, cfg: EvaluateConfig, perf_cfg=None) -> dict:
     """Evaluate one inference snapshot; see the module docstring for inputs, outputs and degenerate cases.
+
+    ``perf_cfg`` (section ``perf``; None: the choices in force) is applied for the evaluation and recorded in
+    ``evaluate.json``.
 
     ``snapshot_path``: a ``network-*.pt`` file, or a run directory / its ``checkpoints/`` folder (then the
     snapshot named by ``latest.json``, else the newest one).
@@ -211,7 +216,7 @@ def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / DETAIL_DIR).mkdir(exist_ok=True)  # always present (a DVC output), even when no shape is exported
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, perf.applied(perf_cfg) as perf_in_force:
         warnings.simplefilter("always")
         result = _evaluate(Path(snapshot_path), Path(dataset_h5),
                            Path(assets_manifest) if assets_manifest is not None else None,
@@ -228,6 +233,7 @@ def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
     result["warnings"] = msgs
     report = json.loads((out_dir / REPORT_FILE).read_text())
     report["warnings"] = msgs
+    report["perf"] = to_dict(perf_in_force)
     _atomic_json(out_dir / REPORT_FILE, report)
     return result
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from get3d import perf
 from get3d.schema import parse_section, to_dict
 from get3d.train import checkpoint as ckpt
 from get3d.train import distributed as dist_util
@@ -376,7 +377,8 @@ def _open_data(r: _Run, st: _TrainState) -> None:
 def _write_provenance(r: _Run, st: _TrainState) -> None:
     from get3d.dataset.format import dataset_hash
 
-    config_record = {"model": to_dict(r.cfg_model), "train": to_dict(r.cfg), "backend": r.backend,
+    config_record = {"model": to_dict(r.cfg_model), "train": to_dict(r.cfg), "perf": to_dict(perf.active()),
+                     "backend": r.backend,
                      "world_size": r.world.world_size, "device": str(r.device)}
     r.run.write_provenance(config=config_record, dataset_path=r.dataset_path, seed=r.cfg.seed,
                            world_size=r.world.world_size, resumed_from=st.resumed_from,

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from get3d import perf
 from get3d.nn.layers import double_backward_kernels
 from get3d.train.config import TrainConfig
 
-#: Dmain as *one* discriminator pass over fakes and reals together (twice the batch) instead of two: the same
-#: function (the chunks are interleaved so that every minibatch-std group holds fakes only or reals only, see
-#: :func:`interleave_chunks`), half the passes, and the D's small low-resolution kernels run at twice the batch.
-#: Paper recipe on an H100: 59.5 → 54.8 s/kimg (A/B/B/A, docs/benchmarks.md "Fifth session"); chunks it cannot
-#: merge exactly fall back to two passes.
-MERGED_D_PASS = True
+#: ``perf.merged_d_pass``: Dmain as *one* discriminator pass over fakes and reals together (twice the batch)
+#: instead of two: the same function (the chunks are interleaved so that every minibatch-std group holds fakes
+#: only or reals only, see :func:`interleave_chunks`), half the passes, and the D's small low-resolution kernels
+#: run at twice the batch (paper recipe, H100: 59.5 → 54.8 s/kimg, docs/performance.md); chunks it cannot merge
+#: exactly fall back to two passes.
 
 
 def merge_groups(discriminators, n: int) -> int | None:
@@ -141,7 +141,7 @@ class GET3DLoss:
             with torch.no_grad():
                 out = self.run_G(fake, update_w_avg=False)
             img = out["img"].detach()
-            g = merge_groups((self.nets.D_rgb, self.nets.D_mask), img.shape[0]) if MERGED_D_PASS else None
+            g = merge_groups((self.nets.D_rgb, self.nets.D_mask), img.shape[0]) if perf.active().merged_d_pass else None
             if g is not None:
                 lr, lm = self.run_D(interleave_chunks(img[:, :3], real.image, g),
                                     interleave_chunks(img[:, 3:4], real.mask, g),

@@ -60,7 +60,13 @@ def dataset_changed(run_dir: Path, dataset: Path) -> bool:
     return old.get("sha256") != dataset_hash(Path(dataset)).get("sha256")
 
 
-def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None) -> dict:
+def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None,
+                    perf_cfg=None) -> dict:
+    """Train (or resume) into ``run_dir`` and publish the newest inference snapshot as ``model_out``.
+
+    ``perf_cfg``: section ``perf`` (None: the choices in force), applied while training, recorded in config.json.
+    """
+    from get3d import perf
     from get3d.train.checkpoint import list_snapshots
     from get3d.train.loop import train
 
@@ -74,7 +80,8 @@ def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_ou
                     run_dir, ", ".join(changed[:6]), stale)
         shutil.rmtree(stale, ignore_errors=True)
         run_dir.rename(stale)
-    result = train(model_cfg, train_cfg, dataset, run_dir, hooks)
+    with perf.applied(perf_cfg):
+        result = train(model_cfg, train_cfg, dataset, run_dir, hooks)
     snaps = list_snapshots(run_dir / "checkpoints", "network")
     if not snaps:
         raise RuntimeError(f"train: no inference snapshot was written in {run_dir / 'checkpoints'}")

@@ -1,4 +1,4 @@
-"""Dmain as one discriminator pass over fakes and reals (losses.MERGED_D_PASS) == the two separate passes."""
+"""Dmain as one discriminator pass over fakes and reals (perf.merged_d_pass) == the two separate passes."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,6 @@ import torch
 from train_helpers import tiny_configs
 
 from get3d.nn.layers import MinibatchStdLayer
-from get3d.train import losses
 from get3d.train.losses import (
     FakeInputs,
     GET3DLoss,
@@ -45,9 +44,9 @@ def test_merge_groups_refuses_what_would_change_the_function():
     assert merge_groups([D(2), D(4)], 8) is None
 
 
-def _dmain(nets, cfg, merged: bool, monkeypatch, device="cpu", graphs=None, steps: int = 1):
+def _dmain(nets, cfg, merged: bool, set_perf, device="cpu", graphs=None, steps: int = 1):
     """Stats and D gradients of ``steps`` Dmain calls (graphs replay from the second call on)."""
-    monkeypatch.setattr(losses, "MERGED_D_PASS", merged)
+    set_perf(merged_d_pass=merged)
     g = torch.Generator().manual_seed(3)
     n = 4
     cam, c2w = nets.sample_cameras(n, g)
@@ -67,13 +66,13 @@ def _dmain(nets, cfg, merged: bool, monkeypatch, device="cpu", graphs=None, step
     return stats, grads
 
 
-def test_merged_discriminator_pass_equals_two_passes(monkeypatch):
+def test_merged_discriminator_pass_equals_two_passes(set_perf):
     cm, ct = tiny_configs(batch_size=4, batch_per_gpu=4)
     torch.manual_seed(0)
     nets = build_networks(cm, torch.device("cpu"), "torch")
     assert merge_groups((nets.D_rgb, nets.D_mask), 4) == cm.mbstd_group_size == 4
-    s_sep, g_sep = _dmain(nets, ct, False, monkeypatch)
-    s_mrg, g_mrg = _dmain(nets, ct, True, monkeypatch)
+    s_sep, g_sep = _dmain(nets, ct, False, set_perf)
+    s_mrg, g_mrg = _dmain(nets, ct, True, set_perf)
     assert s_sep.keys() == s_mrg.keys()
     for k in s_sep:
         torch.testing.assert_close(s_mrg[k], s_sep[k], rtol=1e-5, atol=1e-6, msg=k)
@@ -83,7 +82,7 @@ def test_merged_discriminator_pass_equals_two_passes(monkeypatch):
 
 
 @pytest.mark.gpu
-def test_merged_pass_under_cuda_graphs_equals_eager_separate_passes(monkeypatch):
+def test_merged_pass_under_cuda_graphs_equals_eager_separate_passes(set_perf):
     """The graphed merged pass (one capture at twice the chunk) == the eager two-pass reference on CUDA."""
     from get3d.train.graphs import GraphedDiscriminators
     cm, ct = tiny_configs(batch_size=4, batch_per_gpu=4)
@@ -94,9 +93,9 @@ def test_merged_pass_under_cuda_graphs_equals_eager_separate_passes(monkeypatch)
     prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        s_ref, g_ref = _dmain(nets, ct, False, monkeypatch, "cuda")
+        s_ref, g_ref = _dmain(nets, ct, False, set_perf, "cuda")
         graphs = GraphedDiscriminators(nets.D_rgb, nets.D_mask)
-        s_gr, g_gr = _dmain(nets, ct, True, monkeypatch, "cuda", graphs, steps=3)  # capture, then replays
+        s_gr, g_gr = _dmain(nets, ct, True, set_perf, "cuda", graphs, steps=3)  # capture, then replays
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
     for k in s_ref:
