@@ -100,14 +100,14 @@ def build_configs(args, profile: str):
     from get3d.nn import ModelConfig
     from get3d.schema import parse_section
     from get3d.train.config import TrainConfig
-    from get3d.train.loop import _parse_overrides
+    from get3d.train.launch import parse_overrides
 
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = dict(SMALL_MODEL) if profile == "small" else {}
     model["generator"] = args.generator
-    overrides = _parse_overrides(args.overrides)
+    overrides = parse_overrides(args.overrides)
     model.update(overrides["model"])
     cfg_model = parse_section(ModelConfig, model, "model")
     batch = args.batch or 4

@@ -275,19 +275,22 @@ def _settings(cfg: RenderConfig, threads: int) -> dict:
 def make_job(objects: list[dict], cfg: RenderConfig, out_dir, threads: int = 0) -> dict:
     """A worker job; ``objects`` entries: id, stem, mesh (abs path), scale, translation, c2w [V,4,4], key."""
     return {"version": 1, "out_dir": str(out_dir), "settings": _settings(cfg, threads),
+            "shard_timeout_s": cfg.shard_timeout_s,
             "objects": [{**o, "c2w": np.asarray(o["c2w"]).tolist(), "translation": list(o["translation"])}
                         for o in objects]}
 
 
 def render_shard(job: dict, job_path, *, python=None, on_event: Callable[[dict], None] | None = None,
                  timeout: float | None = None, env: dict | None = None) -> dict:
-    """Render one job in one Blender process; usable on its own (e.g. as a Prefect task).
+    """Render one job in one Blender process (what a shard executor of :func:`render_dataset` runs).
 
-    Writes ``job`` to ``job_path`` and runs the worker.  Returns ``{"returncode", "done": [ids],
+    Writes ``job`` to ``job_path`` and runs the worker, killed after ``timeout`` seconds (default: the job's
+    ``render.shard_timeout_s``).  Returns ``{"returncode", "done": [ids],
     "failed": [ids], "missing": [ids], "crashed_on": id | None, "timed_out", "pid", "seconds",
     "stderr_tail"}``; results are the files the worker wrote in ``job["out_dir"]``.
     """
     python = Path(python) if python else render_python()
+    timeout = job.get("shard_timeout_s") if timeout is None else timeout
     job_path = Path(job_path)
     job_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(job_path, job, indent=None, sort_keys=False, newline=False, fsync=False)
@@ -475,12 +478,8 @@ class _Progress:
 class RenderPlan:
     """What is left to do; built by :func:`plan_render`, consumed by shards and :func:`finish_render`.
 
-    The three steps are separate so an orchestrator (e.g. a Prefect flow) can run the shards itself::
-
-        plan = plan_render(manifest, cfg, work_dir)
-        reports = [render_shard(job, path) for job, path in plan.shard_jobs()]   # anywhere, in parallel
-        retry = [i for rep in reports for i in plan.absorb(rep)]                  # crashed objects, leftovers
-        summary = finish_render(plan, out_h5)
+    :func:`render_dataset` drives it (plan -> attempts of shard jobs -> :meth:`absorb` -> :func:`finish_render`);
+    an orchestrator that runs the shards elsewhere passes ``run_shards`` to it instead of driving these steps.
     """
 
     manifest: Manifest
@@ -609,28 +608,54 @@ def finish_render(plan: RenderPlan, out_h5) -> dict:
     return summary
 
 
-def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress: bool = True) -> dict:
+#: Runs the shard jobs of one attempt (anywhere, in any order, in parallel) and returns one
+#: :func:`render_shard` report per job, in the jobs' order.
+ShardExecutor = Callable[[list[tuple[dict, Path]]], list[dict]]
+
+#: Attempts of the retry loop: a crashed Blender process fails its in-flight object, the rest are retried.
+RENDER_ATTEMPTS = 3
+
+
+def local_shard_executor(plan: RenderPlan, on_event: Callable[[dict], None] | None = None) -> ShardExecutor:
+    """The default executor: ``plan.workers`` Blender processes on this machine, each pinned to one GPU when
+    there are GPUs."""
+    python = render_python() if plan.to_render else None
+
+    def run(jobs: list[tuple[dict, Path]]) -> list[dict]:
+        slots = min(plan.workers, len(jobs))
+        gpu_pool = _GpuPool(plan.gpus, slots)
+        with cf.ThreadPoolExecutor(max_workers=slots) as pool:
+            futs = [pool.submit(gpu_pool.run, render_shard, job, path, python=python, on_event=on_event)
+                    for job, path in jobs]
+            return [f.result() for f in futs]
+    return run
+
+
+def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress: bool = True,
+                   run_shards: ShardExecutor | None = None) -> dict:
     """Render every manifest item and assemble ``out_h5`` (+ ``.json`` manifest, ``.contact.png``).
+
+    The one render stage: the CLI/DVC and any orchestrator call it.  ``run_shards`` runs the shard jobs of one
+    attempt (an orchestrator fans them out, e.g. one Prefect task per shard); default: the local pool.  The retry
+    loop (:data:`RENDER_ATTEMPTS`), the "worker failed before rendering" check (:meth:`RenderPlan.absorb`), the
+    shard timeout (in each job) and the failure gate apply whatever runs the shards.
 
     Resumable: results in ``work_dir`` whose key matches are reused.  Raises :class:`FailureGateError`
     (no dataset written, results kept) when the failed fraction exceeds ``cfg.max_failure_fraction``.
     """
     t_start = time.perf_counter()
     plan = plan_render(manifest_path, cfg, work_dir)
-    python = render_python() if plan.to_render else None
     bar = _Progress(len(plan.records), plan.skipped + plan.validated_bad, progress and bool(plan.to_render))
+    run_shards = run_shards or local_shard_executor(plan, on_event=bar.event)
     try:
         retry = None
-        for attempt in range(3):  # a crashed Blender process: its in-flight object fails, the rest retry
+        for attempt in range(RENDER_ATTEMPTS):
             jobs = plan.shard_jobs(retry, attempt)
             if not jobs:
                 break
-            slots = min(plan.workers, len(jobs))
-            gpu_pool = _GpuPool(plan.gpus, slots)  # pins each Blender process to one GPU when there are GPUs
-            with cf.ThreadPoolExecutor(max_workers=slots) as pool:
-                futs = [pool.submit(gpu_pool.run, render_shard, job, path, python=python, on_event=bar.event,
-                                    timeout=cfg.shard_timeout_s) for job, path in jobs]
-                reports = [f.result() for f in futs]
+            reports = run_shards(jobs)
+            if len(reports) != len(jobs):
+                raise RenderError(f"shard executor returned {len(reports)} reports for {len(jobs)} jobs")
             retry = []
             for rep in reports:
                 retry += plan.absorb(rep)
@@ -639,7 +664,8 @@ def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress:
             if not retry:
                 break
         if retry:
-            raise RenderError(f"{len(retry)} objects still unrendered after 3 attempts, e.g. {retry[0]!r}")
+            raise RenderError(f"{len(retry)} objects still unrendered after {RENDER_ATTEMPTS} attempts, "
+                              f"e.g. {retry[0]!r}")
     finally:
         bar.close()
     summary = finish_render(plan, out_h5)

@@ -56,11 +56,19 @@ class TrainConfig:
     backend: str = spec("auto", choices=("auto", "torch", "nvdiffrast"), help="rasterizer backend for the model")
     keep_snapshots: int = spec(3, min=0, help="training-state snapshots to keep (0 = all); inference ones are kept")
     dist_timeout_s: float = spec(300.0, min=1.0, help="collective timeout: a dead rank stops the others after this")
+    num_processes: int = spec(
+        1, min=1, max=1024,
+        help="data-parallel processes on this machine: > 1 and the train stage launches them itself "
+             "(torch.distributed.run; one per GPU with NCCL, gloo on the CPU); rank 0 writes and publishes")
 
     def validate(self, prefix: str = "train") -> None:
         if self.batch_size % self.batch_per_gpu != 0:
             raise ConfigError(f"{prefix}.batch_size: {self.batch_size} is not a multiple of "
                               f"{prefix}.batch_per_gpu={self.batch_per_gpu}")
+        chunks = self.batch_size // self.batch_per_gpu
+        if self.num_processes > chunks:
+            raise ConfigError(f"{prefix}.num_processes: {self.num_processes} processes but only {chunks} chunk(s) of "
+                              f"{prefix}.batch_per_gpu={self.batch_per_gpu} per batch of {self.batch_size}")
         if self.resume not in ("auto", "none") and not self.resume.strip():
             raise ConfigError(f"{prefix}.resume: empty path; use 'auto', 'none' or a state file path")
 

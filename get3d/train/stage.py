@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 #: Keys that may change between a run and its resumption (how long / how it runs, not what it learns).
 RESUMABLE_KEYS = {"total_kimg", "snapshot_kimg", "image_snapshot_ticks", "kimg_per_tick", "resume", "num_workers",
-                  "device", "keep_snapshots", "dist_timeout_s", "max_nonfinite_steps", "tf32", "fused_adam"}
+                  "device", "keep_snapshots", "dist_timeout_s", "max_nonfinite_steps", "tf32", "fused_adam",
+                  "num_processes"}
 
 
 def _learning_config(model_cfg, train_cfg) -> dict:
@@ -60,17 +61,8 @@ def dataset_changed(run_dir: Path, dataset: Path) -> bool:
     return old.get("sha256") != dataset_hash(Path(dataset)).get("sha256")
 
 
-def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None,
-                    perf_cfg=None) -> dict:
-    """Train (or resume) into ``run_dir`` and publish the newest inference snapshot as ``model_out``.
-
-    ``perf_cfg``: section ``perf`` (None: the choices in force), applied while training, recorded in config.json.
-    """
-    from get3d import perf
-    from get3d.train.checkpoint import list_snapshots
-    from get3d.train.loop import train
-
-    run_dir, model_out = Path(run_dir), Path(model_out)
+def retire_stale_run(run_dir: Path, dataset: Path, model_cfg, train_cfg) -> None:
+    """Move a run directory trained under other settings or data aside (``<run_dir>.stale``)."""
     changed = incompatible_keys(run_dir, model_cfg, train_cfg)
     if not changed and dataset_changed(run_dir, dataset):
         changed = ["dataset content"]
@@ -80,8 +72,35 @@ def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_ou
                     run_dir, ", ".join(changed[:6]), stale)
         shutil.rmtree(stale, ignore_errors=True)
         run_dir.rename(stale)
+
+
+def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None,
+                    perf_cfg=None) -> dict:
+    """The train stage, whoever calls it (CLI/DVC, Prefect, each rank of a multi-process run).
+
+    Moves a stale run directory aside, trains or resumes, and publishes the newest inference snapshot as
+    ``model_out`` (rank 0).  ``train.num_processes`` > 1 (and not already a rank): launches that many processes
+    (:func:`get3d.train.launch.launch`), each of which calls this function.  ``perf_cfg``: section ``perf``
+    (None: the choices in force), applied while training and recorded in config.json.
+    """
+    from get3d import perf
+    from get3d.train import distributed as dist_util
+    from get3d.train.checkpoint import list_snapshots
+    from get3d.train.loop import train
+
+    run_dir, model_out, dataset = Path(run_dir), Path(model_out), Path(dataset)
+    world = dist_util.world_from_env()
+    if world.is_main:  # the other ranks join after rank 0 has set the directory up (process-group rendezvous)
+        retire_stale_run(run_dir, dataset, model_cfg, train_cfg)
+    if train_cfg.num_processes > 1 and not world.distributed:
+        from get3d.train.launch import launch
+
+        return launch(model_cfg, train_cfg, dataset, run_dir, model_out, hooks, perf_cfg)
+    log.info("train stage: rank %d of %d, run dir %s", world.rank, world.world_size, run_dir)
     with perf.applied(perf_cfg):
         result = train(model_cfg, train_cfg, dataset, run_dir, hooks)
+    if not world.is_main:
+        return result
     snaps = list_snapshots(run_dir / "checkpoints", "network")
     if not snaps:
         raise RuntimeError(f"train: no inference snapshot was written in {run_dir / 'checkpoints'}")
