@@ -1,7 +1,7 @@
 """The discriminator's reduced-precision convolutions one layer at a time, in several layouts side by side.
 
 At the paper recipe the two 1024² layers' backward passes are the largest single cost of a discriminator pass
-(docs/perf-notes.md §8: cuDNN's fp16 weight-gradient kernels reach ~14 TFLOP/s there).  This times each fp16 block
+(docs/dev/optimisation-log.md §8: cuDNN's fp16 weight-gradient kernels reach ~14 TFLOP/s there).  This times each fp16 block
 layer of one discriminator (``conv0``: 3×3, ``conv1``: 3×3 with FIR downsampling) forward and forward+backward
 (input and weight gradients, as in the D step) for each variant: memory format, reduced-precision dtype, and the
 downsampling blur folded into the convolution or not (``perf.fold_downsample_conv``).  Median CUDA-event times;

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         rows.append((mode, statistics.median(ts), min(ts)))
     ref_l, ref_g = outs["never"]
     new_l, new_g = outs["low_precision"]
-    rel = lambda a, b: float((a - b).norm() / b.norm().clamp_min(1e-30))  # noqa: E731
+    rel = lambda a, b: float((a - b).norm() / b.norm().clamp_min(1e-30))
     res["logit_rel_l2"] = rel(new_l, ref_l)
     gerr = [rel(a, b) for a, b in zip(new_g, ref_g)]
     res["grad_rel_l2_median"] = statistics.median(gerr)

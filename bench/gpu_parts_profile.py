@@ -22,10 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from perf_variants import parse_variant, variant
+
 from get3d import cameras
 from get3d.nn import ModelConfig
 from get3d.nn.config import build_discriminators, build_generator
-from perf_variants import parse_variant, variant
 
 
 def make_parts(dev, cfg: ModelConfig):
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     dev = torch.device("cuda")
-    parts, G = make_parts(dev, ModelConfig(raster_backend="nvdiffrast"))
+    parts, _ = make_parts(dev, ModelConfig(raster_backend="nvdiffrast"))
     variants = [parse_variant("default=")] + [parse_variant(v) for v in args.variant]
     rows = []
     for name in args.parts.split(","):

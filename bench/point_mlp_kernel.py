@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             ref64 = net.double()(x.double(), w.double()).float()
             net.float()
             with perf.using(point_mlp_fused=False):
-                t_torch = median_ms(lambda: net(x, w), args.reps, dev)
+                t_torch = median_ms(lambda net=net, x=x, w=w: net(x, w), args.reps, dev)
                 scale = ref64.abs().max().item()
                 rows = [("torch layers", t_torch, (net(x, w) - ref64).abs().max().item() / scale)]
             for prec, block, warps in settings:
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
                 with perf.using(point_mlp_fused=True, point_mlp_precision=prec):
                     y = net(x, w)
                     err = (y - ref64).abs().max().item() / scale
-                    rows.append((f"{prec} b{block} w{warps}", median_ms(lambda: net(x, w), args.reps, dev), err))
+                    rows.append((f"{prec} b{block} w{warps}", median_ms(lambda net=net, x=x, w=w: net(x, w), args.reps, dev), err))
         base = rows[1][1]
         for name, ms, err in rows:
             print(f"{label:<20} {name:<22} {ms:8.3f} {ms / base:7.3f} {err:9.2e}")

@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from get3d.config import load_params  # noqa: E402
-from get3d.evaluate.generate import load_generator  # noqa: E402
-from get3d.evaluate.stage import evaluate  # noqa: E402
-from get3d.schema import to_dict  # noqa: E402
-from get3d.train import checkpoint as ckpt  # noqa: E402
+from get3d.config import load_params
+from get3d.evaluate.generate import load_generator
+from get3d.evaluate.stage import evaluate
+from get3d.schema import to_dict
+from get3d.train import checkpoint as ckpt
 
 
 def untrained_snapshot(run_dir: Path, out: Path) -> Path:

@@ -269,7 +269,7 @@ def print_table(res: dict, args, profile, device, cfg_model, batch, warmup, expe
              f"{cfg_model.img_resolution}², tet {cfg_model.tet_res}, {args.generator} G, {args.precision}"
              + (f", {'+'.join(experiments)}" if experiments else "")),
             ("public GET3D", f"{pub[0]:.1f}", f"{1000 / pub[0]:.2f}", f"{pub[1]:.1f}",
-             f"H100, batch 4, 1024², tet 90, {args.generator} G, fp16 D (measured, PLATFORM.md)")]
+             f"H100, batch 4, 1024², tet 90, {args.generator} G, fp16 D (measured on an H100)")]
     head = ("", "s/kimg", "img/s", "peak GiB", "setting")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
     for r in [head] + rows:

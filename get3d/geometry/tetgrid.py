@@ -6,7 +6,7 @@ every cell is split into 6 tetrahedra along its main diagonal (Kuhn/Freudenthal 
 cell uses the same diagonal direction, the face diagonals of neighbouring cells agree: the grid is conforming.
 All tets are positively oriented (``det[v1-v0, v2-v0, v3-v0] > 0``).
 
-Sizes next to the public Quartet grids (REFERENCE.md):
+Sizes next to the public Quartet grids of GET3D:
 
 ====  ===========================  ===========================
 res   this grid: vertices / tets    Quartet (public): verts / tets

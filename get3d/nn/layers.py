@@ -1,6 +1,6 @@
 """Building blocks of the GET3D networks (StyleGAN2-style, pure PyTorch).
 
-Everything here is written against the facts in REFERENCE.md: equalized learning rate (weights stored as
+Everything here follows the published GET3D / StyleGAN2-ADA code: equalized learning rate (weights stored as
 N(0, 1/lr_mult²), scaled at run time by ``lr_mult/sqrt(fan_in)``), modulated + demodulated convolutions,
 FIR [1,3,3,1] resampling, per-layer noise, and the modulated fully-connected / 3D layers used by the
 GET3D decoders and geometry networks.
@@ -11,7 +11,7 @@ Kernel seam: the hot primitives (:func:`upfirdn2d`, :func:`bias_act` and the dis
 that tests compare against.  :func:`double_backward_kernels` swaps in versions of the same functions whose
 *double* backward is cheap, for the R1 pass: ``conv2d`` → :func:`get3d.nn.ops.conv2d` and ``upfirdn2d`` →
 :func:`upfirdn2d_taps` (no depthwise convolution).  With PyTorch's generic double backward of the depthwise
-FIR convolution (one convolution per channel) the lazy R1 step took ~44 s at 1024² (docs/perf-notes.md).
+FIR convolution (one convolution per channel) the lazy R1 step took ~44 s at 1024² (docs/dev/optimisation-log.md).
 """
 from __future__ import annotations
 

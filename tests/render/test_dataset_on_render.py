@@ -1,4 +1,4 @@
-"""The training dataset and the GET3D exporter on a real render (shares the session's clean render)."""
+"""The training dataset and the GET3D exporter on a real render (shares the test run's clean render)."""
 from __future__ import annotations
 
 import h5py
