@@ -27,6 +27,9 @@ class TrainConfig:
         help="G has no regulariser; the public code still scales G's Adam as if one ran every 4 steps "
              "(lr 0.002 -> 0.0016). 0 = no scaling")
     sdf_reg_weight: float = spec(0.01, min=0.0, help="weight of the SDF sign-flip regulariser in the G loss")
+    flexicubes_dev_weight: float = spec(
+        0.5, min=0.0, help="model.iso_surface flexicubes: weight of FlexiCubes' L_dev regulariser (deviation of a "
+                           "cube's crossing points from its dual vertex) in the G loss (FlexiCubes / GET3D: 0.5)")
     style_mixing_prob: float = spec(0.9, min=0.0, max=1.0, help="probability of style mixing per batch, per code")
     ema_kimg: float = spec(10.0, min=0.0, help="G_ema half-life in kimg at batch 32 (scaled with the batch)")
     ema_rampup: float = spec(0.05, min=0.0, max=1.0, help="EMA ramp-up ratio (0 = off)")

@@ -3,7 +3,8 @@
 Phases per step (StyleGAN2-ADA style, as in the public GET3D code):
 
 - ``Gmain``: non-saturating logistic loss ``softplus(-D(G(z)))`` on *both* discriminators (RGB and mask)
-  plus ``sdf_reg_weight * sdf_reg_loss`` from the generator.
+  plus ``sdf_reg_weight * sdf_reg_loss`` from the generator (and, with FlexiCubes, ``flexicubes_dev_weight *
+  L_dev``).
 - ``Greg``: none (no path-length regulariser in GET3D); the G optimiser is still lr/beta-scaled as if one
   ran every ``g_reg_interval`` steps, matching the public recipe.
 - ``Dmain``: ``softplus(D(G(z)))`` + ``softplus(-D(x))`` on both discriminators.
@@ -132,10 +133,17 @@ class GET3DLoss:
             empty = out.get("empty_shape_loss")
             empty_sum = torch.zeros([], device=img.device) if empty is None else (
                 empty.float().sum() if empty.ndim > 0 else empty.float() * img.shape[0])
-            total = (loss_rgb.sum() + loss_mask.sum() + self.cfg.sdf_reg_weight * sdf_sum + empty_sum) / norm
+            total = loss_rgb.sum() + loss_mask.sum() + self.cfg.sdf_reg_weight * sdf_sum + empty_sum
+            stats = {}
+            dev = out.get("flexicubes_dev_loss")  # FlexiCubes' L_dev: a batch mean → times the chunk size
+            if dev is not None:
+                dev_sum = dev.float() * img.shape[0]
+                total = total + self.cfg.flexicubes_dev_weight * dev_sum
+                stats["G/flexicubes_dev"] = dev_sum.detach()
+            total = total / norm
             (total * gain).backward()
             return {"G/adv_rgb": loss_rgb.detach().sum(), "G/adv_mask": loss_mask.detach().sum(),
-                    "G/sdf_reg": sdf_sum.detach(), "G/empty_shape": empty_sum.detach(),
+                    "G/sdf_reg": sdf_sum.detach(), "G/empty_shape": empty_sum.detach(), **stats,
                     "G/total": total.detach() * norm}
         if phase == "Dmain":
             with torch.no_grad():

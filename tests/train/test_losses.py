@@ -102,3 +102,33 @@ def test_merged_pass_under_cuda_graphs_equals_eager_separate_passes(set_perf):
         torch.testing.assert_close(s_gr[k], s_ref[k], rtol=1e-4, atol=1e-5, msg=k)
     for a, b in zip(g_ref, g_gr):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
+
+
+def test_flexicubes_dev_loss_enters_the_generator_loss():
+    """With FlexiCubes, Gmain adds flexicubes_dev_weight * L_dev (DMTet has no such term)."""
+    import dataclasses
+
+    cm, ct = tiny_configs(batch_size=2, batch_per_gpu=2)
+    torch.manual_seed(0)
+    nets = build_networks(dataclasses.replace(cm, iso_surface="flexicubes", tet_res=8), torch.device("cpu"), "torch")
+    g = torch.Generator().manual_seed(3)
+    cam, c2w = nets.sample_cameras(2, g)
+    fake = FakeInputs(torch.randn(2, nets.z_dim, generator=g), torch.randn(2, nets.z_dim, generator=g), cam, c2w, 5)
+
+    def gmain(weight: float):
+        loss = GET3DLoss(nets, dataclasses.replace(ct, flexicubes_dev_weight=weight), torch.device("cpu"))
+        nets.G.zero_grad(set_to_none=True)
+        torch.manual_seed(11)
+        stats = loss.accumulate("Gmain", None, fake, norm=2.0)
+        return stats, torch.cat([p.grad.flatten() for p in nets.G.parameters() if p.grad is not None])
+
+    (off, g_off), (on, g_on) = gmain(0.0), gmain(0.5)
+    assert off["G/flexicubes_dev"] > 0
+    torch.testing.assert_close(on["G/flexicubes_dev"], off["G/flexicubes_dev"])
+    torch.testing.assert_close(on["G/total"] - off["G/total"], 0.5 * off["G/flexicubes_dev"], rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(g_on, g_off)  # the term reaches the generator's parameters
+
+    cm_dmtet, _ = tiny_configs()
+    dmtet = build_networks(cm_dmtet, torch.device("cpu"), "torch")
+    stats = GET3DLoss(dmtet, ct, torch.device("cpu")).accumulate("Gmain", None, fake, norm=2.0)
+    assert "G/flexicubes_dev" not in stats
