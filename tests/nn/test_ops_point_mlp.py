@@ -45,13 +45,19 @@ def test_modulated_mlp_matches_layers(as_cuda, set_perf, in_f, hidden, out_f, n,
     torch.testing.assert_close(fast, ref.detach(), atol=2e-5, rtol=2e-5)
 
 
-def test_texture_decoder_matches_layers(as_cuda):
+def test_texture_decoder_matches_layers(as_cuda, monkeypatch):
+    """The texture decoder's three layers run as one kernel call without autograd (no silent fallback)."""
     torch.manual_seed(0)
     net = _randomise(decoders.TextureDecoder(32, 32, 16, w_dim=16, device=DEVICE))
     x, w = torch.randn(2, 100, 32, device=DEVICE), torch.randn(2, 16, device=DEVICE)
+    calls = []
+    kernel = mod.modulated_chain
+    monkeypatch.setattr(mod, "modulated_chain", lambda *a, **kw: calls.append(len(a[1])) or kernel(*a, **kw))
     ref = net(x, w)
+    assert calls == []                      # autograd on: the layer-by-layer path
     with torch.no_grad():
         fast = net(x, w)
+    assert calls == [3]                     # one fused call over mlp.hidden, mlp.out and to_rgb
     torch.testing.assert_close(fast, ref.detach(), atol=2e-5, rtol=2e-5)
 
 
