@@ -17,11 +17,11 @@ from get3d.schema import ConfigError, to_dict
 REPO = Path(__file__).resolve().parents[1]
 
 #: What the code ran before the switches moved here (module globals of layers, decoders, triplane, losses,
-#: point_mlp_triton, lfd): the defaults must not change behaviour.
+#: point_mlp_triton, lfd; lfd.GPU_ALGORITHMS = None was "by device"): the defaults must not change behaviour.
 PREVIOUS_DEFAULTS = {"merged_d_pass": True, "upsample": "triton", "modulated_fc": "input",
                      "fold_downsample_conv": "low_precision", "synthesis_epilogue": True, "point_mlp_fused": True,
                      "point_mlp_precision": "tf32x3", "fused_modconv": "never", "triplane_sampler": "triton",
-                     "lfd_sweep": "triton"}
+                     "lfd_sweep": "triton", "lfd_algorithms": "auto"}
 
 
 def test_defaults_are_what_the_code_ran_before():
