@@ -117,12 +117,11 @@ def main(argv=None):
                     help="which paths to run (comma-separated; new-gpu-algos = the new path with its GPU variants "
                          "of the flood fill and thinning forced, what a GPU runs)")
     ap.add_argument("--table", type=int, default=0, help="print the profiler's N most expensive ops of each run")
-    ap.add_argument("--switch", action="append", default=[], metavar="module.ATTR=VALUE",
-                    help="set a module switch first (bench/switches.py), e.g. get3d.metrics.lfd.SWEEP_KERNEL=torch")
+    ap.add_argument("--perf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a perf choice of params.yaml, e.g. lfd_sweep=torch")
     args = ap.parse_args(argv)
-    from switches import set_switch
-    for spec in args.switch:
-        set_switch(spec)
+    from get3d import perf
+    perf.apply(perf.parse_overrides(args.perf))
     dev = torch.device(args.device)
 
     from gpu_metrics import _test_meshes
@@ -144,7 +143,7 @@ def main(argv=None):
         for name, mod in (("old", old), ("new", new), ("new-gpu-algos", new)):
             if name not in args.paths.split(","):
                 continue
-            new.GPU_ALGORITHMS = True if name == "new-gpu-algos" else None
+            perf.apply(perf.with_changes(lfd_algorithms="gpu" if name == "new-gpu-algos" else "auto"))
             if args.render:
                 def fn(mod=mod, meshes=meshes, batch=batch):
                     return mod.mesh_descriptors(meshes, device=dev, batch=batch)
@@ -163,7 +162,7 @@ def main(argv=None):
                                                                                           max_name_column_width=40))
             results[name] = d
             rows.append((kind, name, n, batch, n / t, nops / n, nsync / n, nker / n, nss / n))
-            new.GPU_ALGORITHMS = None
+            perf.apply(perf.with_changes(lfd_algorithms="auto"))
             if args.top:
                 print(f"-- {kind} {name}: top ops", top.most_common(args.top))
         for name, res in results.items():

@@ -10,23 +10,21 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from get3d.render.stage import render_dataset
 from tasks.assets import assets_task
+from tasks.common import params
 from tasks.evaluate import evaluate_task, reference_task
-from tasks.render import finish_task, plan_shards_task, render_shard_task
+from tasks.render import prefect_shard_executor
 from tasks.train import train_task
 
 
 @flow(name="get3d-render")
 def render_flow(params_path: str, manifest: str, work_dir: str, out_h5: str) -> dict:
-    """Plan shards, render them in parallel, retry what a crashed worker left, assemble the dataset."""
-    for attempt in range(2):
-        jobs = plan_shards_task(params_path, manifest, work_dir)
-        if not jobs:
-            break
-        reports = render_shard_task.map(jobs).result()
-        get_run_logger().info("render attempt %d: %d shard(s), %d object(s) done", attempt, len(reports),
-                              sum(len(r["done"]) for r in reports))
-    return finish_task(params_path, manifest, work_dir, out_h5)
+    """The render stage (get3d.render.stage.render_dataset) with its shards fanned out as Prefect tasks."""
+    summary = render_dataset(Path(manifest).resolve(), Path(out_h5).resolve(), params(params_path, "render").render,
+                             Path(work_dir).resolve(), progress=False, run_shards=prefect_shard_executor)
+    get_run_logger().info("render: %d object(s) in %d shard(s)", summary["counts"]["rendered"], summary["shards"])
+    return {"h5": summary["h5"], "counts": summary["counts"], "dataset_hash": summary["dataset_hash"]}
 
 
 @flow(name="get3d-pipeline")

@@ -1,6 +1,6 @@
 """Evaluation knobs (section ``evaluate`` of params.yaml).
 
-Defaults are the published GET3D protocol (REFERENCE.md, "Evaluation protocol"): FID/KID on 50k generated
+Defaults are the published GET3D evaluation protocol: FID/KID on 50k generated
 images (fresh z, one random prior camera each, psi = 1) against all rendered views of the test split; KID over
 100 subsets of 1000; CD/COV/MMD and LFD on 5 x |test split| generated meshes with 2,048 surface points.
 The CPU smoke profile only shrinks the counts.
@@ -88,7 +88,8 @@ class EvaluateConfig:
 
 #: A small configuration for CPU smoke runs and tests (same protocol, tiny counts).
 def smoke_config(**kw) -> EvaluateConfig:
-    base = dict(num_fake_images=8, fake_mesh_factor=2.0, num_points=256, batch_size=4, kid_subsets=10,
-                kid_subset_size=8, device="cpu", backend="torch", num_preview=4, num_detail_shapes=1)
+    base = {"num_fake_images": 8, "fake_mesh_factor": 2.0, "num_points": 256, "batch_size": 4,
+            "kid_subsets": 10, "kid_subset_size": 8, "device": "cpu", "backend": "torch", "num_preview": 4,
+            "num_detail_shapes": 1}
     base.update(kw)
     return EvaluateConfig(**base)

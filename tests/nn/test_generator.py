@@ -1,5 +1,4 @@
 """Small-config G end to end on CPU: mapping → backbone → DMTet (get3d.geometry) → render (get3d.raster)."""
-import math
 
 import pytest
 import torch
@@ -89,7 +88,7 @@ def test_truncation_and_w_avg_in_generator():
     cfg, G = _gen()
     G.train()
     zt, zg = _z(cfg, 4)
-    ws_tex, ws_geo = G.mapping(zt, zg)
+    ws_tex, _ = G.mapping(zt, zg)
     assert ws_tex.shape == (2, G.num_ws, cfg.w_dim)
     assert float(G.mapping_tex.w_avg.abs().sum()) > 0  # training mode tracks w_avg
     G.eval()
@@ -138,8 +137,8 @@ def test_camera_forms_agree():
 
 
 def test_config_validation_errors():
-    from get3d.schema import ConfigError, parse_section
     from get3d.nn import ModelConfig
+    from get3d.schema import ConfigError, parse_section
     with pytest.raises(ConfigError, match="model.generator"):
         parse_section(ModelConfig, {"generator": "fused"}, "model")
     with pytest.raises(ConfigError, match="power of two"):
@@ -156,3 +155,15 @@ def test_flexicubes_generator_runs_and_backprops():
     assert out["img"].shape == (2, 4, cfg.img_resolution, cfg.img_resolution)
     (out["img"].mean() + out["sdf_reg_loss"]).backward()
     assert _grad_norm(G, "backbone.sdf") > 0
+
+
+def test_flexicubes_splits_quads_by_the_generator_mode():
+    """Training: the differentiable 4-triangle split; evaluation (eval()): the 2-triangle split, same surface."""
+    cfg, G = _gen(iso_surface="flexicubes", tet_res=6)
+    zt, zg = _z(cfg, 8)
+    with torch.no_grad():
+        train_meshes = G.train().extract_meshes(zt, zg)[0]
+        eval_meshes = G.eval().extract_meshes(zt, zg)[0]
+    for (vt, ft), (ve, fe) in zip(train_meshes, eval_meshes):
+        assert fe.shape[0] > 0 and ft.shape[0] == 2 * fe.shape[0]   # 4 vs 2 triangles per quad
+        assert vt.shape[0] == ve.shape[0] + fe.shape[0] // 2       # plus one centre vertex per quad
