@@ -36,16 +36,21 @@ fi
 .venv/bin/dvc config --local core.analytics false >/dev/null 2>&1 || true
 .venv/bin/dvc config --local core.check_update false >/dev/null 2>&1 || true
 
-# Vendored JavaScript of the export gallery (@google/model-viewer; package-lock.json pins it). The page loads
-# nothing from the internet: get3d.export.gallery copies dist/model-viewer-umd.min.js next to each page.
+# Vendored JavaScript (package-lock.json pins it): the export gallery's @google/model-viewer and the vega
+# libraries of `dvc plots show`. No page loads anything from the internet: get3d.export.gallery copies
+# dist/model-viewer-umd.min.js next to each page; the plots template inlines the vega builds.
 if command -v npm >/dev/null; then
   lock_hash=$(stamp package-lock.json)
   if [ ! -f node_modules/.stamp ] || [ "$(cat node_modules/.stamp)" != "$lock_hash" ]; then
-    echo "setup: npm ci (gallery viewer)"
+    echo "setup: npm ci (gallery viewer, vega for dvc plots)"
     npm ci --no-audit --no-fund --silent && echo "$lock_hash" > node_modules/.stamp
   fi
+  # `dvc plots show` page template with vega/vega-lite/vega-embed inlined (.dvc/config plots.html_template).
+  if [ ! -f .dvc/plots.html ] || [ .dvc/plots.html -ot node_modules/.stamp ]; then
+    .venv/bin/python scripts/plots_template.py
+  fi
 else
-  echo "setup: npm not found: the export gallery needs it (apt-get install -y npm)" >&2
+  echo "setup: npm not found: the export gallery and dvc plots need it (apt-get install -y npm)" >&2
 fi
 
 # Headless Chromium: the gallery test opens the page offline (Debian package).

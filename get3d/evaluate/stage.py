@@ -30,6 +30,7 @@ Outputs in ``out_dir`` (each written atomically):
 - ``detail/``: for the first ``num_detail_shapes`` reference shapes, the reference mesh and its nearest
   generated meshes under CD and LFD as OBJ (scaled so the largest side is 1, as compared).
 - ``evaluate.json``: report: snapshot, kimg, dataset hash, reference keys, resolved config, device, warnings.
+- ``fid_kimg.csv``: FID against kimg over the evaluated snapshots (:mod:`get3d.evaluate.history`).
 
 Degenerate generated meshes (no faces, one triangle, zero area) never stop the stage.  Their defined values:
 an empty mesh's point cloud is its vertices, or the origin when it has none (CD finite:
@@ -58,6 +59,7 @@ from get3d.io import atomic_write_image, atomic_write_json
 from get3d.meshio import write_obj
 from get3d.schema import to_dict
 
+from . import history
 from . import reference as ref_mod
 from .config import EvaluateConfig
 from .generate import Sampler, load_generator, resolve_snapshot
@@ -235,6 +237,8 @@ def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
     report["perf"] = to_dict(perf_in_force)
     _atomic_json(out_dir / REPORT_FILE, report)
     result["comparison_key"] = report["comparison_key"]
+    history.update_history(out_dir / history.HISTORY_FILE, report.get("kimg"), result["metrics"],
+                           report["comparison_key"], report.get("snapshot_sha256"))
     if tracking is not None and tracking.enabled:
         from get3d import tracking as tracking_mod
 
