@@ -39,11 +39,16 @@ def run_assets(args) -> int:
     from get3d.assets.stage import build_assets
     from get3d.config import load_params
 
-    params = load_params(args.params, only=["assets"])
-    manifest = build_assets(params.assets, args.out)
+    params = load_params(args.params, only=["assets", "render"])
+    manifest = build_assets(params.assets, args.out, untextured=params.render.untextured)
     c = manifest["counts"]
     print(f"assets: {c['ok']} ok ({c['train']} train / {c['val']} val / {c['test']} test), {c['failed']} skipped "
           f"-> {args.out / 'manifest.json'}")
+    plan = ", ".join(f"{n} {p.replace('_', ' ')}" for p, n in c["render_as"].items())
+    print(f"render will draw: {plan} (render.untextured: {params.render.untextured})")
+    for item in manifest["items"]:
+        if item["render_as"] == "refused":
+            print(f"  refused by render: {item['id']}: no image texture ({item['appearance'].replace('_', ' ')})")
     for f in manifest["failures"]:
         print(f"  skipped {f['id']}: {f['reason']}")
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from get3d.appearance import AppearanceError, mesh_appearance
 from get3d.io import sha256_files
 
 MESH_SUFFIXES = (".obj", ".glb", ".gltf", ".ply")
@@ -38,6 +39,7 @@ class MeshStats:
     bbox_max: tuple[float, float, float]
     files: tuple[Path, ...] = field(default=())
     sha256: str = ""
+    appearance: str = "none"  # get3d.appearance.APPEARANCES
 
     @property
     def extent(self) -> float:
@@ -126,7 +128,7 @@ def _load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loaded = trimesh.load(path, force="mesh", process=False, skip_materials=True)
-    except Exception as exc:  # trimesh raises many types for garbage input
+    except Exception as exc:  # noqa: BLE001 - trimesh raises many types for garbage input
         raise AssetError(f"not a readable mesh: {type(exc).__name__}: {exc}") from None
     verts = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), dtype=np.float64)
     faces = np.asarray(getattr(loaded, "faces", np.zeros((0, 3))), dtype=np.int64)
@@ -159,9 +161,13 @@ def inspect_item(item: AssetItem, max_faces: int) -> MeshStats:
     lo, hi = used.min(0), used.max(0)
     if float((hi - lo).max()) <= 0.0:
         raise AssetError("degenerate mesh: zero-size bounding box")
+    try:
+        appearance = mesh_appearance(path)
+    except AppearanceError as exc:
+        raise AssetError(str(exc)) from None
     files = (path, *deps)
     return MeshStats(len(verts), len(faces), tuple(map(float, lo)), tuple(map(float, hi)), files,
-                     sha256_files(files, root=path.parent))
+                     sha256_files(files, root=path.parent), appearance)
 
 
 def normalization(stats: MeshStats, target_size: float, recenter: bool, max_offcenter: float) -> tuple[float, list[float]]:
@@ -187,8 +193,8 @@ def assign_splits(ids: list[str], fractions: tuple[float, float, float], seed: i
 
     order = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
     n = len(order)
-    n_train = int(math.floor(fractions[0] * n + 0.5))
-    n_val = int(math.floor(fractions[1] * n + 0.5))
+    n_train = math.floor(fractions[0] * n + 0.5)
+    n_val = math.floor(fractions[1] * n + 0.5)
     if n >= 3 and fractions[2] > 0 and n_train + n_val >= n:  # keep a non-empty test split when asked for one
         n_train = max(1, n - n_val - 1)
     out = {}

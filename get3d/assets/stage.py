@@ -7,6 +7,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from get3d.appearance import PLANS, render_plan
 from get3d.assets import procedural
 from get3d.assets.config import AssetsConfig
 from get3d.assets.sources import LISTERS, AssetError, assign_splits, inspect_item, normalization
@@ -47,8 +48,13 @@ def _list_items(cfg: AssetsConfig, out_dir: Path):
     return items[: cfg.limit] if cfg.limit else items
 
 
-def build_assets(cfg: AssetsConfig, out_dir: Path | str) -> dict:
-    """Run the stage; returns the manifest. Raises :class:`StageFailed` above the failure fraction."""
+def build_assets(cfg: AssetsConfig, out_dir: Path | str, untextured: str = "allow") -> dict:
+    """Run the stage; returns the manifest. Raises :class:`StageFailed` above the failure fraction.
+
+    ``untextured`` is ``render.untextured``: each item records its ``appearance`` and what the render stage
+    will do with it (``render_as``, :func:`get3d.appearance.render_plan`: textured, vertex_colors,
+    material_colors, neutral_material or refused), so a refusal is known before any rendering.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = _list_items(cfg, out_dir)
@@ -65,12 +71,14 @@ def build_assets(cfg: AssetsConfig, out_dir: Path | str) -> dict:
             continue
         good.append({"id": item.id, "synset": item.synset, "mesh": _mesh_ref(item.path, out_dir),
                      "scale": scale, "translation": translation, "sha256": stats.sha256,
-                     "num_faces": stats.num_faces, "num_vertices": stats.num_vertices})
+                     "num_faces": stats.num_faces, "num_vertices": stats.num_vertices,
+                     "appearance": stats.appearance, "render_as": render_plan(stats.appearance, untextured)})
     splits = assign_splits([g["id"] for g in good], cfg.split, cfg.seed)
     for g in good:
         g["split"] = splits[g["id"]]
     manifest = {"version": MANIFEST_VERSION, "source": cfg.source, "category": cfg.category, "synset": cfg.synset,
-                "config": to_dict(cfg), "counts": _counts(good, failures), "items": good, "failures": failures}
+                "config": to_dict(cfg), "render_untextured": untextured, "counts": _counts(good, failures),
+                "items": good, "failures": failures}
     atomic_write_json(out_dir / "failures.json", failures)
     fraction = len(failures) / len(items)
     if fraction > cfg.max_failure_fraction:
@@ -89,6 +97,7 @@ def _counts(good: list, failures: list) -> dict:
     c = {"ok": len(good), "failed": len(failures)}
     for s in ("train", "val", "test"):
         c[s] = sum(1 for g in good if g.get("split") == s)
+    c["render_as"] = {p: n for p in PLANS if (n := sum(1 for g in good if g["render_as"] == p))}
     return c
 
 

@@ -121,6 +121,51 @@ def import_mesh(bpy, path: str) -> list:
     return new
 
 
+def _material(bpy, name: str, albedo: float, color_attribute: str | None = None):
+    """A Principled BSDF material: grey ``albedo``, or the mesh's colour attribute as base colour."""
+    mat = bpy.data.materials.new(name)
+    mat.use_nodes = True
+    bsdf = next(n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    bsdf.inputs["Base Color"].default_value = (albedo, albedo, albedo, 1.0)
+    bsdf.inputs["Roughness"].default_value = 0.5
+    if color_attribute:
+        node = mat.node_tree.nodes.new("ShaderNodeVertexColor")
+        node.layer_name = color_attribute
+        mat.node_tree.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+    return mat
+
+
+def _reads_vertex_colors(mat) -> bool:
+    return bool(mat and mat.use_nodes and any(n.type in ("VERTEX_COLOR", "ATTRIBUTE") for n in mat.node_tree.nodes))
+
+
+def apply_appearance(bpy, objs: list, render_as: str | None, albedo: float) -> None:
+    """Colour the imported meshes as the render plan says (get3d.appearance.render_plan).
+
+    ``vertex_colors``: a mesh with a colour attribute whose materials do not read it (OBJ / PLY import, or a
+    glTF primitive without material) gets a material that does; ``neutral_material``: meshes without a
+    material get the neutral grey one.  ``textured`` / ``material_colors`` / None: the file's materials as
+    imported.
+    """
+    if render_as not in ("vertex_colors", "neutral_material"):
+        return
+    neutral = None
+    for o in objs:
+        if o.type != "MESH":
+            continue
+        mesh = o.data
+        mats = [m for m in mesh.materials if m is not None]
+        attrs = mesh.color_attributes
+        if render_as == "vertex_colors" and len(attrs) and not any(_reads_vertex_colors(m) for m in mats):
+            name = (attrs.active_color or attrs[0]).name
+            mesh.materials.clear()
+            mesh.materials.append(_material(bpy, f"get3d_vertex_colors_{o.name}", albedo, name))
+        elif not mats:
+            neutral = neutral or _material(bpy, "get3d_neutral", albedo)
+            mesh.materials.clear()
+            mesh.materials.append(neutral)
+
+
 def place_objects(objs: list, scale: float, translation) -> None:
     """world = v * scale + translation in the +y-up frame, i.e. T(M t) S in Blender's frame."""
     from mathutils import Matrix
@@ -152,6 +197,7 @@ def render_object(bproc, bpy, s: dict, obj: dict) -> np.ndarray:
     bproc.clean_up(clean_up_camera=False)  # removes objects, materials, images, lights; resets keyframes
     bproc.renderer.set_world_background([1.0, 1.0, 1.0], strength=float(s["ambient"]))
     objs = import_mesh(bpy, obj["mesh"])
+    apply_appearance(bpy, objs, obj.get("render_as"), float(s.get("neutral_albedo", 0.6)))
     place_objects(objs, float(obj["scale"]), obj["translation"])
     poses = [Y_UP_TO_Z_UP @ np.asarray(c, dtype=np.float64) for c in obj["c2w"]]
     for i, pose in enumerate(poses):

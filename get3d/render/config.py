@@ -34,6 +34,10 @@ class RenderConfig:
     objects_per_shard: int = spec(16, min=1, max=100000, help="objects per Blender process / job file")
     max_failure_fraction: float = spec(0.05, min=0.0, max=1.0,
                                        help="abort (no dataset written) when more objects than this fail")
+    untextured: str = spec("allow", choices=("allow", "refuse"),
+                           help="meshes without an image texture: allow = render their vertex / material colours, "
+                           "or a neutral grey material when they have none; refuse = fail them as 'untextured'")
+    neutral_albedo: float = spec(0.6, min=0.0, max=1.0, help="grey base colour of the neutral material")
     max_faces: int = spec(500000, min=1, help="meshes with more faces fail as 'too_many_faces'")
     max_extent: float = spec(1.0, min=0.01, help="normalised vertices farther than this from the origin "
                              "fail as 'out_of_bounds' (the camera is at `radius`)")

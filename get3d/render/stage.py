@@ -9,7 +9,8 @@ Flow of :func:`render_dataset`:
    (hash of mesh content, normalisation, cameras and render settings);
 2. skip objects whose ``<work>/objects/<stem>.npz`` (or ``.failed.json``) carries the same key (resume);
 3. validate the rest (named failures: missing_file, corrupt_file, empty_mesh, missing_material,
-   missing_texture, corrupt_texture, too_many_faces, out_of_bounds, invalid_transform, unsupported_format);
+   missing_texture, corrupt_texture, untextured (``render.untextured: refuse``), too_many_faces, out_of_bounds,
+   invalid_transform, unsupported_format); how each object is coloured is :func:`get3d.appearance.render_plan`;
 4. render the valid ones in shards (:func:`render_shard`, one Blender process per shard, run in parallel);
 5. apply the failure-fraction gate, then write the HDF5, the JSON manifest and a contact sheet atomically.
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from get3d import cameras
+from get3d.appearance import AppearanceError, mesh_appearance, render_plan
 from get3d.dataset import format as dataset_format
 from get3d.io import atomic_write_image, atomic_write_json, file_sha256
 from get3d.schema import to_dict
@@ -39,7 +41,7 @@ from get3d.schema import to_dict
 from .config import RenderConfig
 
 #: Bump when the worker's output for the same inputs changes (invalidates resumable results).
-RENDER_CODE_VERSION = 2
+RENDER_CODE_VERSION = 3
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = Path(__file__).with_name("blender_worker.py")
 EVENT_PREFIX = "@@GET3D "
@@ -151,7 +153,8 @@ def file_stem(object_id: str) -> str:
 
 _CONTENT_FIELDS = ("resolution", "views_per_object", "elevation_min_deg", "elevation_max_deg", "radius",
                    "fovy_deg", "samples", "denoiser", "light_type", "light_energy", "light_placement", "ambient",
-                   "film_transparent", "view_transform", "device", "max_faces", "max_extent", "seed")
+                   "film_transparent", "view_transform", "device", "max_faces", "max_extent", "seed",
+                   "neutral_albedo")
 
 
 def mesh_fingerprint(item: ObjectSpec) -> str:
@@ -163,13 +166,22 @@ def mesh_fingerprint(item: ObjectSpec) -> str:
         return "unreadable"
 
 
-def object_key(item: ObjectSpec, cams: dict, cfg: RenderConfig) -> str:
+def object_render_as(item: ObjectSpec, cfg: RenderConfig) -> str | None:
+    """How the object will be coloured (:func:`get3d.appearance.render_plan`); None when the file cannot tell
+    (validation then names what is wrong)."""
+    try:
+        return render_plan(mesh_appearance(item.mesh), cfg.untextured)
+    except (OSError, AppearanceError):
+        return None
+
+
+def object_key(item: ObjectSpec, cams: dict, cfg: RenderConfig, render_as: str | None = None) -> str:
     """Identity of one object's render: same key => the stored result can be reused."""
     h = hashlib.sha256()
     settings = {k: getattr(cfg, k) for k in _CONTENT_FIELDS}
     h.update(json.dumps({"code": RENDER_CODE_VERSION, "id": item.id, "mesh": mesh_fingerprint(item),
-                         "scale": item.scale, "translation": list(item.translation), "settings": settings},
-                        sort_keys=True).encode())
+                         "scale": item.scale, "translation": list(item.translation), "settings": settings,
+                         "render_as": render_as}, sort_keys=True).encode())
     h.update(np.ascontiguousarray(cams["c2w"]).tobytes())
     return h.hexdigest()
 
@@ -189,9 +201,7 @@ def _check_obj_materials(obj: Path) -> tuple[str, str] | None:
         for line in f:
             if line.startswith("mtllib"):
                 mtllibs += line.split()[1:]
-    if not mtllibs:
-        return ("missing_material", f"{obj.name}: no 'mtllib' line (textured meshes are required)")
-    for name in mtllibs:
+    for name in mtllibs:  # none: an untextured mesh, handled by render.untextured
         mtl = obj.parent / name
         if not mtl.is_file():
             return ("missing_material", f"{obj.name}: material library {name!r} not found")
@@ -249,6 +259,13 @@ def validate_object(item: ObjectSpec, cfg: RenderConfig) -> tuple[str, str] | No
         detail = (f"{rel}: normalised vertices reach {reach:.3f} from the origin > "
                   f"render.max_extent {cfg.max_extent} (normalise it in the assets stage)")
         return ("out_of_bounds", detail)
+    try:
+        appearance = mesh_appearance(p)
+    except AppearanceError as exc:
+        return ("corrupt_file", f"{rel}: {exc}")
+    if render_plan(appearance, cfg.untextured) == "refused":
+        has = appearance.replace("_", " ")
+        return ("untextured", f"{rel}: no image texture (it has {has}) and render.untextured is 'refuse'")
     return None
 
 
@@ -273,7 +290,8 @@ def _settings(cfg: RenderConfig, threads: int) -> dict:
 
 
 def make_job(objects: list[dict], cfg: RenderConfig, out_dir, threads: int = 0) -> dict:
-    """A worker job; ``objects`` entries: id, stem, mesh (abs path), scale, translation, c2w [V,4,4], key."""
+    """A worker job; ``objects`` entries: id, stem, mesh (abs path), scale, translation, c2w [V,4,4], key,
+    and optionally render_as (:func:`get3d.appearance.render_plan`; absent: the file's materials as imported)."""
     return {"version": 1, "out_dir": str(out_dir), "settings": _settings(cfg, threads),
             "shard_timeout_s": cfg.shard_timeout_s,
             "objects": [{**o, "c2w": np.asarray(o["c2w"]).tolist(), "translation": list(o["translation"])}
@@ -511,7 +529,8 @@ class RenderPlan:
         for k, i in enumerate(range(0, len(queue), size)):
             objs = [{"id": r["item"].id, "stem": r["stem"], "mesh": str(r["item"].mesh.resolve()),
                      "scale": r["item"].scale, "translation": r["item"].translation,
-                     "c2w": r["cams"]["c2w"], "key": r["key"]} for r in queue[i:i + size]]
+                     "c2w": r["cams"]["c2w"], "key": r["key"], "render_as": r["render_as"]}
+                    for r in queue[i:i + size]]
             jobs.append((make_job(objs, self.cfg, self.obj_dir, self.threads),
                          self.work_dir / "jobs" / f"a{attempt}-s{k:05d}.json"))
         return jobs
@@ -551,7 +570,9 @@ def plan_render(manifest_path, cfg: RenderConfig, work_dir) -> RenderPlan:
     records = []
     for item in man.items:
         cams = object_cameras(cfg, item.id)
-        records.append({"item": item, "cams": cams, "key": object_key(item, cams, cfg), "stem": file_stem(item.id)})
+        render_as = object_render_as(item, cfg)
+        records.append({"item": item, "cams": cams, "key": object_key(item, cams, cfg, render_as),
+                        "stem": file_stem(item.id), "render_as": render_as})
 
     done, failures, pending = {}, {}, []
     for r in records:
@@ -721,7 +742,10 @@ def _failure_list(failures: dict, records: list, man: Manifest) -> list:
 
 def _dataset_counts(records: list, N: int, failures: dict, obj_entries: list, V: int) -> dict:
     counts = {"objects_in_manifest": len(records), "rendered": N, "failed": len(failures),
-              "images": N * V, "views_per_object": V}
+              "images": N * V, "views_per_object": V, "rendered_as": {}}
+    for r in records:  # how the rendered objects were coloured (get3d.appearance)
+        if r["item"].id not in failures and r["render_as"]:
+            counts["rendered_as"][r["render_as"]] = counts["rendered_as"].get(r["render_as"], 0) + 1
     for split in ("train", "val", "test"):
         counts[f"objects_{split}"] = sum(1 for e in obj_entries if e["split"] == split)
     return counts

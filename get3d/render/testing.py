@@ -70,6 +70,43 @@ def write_textured_obj(folder: Path, verts, uvs, faces, seed: int = 0, texture: 
     return obj
 
 
+def write_appearance_fixtures(folder: Path) -> dict[str, Path]:
+    """One box per kind of appearance (get3d.appearance): ``{name: mesh path}`` for obj_texture,
+    obj_material_colors, obj_none, obj_vertex_colors, ply_vertex_colors, ply_none, glb_texture,
+    glb_vertex_colors, glb_material_colors, glb_none.  Vertex colours: red where x < 0, blue elsewhere."""
+    import trimesh
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    v, uv, f = box_geometry((0.5, 0.4, 0.3))
+    rgba = np.where(v[:, :1] < 0, [[220, 30, 30, 255]], [[30, 30, 220, 255]]).astype(np.uint8)
+    bare = trimesh.Trimesh(v, f, process=False)
+    coloured = trimesh.Trimesh(v, f, vertex_colors=rgba, process=False)
+    out = {"obj_texture": write_textured_obj(folder / "obj_texture", v, uv, f, seed=5)}
+    mc = folder / "obj_material_colors"
+    mc.mkdir()
+    (mc / "model.mtl").write_text("newmtl m\nKd 0.2 0.7 0.2\n")
+    (mc / "model.obj").write_text(meshio.obj_text(v, f, mtllib="model.mtl", material="m"))
+    out["obj_material_colors"] = mc / "model.obj"
+    out["obj_none"] = folder / "obj_none.obj"
+    out["obj_none"].write_text(meshio.obj_text(v, f))
+    for name, mesh, ext in (("obj_vertex_colors", coloured, "obj"), ("ply_vertex_colors", coloured, "ply"),
+                            ("ply_none", bare, "ply"), ("glb_vertex_colors", coloured, "glb"),
+                            ("glb_none", bare, "glb")):
+        out[name] = folder / f"{name}.{ext}"
+        mesh.export(out[name])
+    tex = np.zeros((8, 8, 3), np.uint8)
+    tex[:, 4:] = 255
+    out["glb_texture"] = folder / "glb_texture.glb"
+    out["glb_texture"].write_bytes(meshio.glb_bytes(meshio.TexturedMesh(v.astype(np.float32), f, uv.astype(np.float32),
+                                                                        tex)))
+    material = trimesh.visual.material.PBRMaterial(baseColorFactor=[50, 180, 50, 255])
+    out["glb_material_colors"] = folder / "glb_material_colors.glb"
+    trimesh.Trimesh(v, f, visual=trimesh.visual.TextureVisuals(material=material),
+                    process=False).export(out["glb_material_colors"])
+    return out
+
+
 def sha256_files(*paths: Path) -> str:
     h = hashlib.sha256()
     for p in paths:
