@@ -39,8 +39,8 @@ def update_history(path: Path, kimg, metrics: dict, comparison_key: str, snapsho
     rows = [r for r in read_history(path)
             if r["comparison_key"] == comparison_key and float(r["kimg"]) < float(kimg)]
     fid_3d = metrics.get("fid_3d")
-    rows.append({"kimg": f"{float(kimg):.6f}", "fid": f"{float(fid):.6g}",
-                 "fid_3d": f"{float(fid_3d):.6g}" if isinstance(fid_3d, (int, float)) and math.isfinite(fid_3d)
+    rows.append({"kimg": f"{float(kimg):.6f}", "fid": repr(float(fid)),
+                 "fid_3d": repr(float(fid_3d)) if isinstance(fid_3d, (int, float)) and math.isfinite(fid_3d)
                  else "",
                  "comparison_key": comparison_key, "snapshot_sha256": snapshot_sha256 or ""})
     buf = io.StringIO()

@@ -744,8 +744,9 @@ def _dataset_counts(records: list, N: int, failures: dict, obj_entries: list, V:
     counts = {"objects_in_manifest": len(records), "rendered": N, "failed": len(failures),
               "images": N * V, "views_per_object": V, "rendered_as": {}}
     for r in records:  # how the rendered objects were coloured (get3d.appearance)
-        if r["item"].id not in failures and r["render_as"]:
-            counts["rendered_as"][r["render_as"]] = counts["rendered_as"].get(r["render_as"], 0) + 1
+        plan = r.get("render_as")
+        if r["item"].id not in failures and plan:
+            counts["rendered_as"][plan] = counts["rendered_as"].get(plan, 0) + 1
     for split in ("train", "val", "test"):
         counts[f"objects_{split}"] = sum(1 for e in obj_entries if e["split"] == split)
     return counts
