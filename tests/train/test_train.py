@@ -8,7 +8,8 @@ import math
 
 import pytest
 import torch
-from train_helpers import tiny_configs
+import yaml
+from train_helpers import REPO, tiny_configs
 
 from get3d.train import checkpoint as ckpt
 from get3d.train import losses as losses_mod
@@ -28,7 +29,7 @@ def base_run(tiny_dataset, tmp_path_factory):
 
 
 def test_losses_move_and_run_outputs(base_run):
-    run_dir, res, seen, cm, ct = base_run
+    run_dir, res, seen, _cm, ct = base_run
     assert res["status"] == "completed" and res["cur_nimg"] == 12 and res["step"] == 3
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert [r["nimg"] for r in stats] == [4, 8, 12]
@@ -56,6 +57,14 @@ def test_losses_move_and_run_outputs(base_run):
     # dvc-plots files: kimg,<metric>
     lines = (run_dir / "plots" / "loss_D.csv").read_text().splitlines()
     assert lines[0] == "kimg,loss_D" and len(lines) == 4
+    # every training curve dvc.yaml plots is written, with the column it names
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    wanted = {(f, col) for p in plots for spec in p.values() for f, col in spec["y"].items()
+              if f.startswith("data/train/plots/")}
+    assert len(wanted) == 5
+    for f, col in wanted:
+        header = (run_dir / "plots" / f.rsplit("/", 1)[1]).read_text().splitlines()[0]
+        assert header == f"kimg,{col}", f
     assert len(list((run_dir / "images").glob("fakes-*.png"))) == 3
     # hooks
     assert [r["nimg"] for r in seen["progress"]] == [4, 8, 12]
@@ -63,7 +72,7 @@ def test_losses_move_and_run_outputs(base_run):
 
 
 def test_inference_snapshot_generates(base_run):
-    run_dir, res, _, cm, _ = base_run
+    _run_dir, res, _, cm, _ = base_run
     net = ckpt.load_inference(res["network"])
     assert net["model_config"]["img_resolution"] == cm.img_resolution and net["cur_nimg"] == 12
     assert net["provenance"]["git"]["sha"]
