@@ -1,5 +1,5 @@
 """Untextured and vertex-coloured meshes render (Blender): a geometry-only OBJ in the neutral grey material,
-vertex colours of PLY and GLB files kept."""
+vertex colours of OBJ, PLY and GLB files kept."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from get3d.render.stage import render_dataset
 from get3d.render.testing import small_cfg, write_appearance_fixtures
 
 pytestmark = pytest.mark.render
-OBJECTS = ("obj_none", "ply_vertex_colors", "glb_vertex_colors")
+OBJECTS = ("obj_none", "obj_vertex_colors", "ply_vertex_colors", "glb_vertex_colors")
 
 
 def test_untextured_and_vertex_coloured_meshes_render(tmp_path):
@@ -22,7 +22,7 @@ def test_untextured_and_vertex_coloured_meshes_render(tmp_path):
     cfg = small_cfg(resolution=32, views_per_object=4, samples=4, workers=1, max_failure_fraction=0.0)
     s = render_dataset(tmp_path / "manifest.json", tmp_path / "o.h5", cfg, tmp_path / "w", progress=False)
     assert s["counts"]["rendered"] == len(OBJECTS)
-    assert s["counts"]["rendered_as"] == {"neutral_material": 1, "vertex_colors": 2}
+    assert s["counts"]["rendered_as"] == {"neutral_material": 1, "vertex_colors": 3}
     with h5py.File(s["h5"], "r") as h:
         ids = [i.decode() if isinstance(i, bytes) else i for i in h["object_ids"][:]]
         index, images = h["object_index"][:], h["images"][:]
