@@ -1,0 +1,34 @@
+"""Evaluation: the ``reference`` statistics of the test split and the ``evaluate`` stage's metrics."""
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from get3d.dvcstage import run_stage
+from get3d.evaluate.reference import build_reference
+from get3d.evaluate.stage import METRICS_FILE, evaluate
+from tasks.common import RETRIES, RETRY_DELAYS_S, params, path, read_json, workspace
+
+
+@task(name="reference", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S)
+def reference_task(root: str) -> dict:
+    """Reference statistics (reused while the dataset and the counts are unchanged)."""
+    ws = workspace(root)
+    cfg = params(ws, "evaluate").evaluate
+    run = run_stage(ws, "reference", lambda: build_reference(path(ws, "dataset"), path(ws, "manifest"),
+                                                             path(ws, "reference"), cfg))
+    get_run_logger().info("reference: %s", "computed" if run.ran else "up to date")
+    return {"ran": run.ran, "reference": str(path(ws, "reference"))}
+
+
+@task(name="evaluate", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S)
+def evaluate_task(root: str) -> dict:
+    """All configured metrics of the published generator; returns ``metrics.json``'s numbers."""
+    ws = workspace(root)
+    cfg = params(ws, "evaluate").evaluate
+    run = run_stage(ws, "evaluate", lambda: evaluate(path(ws, "model"), path(ws, "dataset"), path(ws, "manifest"),
+                                                     path(ws, "reference"), path(ws, "metrics"), cfg))
+    metrics = read_json(path(ws, "metrics") / METRICS_FILE)
+    get_run_logger().info("evaluate: %s; %s", "computed" if run.ran else "up to date",
+                          ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())
+                                    if isinstance(v, float) and not k.endswith("_time_s")))
+    return {"ran": run.ran, "metrics": metrics}
