@@ -90,11 +90,13 @@ def run_train(args) -> int:
     from get3d.config import load_params
     from get3d.train.stage import run_train_stage
 
-    params = load_params(args.params, only=["model", "train"])
+    params = load_params(args.params, only=["model", "train", "tracking"])
     if args.threads:
         torch.set_num_threads(args.threads)
-    res = run_train_stage(params.model, params.train, args.data, args.run_dir, args.model_out)
-    print(f"train: {res['status']} at {res['kimg']:.3f} kimg (step {res['step']}) -> {res['model']}")
+    res = run_train_stage(params.model, params.train, args.data, args.run_dir, args.model_out,
+                          tracking=params.tracking)
+    print(f"train: {res['status']} at {res['kimg']:.3f} kimg (step {res['step']}) -> {res['model']}"
+          + (f" (MLflow run {res['mlflow_run_id']})" if res.get("mlflow_run_id") else ""))
     return 0
 
 
@@ -133,14 +135,49 @@ def run_evaluate(args) -> int:
     from get3d.config import load_params
     from get3d.evaluate.stage import evaluate
 
-    params = load_params(args.params, only=["evaluate"])
-    res = evaluate(args.model, args.dataset, args.manifest, args.reference, args.out, params.evaluate)
+    params = load_params(args.params, only=["evaluate", "tracking"])
+    res = evaluate(args.model, args.dataset, args.manifest, args.reference, args.out, params.evaluate,
+                   tracking=params.tracking)
     shown = {k: v for k, v in res["metrics"].items() if not k.endswith("_time_s")}
     print("evaluate: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in sorted(shown.items())))
     for w in res.get("warnings", [])[:10]:
         print(f"  warning: {w}")
     return 0
+
+
+def _register_args(p):
+    _params_arg(p)
+    p.add_argument("--model", type=Path, default=Path("data/model/generator.pt"), help="inference snapshot")
+    p.add_argument("--metrics", type=Path, default=Path("data/metrics"),
+                   help="the evaluate stage's folder (metrics.json, evaluate.json, preview.png)")
+    p.add_argument("--export", type=Path, default=None,
+                   help="the export stage's folder (sample GLBs, previews, turntables), logged with the model")
+    p.add_argument("--out", type=Path, default=Path("data/register"), help="register.json (what was registered)")
+
+
+@command("register", "register the evaluated generator in MLflow (pyfunc + model card), alias challenger; "
+                     "the promotion gate moves champion")(_register_args)
+def run_register_cmd(args) -> int:
+    from get3d.config import load_params
+    from get3d.register import run_register
+
+    only = ["tracking", "export"] if "export" in _sections() else ["tracking"]
+    params = load_params(args.params, only=only)
+    res = run_register(args.model, args.metrics, args.out, params.tracking, export_dir=args.export,
+                       export_cfg=getattr(params, "export", None) if "export" in only else None)
+    if res["version"] is None:
+        print(f"register: skipped ({res['reason']})")
+        return 0
+    print(f"register: {res['model_name']} v{res['version']} (run {res['run_id']}): {res['decision']} - "
+          f"{res['reason']}; champion is v{res['champion_version']}")
+    return 0
+
+
+def _sections() -> set[str]:
+    from get3d.config import SECTIONS
+
+    return set(SECTIONS)
 
 
 def _validate_args(p):

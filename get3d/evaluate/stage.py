@@ -210,14 +210,19 @@ def _versions() -> dict:
 
 def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
              assets_manifest: str | os.PathLike | None, reference_dir: str | os.PathLike,
-             out_dir: str | os.PathLike, cfg: EvaluateConfig) -> dict:
+             out_dir: str | os.PathLike, cfg: EvaluateConfig, tracking=None) -> dict:
     """Evaluate one inference snapshot; see the module docstring for inputs, outputs and degenerate cases.
 
     ``snapshot_path``: a ``network-*.pt`` file, or a run directory / its ``checkpoints/`` folder (then the
-    snapshot named by ``latest.json``, else the newest one).
+    snapshot named by ``latest.json``, else the newest one).  ``tracking`` (enabled): the metrics and output
+    files are logged to the MLflow run that trained the snapshot (the store is checked before any work).
 
     Returns ``{"metrics": flat dict (as metrics.json), "per_shape": dict, "paths": {...}, "warnings": [...]}``.
     """
+    if tracking is not None and tracking.enabled:
+        from get3d import tracking as tracking_mod
+
+        tracking_mod.connect(tracking)  # fail now, naming the URI, rather than after the evaluation
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / DETAIL_DIR).mkdir(exist_ok=True)  # always present (a DVC output), even when no shape is exported
@@ -238,8 +243,32 @@ def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
     result["warnings"] = msgs
     report = json.loads((out_dir / REPORT_FILE).read_text())
     report["warnings"] = msgs
+    report["comparison_key"] = comparison_key(report)
     _atomic_json(out_dir / REPORT_FILE, report)
+    result["comparison_key"] = report["comparison_key"]
+    if tracking is not None and tracking.enabled:
+        from get3d import tracking as tracking_mod
+
+        result["mlflow_run_id"] = tracking_mod.log_evaluation(
+            tracking, Path(report["snapshot"]), out_dir, result["metrics"], report["comparison_key"])
     return result
+
+
+#: Evaluation settings that change what a metric value means (two values compare only when these agree).
+PROTOCOL_KEYS = ("metrics", "image_sources", "num_fake_images", "fake_mesh_factor", "num_points",
+                 "truncation_psi", "fid_resolution", "kid_subset_size")
+
+
+def comparison_key(report: dict) -> str:
+    """Hash of the reference statistics (test-split images / shapes) and the protocol counts of an evaluation:
+    metric values of two evaluations are comparable only when their keys are equal."""
+    import hashlib
+
+    cfg = report.get("config") or {}
+    basis = {"reference_images": report.get("reference_images_key"),
+             "reference_shapes": report.get("reference_shapes_key"),
+             "protocol": {k: cfg.get(k) for k in PROTOCOL_KEYS}}
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _evaluate(snapshot: Path, dataset_h5: Path, manifest: Path | None, reference_dir: Path, out_dir: Path,

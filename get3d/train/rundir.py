@@ -3,7 +3,9 @@
 Layout::
 
     <run_dir>/
-      run.json            provenance: git SHA (+dirty), dataset path/hash, seed, library versions, host, start
+      run.json            provenance: git SHA (+dirty), dataset path/hash, seed, library versions, host, start,
+                          MLflow run (``tracking``, from mlflow_run.json)
+      mlflow_run.json     the MLflow run this directory logs to (get3d.tracking; absent with tracking off)
       config.json         resolved model + train config (what ran)
       stats.jsonl         one JSON record per tick (kimg, losses, timing, memory)
       plots/<metric>.csv  ``kimg,<metric>`` per metric, for ``dvc plots``
@@ -72,6 +74,14 @@ def library_versions() -> dict:
     return out
 
 
+def _read_tracking_ref(run_dir: Path) -> dict | None:
+    try:
+        ref = json.loads((Path(run_dir) / "mlflow_run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return ref if isinstance(ref, dict) else None
+
+
 def _finite(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
@@ -118,6 +128,8 @@ class RunDir:
             "argv": sys.argv,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "resumed_from": resumed_from,
+            # the MLflow run this directory logs to (get3d.tracking writes it): lets evaluate/register find it
+            "tracking": _read_tracking_ref(self.path),
         }
         if self.writer:
             atomic_write_json(self.path / "config.json", config)

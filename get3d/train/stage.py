@@ -60,7 +60,33 @@ def dataset_changed(run_dir: Path, dataset: Path) -> bool:
     return old.get("sha256") != dataset_digest(Path(dataset)).get("sha256")
 
 
-def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None) -> dict:
+def _tracked_hooks(hooks, tracker):
+    """The caller's hooks plus the tracker's (progress + snapshot callbacks both run; abort stays the caller's)."""
+    from get3d.train.loop import Hooks
+
+    hooks = hooks or Hooks()
+    if tracker is None:
+        return hooks
+
+    def both(a, b):
+        if a is None:
+            return b
+
+        def call(*args):
+            a(*args)
+            b(*args)
+        return call
+
+    return Hooks(on_progress=both(hooks.on_progress, tracker.on_progress), should_abort=hooks.should_abort,
+                 on_snapshot=both(hooks.on_snapshot, tracker.on_snapshot))
+
+
+def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None,
+                    tracking=None) -> dict:
+    """Train (resuming when compatible), publish the newest inference snapshot to ``model_out``.
+
+    ``tracking`` (a :class:`get3d.tracking_config.TrackingConfig`, enabled): the run is logged to MLflow, a
+    resumed run directory continues its MLflow run (``<run_dir>/mlflow_run.json``)."""
     from get3d.train.checkpoint import list_snapshots
     from get3d.train.loop import train
 
@@ -74,10 +100,28 @@ def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_ou
                     run_dir, ", ".join(changed[:6]), stale)
         shutil.rmtree(stale, ignore_errors=True)
         run_dir.rename(stale)
-    result = train(model_cfg, train_cfg, dataset, run_dir, hooks)
+    tracker = None
+    if tracking is not None and tracking.enabled:
+        from get3d.tracking import TrainTracker
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tracker = TrainTracker(tracking, run_dir, _full_config(model_cfg, train_cfg), Path(dataset))
+    try:
+        result = train(model_cfg, train_cfg, dataset, run_dir, _tracked_hooks(hooks, tracker))
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.fail(exc)
+        raise
     snaps = list_snapshots(run_dir / "checkpoints", "network")
     if not snaps:
         raise RuntimeError(f"train: no inference snapshot was written in {run_dir / 'checkpoints'}")
     atomic_write_bytes(model_out, snaps[0][1].read_bytes())  # list_snapshots: newest first
     result["model"] = str(model_out)
+    if tracker is not None:
+        tracker.finish(result)
+        result["mlflow_run_id"] = tracker.run_id
     return result
+
+
+def _full_config(model_cfg, train_cfg) -> dict:
+    return {"model": to_dict(model_cfg), "train": to_dict(train_cfg)}
