@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from get3d import meshio
 from get3d.io import atomic_write_bytes
 
 
@@ -216,17 +217,13 @@ def model_id(seed: int, index: int) -> str:
 
 def obj_text(mesh: PartMesh, material: str = "material_0") -> str:
     v, vt, f = mesh.arrays()
-    lines = ["# procedural GET3D asset (+y up)", "mtllib model.mtl", f"usemtl {material}"]
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in v]
-    lines += [f"vt {u:.6f} {w:.6f}" for u, w in vt]
-    lines += [f"f {a + 1}/{ta + 1} {b + 1}/{tb + 1} {c + 1}/{tc + 1}" for a, b, c, ta, tb, tc in f]
-    return "\n".join(lines) + "\n"
+    f = np.asarray(f, np.int64).reshape(-1, 6)
+    return meshio.obj_text(v, f[:, :3], vt, f[:, 3:], mtllib="model.mtl", material=material,
+                           comments=["procedural GET3D asset (+y up)"])
 
 
-MTL_TEMPLATE = (
-    "newmtl {name}\nKa 0.000000 0.000000 0.000000\nKd 1.000000 1.000000 1.000000\n"
-    "Ks 0.000000 0.000000 0.000000\nd 1.000000\nillum 1\nmap_Kd images/texture0.png\n"
-)
+def mtl_text(material: str = "material_0") -> str:
+    return meshio.mtl_text(material, "images/texture0.png")
 
 
 def write_model(out_root: Path, synset: str, seed: int, index: int, texture_size: int) -> Path:
@@ -235,7 +232,7 @@ def write_model(out_root: Path, synset: str, seed: int, index: int, texture_size
     folder = Path(out_root) / synset / model_id(seed, index)
     tex_rng = np.random.Generator(np.random.PCG64([seed, index, 1]))
     atomic_write_bytes(folder / "images" / "texture0.png", _texture(tex_rng, texture_size))
-    atomic_write_bytes(folder / "model.mtl", MTL_TEMPLATE.format(name="material_0").encode())
+    atomic_write_bytes(folder / "model.mtl", mtl_text().encode())
     atomic_write_bytes(folder / "model.obj", obj_text(mesh).encode())
     return folder / "model.obj"
 

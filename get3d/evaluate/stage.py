@@ -53,6 +53,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from get3d.meshio import write_obj
+
 from . import reference as ref_mod
 from .config import EvaluateConfig
 from .generate import Sampler, load_generator, resolve_snapshot
@@ -91,14 +93,6 @@ def _atomic_png(path: Path, arr: np.ndarray) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def write_obj(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
-    from get3d.io import atomic_write_text
-
-    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(verts, np.float64).reshape(-1, 3)]
-    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces, np.int64).reshape(-1, 3)]
-    atomic_write_text(path, "\n".join(lines) + "\n", fsync=False)
 
 
 def image_grid(images: list[torch.Tensor], cols: int = 8) -> np.ndarray:

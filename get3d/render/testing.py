@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from get3d import meshio
+
 
 def _texture(path: Path, seed: int, size: int = 64) -> None:
     from PIL import Image
@@ -61,15 +63,10 @@ def write_textured_obj(folder: Path, verts, uvs, faces, seed: int = 0, texture: 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     if texture:
         _texture(folder / "images" / "texture0.png", seed)
-    (folder / "model.mtl").write_text(
-        "newmtl mat0\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n" + ("map_Kd images/texture0.png\n"))
-    lines = ["mtllib model.mtl"]
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
-    lines += [f"vt {u:.6f} {v:.6f}" for u, v in uvs]
-    lines.append("usemtl mat0")
-    lines += [f"f {a + 1}/{a + 1} {b + 1}/{b + 1} {c + 1}/{c + 1}" for a, b, c in faces]
+    (folder / "model.mtl").write_text(meshio.mtl_text("mat0", "images/texture0.png", compact=True))
     obj = folder / "model.obj"
-    obj.write_text("\n".join(lines) + "\n")
+    obj.write_text(meshio.obj_text(verts, faces, uvs, mtllib="model.mtl", material="mat0",
+                                   material_after_vertices=True))
     return obj
 
 

@@ -18,7 +18,7 @@ def _write_good(folder, name="model.obj", offset=(0.0, 0.0, 0.0), scale=1.0):
     mesh = procedural.build_model(0, 1)[0]
     mesh.verts = [v * scale + np.asarray(offset) for v in mesh.verts]
     (folder / name).write_text(procedural.obj_text(mesh))
-    (folder / "model.mtl").write_text(procedural.MTL_TEMPLATE.format(name="material_0"))
+    (folder / "model.mtl").write_text(procedural.mtl_text())
     (folder / "images").mkdir(exist_ok=True)
     (folder / "images" / "texture0.png").write_bytes(procedural._texture(np.random.default_rng(0), 16))
 
