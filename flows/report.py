@@ -28,9 +28,11 @@ def mlflow_links(tracking_uri: str | None, register: dict) -> dict:
     return links
 
 
-def metrics_table(challenger: dict, champion: dict | None) -> list[str]:
-    keys = sorted(k for k, v in challenger.items() if isinstance(v, (int, float)) and not k.endswith("_time_s"))
-    rows = ["| metric | challenger | champion | better |", "|---|---:|---:|---|"]
+def metrics_table(challenger: dict, champion: dict | None, challenger_label: str = "challenger",
+                  champion_label: str = "champion") -> list[str]:
+    keys = sorted(k for k, v in challenger.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith("_time_s"))
+    rows = [f"| metric | {challenger_label} | {champion_label} | better |", "|---|---:|---:|---|"]
     for k in keys:
         c, ch = challenger.get(k), (champion or {}).get(k)
         lower = any(k.startswith(p) for p in LOWER_IS_BETTER)
@@ -50,7 +52,10 @@ def retraining_markdown(*, changes: dict, dataset: dict, train: dict, metrics: d
                  f"dataset `{str(dataset.get('dataset_hash', ''))[:12]}`")
     lines.append(f"- train: {train.get('status') if retrained else 'up to date (inputs unchanged, reused)'}")
     lines += ["", "## Metrics", ""]
-    lines += metrics_table(metrics, register.get("champion_metrics"))
+    lines += metrics_table(metrics, register.get("champion_metrics"),
+                           f"challenger (v{register.get('version')})",
+                           f"champion (v{register['compared_with']})" if register.get("compared_with")
+                           else "champion (none yet)")
     lines += ["", "## Decision", ""]
     lines.append(f"**{register.get('decision', 'unknown')}**"
                  + (f" — {register['reason']}" if register.get("reason") else ""))

@@ -24,11 +24,14 @@ def reference_task(root: str) -> dict:
 def evaluate_task(root: str) -> dict:
     """All configured metrics of the published generator; returns ``metrics.json``'s numbers."""
     ws = workspace(root)
-    cfg = params(ws, "evaluate").evaluate
+    p = params(ws, "evaluate", "tracking")
     run = run_stage(ws, "evaluate", lambda: evaluate(path(ws, "model"), path(ws, "dataset"), path(ws, "manifest"),
-                                                     path(ws, "reference"), path(ws, "metrics"), cfg))
+                                                     path(ws, "reference"), path(ws, "metrics"), p.evaluate,
+                                                     tracking=p.tracking))
     metrics = read_json(path(ws, "metrics") / METRICS_FILE)
-    get_run_logger().info("evaluate: %s; %s", "computed" if run.ran else "up to date",
+    get_run_logger().info("evaluate: %s%s; %s", "computed" if run.ran else "up to date",
+                          f" (MLflow run {run.result['mlflow_run_id']})" if run.ran and run.result.get("mlflow_run_id")
+                          else "",
                           ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())
                                     if isinstance(v, float) and not k.endswith("_time_s")))
     return {"ran": run.ran, "metrics": metrics}

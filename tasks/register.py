@@ -1,25 +1,50 @@
 """Register: log the challenger to the MLflow registry and apply the promotion gate (``register`` stage)."""
 from __future__ import annotations
 
-from get3d.register import run_register
 from prefect import get_run_logger, task
 
 from get3d.dvcstage import run_stage
+from get3d.register import REGISTER_FILE, run_register
 from tasks.common import RETRIES, RETRY_DELAYS_S, params, path, read_json, workspace
 
-REGISTER_FILE = "register.json"
+
+def registry_context(tracking_cfg, result: dict) -> dict:
+    """For the report: the MLflow experiment of the run, the champion the gate compared the new version with
+    and that champion's metrics (its ``get3d.metric.*`` tags)."""
+    out = {"experiment_id": None, "compared_with": None, "champion_metrics": None}
+    if result.get("version") is None:
+        return out
+    from get3d import tracking
+
+    client = tracking.connect(tracking_cfg)
+    name = tracking_cfg.model_name
+    out["experiment_id"] = client.get_run(result["run_id"]).info.experiment_id
+    champion = (client.get_model_version(name, str(result["version"])).tags or {}).get("get3d.gate.champion_version")
+    if champion in (None, "", "None"):
+        return out
+    metrics = {}
+    for key, value in (client.get_model_version(name, champion).tags or {}).items():
+        if key.startswith("get3d.metric."):
+            try:
+                metrics[key[len("get3d.metric."):]] = float(value)
+            except ValueError:
+                continue
+    return out | {"compared_with": champion, "champion_metrics": metrics}
 
 
 @task(name="register", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S)
 def register_task(root: str) -> dict:
-    """Registers a new model version and moves ``champion`` only if the gate says so; returns its decision."""
+    """Registers a new model version (alias ``challenger``) and moves ``champion`` only when the gate says so;
+    returns ``register.json`` plus the metrics of the champion it was compared with."""
     ws = workspace(root)
-    p = params(ws, "tracking")
-    run = run_stage(ws, "register", lambda: run_register(path(ws, "model"), path(ws, "metrics"),
-                                                         path(ws, "export"), path(ws, "register"), p.tracking))
-    result = run.result if run.ran else read_json(path(ws, "register") / REGISTER_FILE)
-    get_run_logger().info("register: %s model %s version %s (MLflow run %s): %s; champion is version %s",
+    p = params(ws, "tracking", "export")
+    run = run_stage(ws, "register", lambda: run_register(path(ws, "model"), path(ws, "metrics"), path(ws, "register"),
+                                                         p.tracking, export_dir=path(ws, "export"),
+                                                         export_cfg=p.export))
+    result = read_json(path(ws, "register") / REGISTER_FILE)
+    result.update(registry_context(p.tracking, result))
+    get_run_logger().info("register: %s model %s version %s (MLflow run %s): %s (%s); champion is version %s",
                           "registered" if run.ran else "up to date", result.get("model_name"),
                           result.get("version"), result.get("run_id"), result.get("decision"),
-                          result.get("champion_version"))
+                          result.get("reason"), result.get("champion_version"))
     return {"ran": run.ran, **result}
