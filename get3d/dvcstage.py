@@ -42,7 +42,11 @@ PATHS = {
 
 
 class DvcStageError(RuntimeError):
-    """The workspace is not a DVC project, or DVC could not check/commit a stage."""
+    """The workspace is not a DVC project, or it has no such stage."""
+
+
+class DvcCommandError(DvcStageError):
+    """A DVC command failed (e.g. another DVC command holds the repository lock)."""
 
 
 @dataclass
@@ -64,7 +68,7 @@ def _dvc(root: Path, *args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "dvc", *args], check=False, cwd=root, capture_output=True, text=True,
                           env=dict(os.environ, DVC_NO_ANALYTICS="1"))
     if proc.returncode != 0:
-        raise DvcStageError(f"`dvc {' '.join(args)}` in {root} failed (exit {proc.returncode}): "
+        raise DvcCommandError(f"`dvc {' '.join(args)}` in {root} failed (exit {proc.returncode}): "
                             f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
     return proc.stdout
 
@@ -98,7 +102,7 @@ def commit_stage(root: str | Path, stage: str) -> None:
     _dvc(Path(root), "commit", "--force", stage)
     leftover = stage_changes(root, stage)
     if leftover:
-        raise DvcStageError(f"dvc commit {stage}: still out of date afterwards ({'; '.join(leftover)})")
+        raise DvcCommandError(f"dvc commit {stage}: still out of date afterwards ({'; '.join(leftover)})")
 
 
 def run_stage(root: str | Path, stage: str, fn: Callable[[], Any], *, force: bool = False) -> StageRun:

@@ -6,10 +6,10 @@ from prefect import get_run_logger, task
 from get3d.assets.changes import scan_changes
 from get3d.assets.stage import build_assets
 from get3d.dvcstage import run_stage
-from tasks.common import RETRIES, RETRY_DELAYS_S, params, path, read_json, workspace
+from tasks.common import RETRY, params, path, read_json, workspace
 
 
-@task(name="detect-asset-changes", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S)
+@task(name="detect-asset-changes", **RETRY)
 def detect_changes_task(root: str) -> dict:
     """New / changed / removed items of the asset source against the manifest the dataset was built from."""
     ws = workspace(root)
@@ -19,7 +19,7 @@ def detect_changes_task(root: str) -> dict:
     return changes
 
 
-@task(name="assets", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S)
+@task(name="assets", **RETRY)
 def assets_task(root: str, force: bool = False) -> dict:
     """The ``assets`` stage; ``force`` rebuilds it when the source changed outside DVC's view."""
     ws = workspace(root)

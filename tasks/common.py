@@ -7,10 +7,31 @@ from pathlib import Path
 from get3d.config import Params, load_params
 from get3d.dvcstage import PATHS
 
-#: Transient failures (a lost NFS mount, a busy tracking server, an OOM-killed worker) get two more tries;
-#: a deterministic failure fails three times, and the flow run fails with its message.
+#: Transient failures (I/O errors of shared storage, an unreachable tracking server, DVC's lock held by another
+#: command, a CUDA out-of-memory on a shared card) get two more tries; anything else (bad params, a missing
+#: input, a bug) fails the task at once with its message, since a retry would fail the same way.
 RETRIES = 2
 RETRY_DELAYS_S = [10, 60]
+_PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+_TRANSIENT_NAMES = {"TrackingError", "DvcCommandError", "OutOfMemoryError", "TimeoutExpired"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _PERMANENT_OS_ERRORS):
+        return False
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+        return True
+    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: retry only :func:`is_transient` failures."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, BaseException) and is_transient(exc)
+
+
+#: keyword arguments of every stage task's ``@task``
+RETRY = {"retries": RETRIES, "retry_delay_seconds": RETRY_DELAYS_S, "retry_condition_fn": retry_if_transient}
 
 
 def workspace(root: str | Path) -> Path:

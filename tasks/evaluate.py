@@ -6,10 +6,10 @@ from prefect import get_run_logger, task
 from get3d.dvcstage import run_stage
 from get3d.evaluate.reference import build_reference
 from get3d.evaluate.stage import METRICS_FILE, evaluate
-from tasks.common import RETRIES, RETRY_DELAYS_S, params, path, read_json, workspace
+from tasks.common import RETRY, params, path, read_json, workspace
 
 
-@task(name="reference", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S)
+@task(name="reference", **RETRY)
 def reference_task(root: str) -> dict:
     """Reference statistics (reused while the dataset and the counts are unchanged)."""
     ws = workspace(root)
@@ -20,7 +20,7 @@ def reference_task(root: str) -> dict:
     return {"ran": run.ran, "reference": str(path(ws, "reference"))}
 
 
-@task(name="evaluate", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S)
+@task(name="evaluate", **RETRY)
 def evaluate_task(root: str) -> dict:
     """All configured metrics of the published generator; returns ``metrics.json``'s numbers."""
     ws = workspace(root)

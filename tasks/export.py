@@ -5,10 +5,10 @@ from get3d.export.stage import run_export
 from prefect import get_run_logger, task
 
 from get3d.dvcstage import run_stage
-from tasks.common import RETRIES, RETRY_DELAYS_S, params, path, read_json, workspace
+from tasks.common import RETRY, params, path, read_json, workspace
 
 
-@task(name="export", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S)
+@task(name="export", **RETRY)
 def export_task(root: str) -> dict:
     ws = workspace(root)
     cfg = params(ws, "export").export

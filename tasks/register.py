@@ -5,7 +5,7 @@ from prefect import get_run_logger, task
 
 from get3d.dvcstage import run_stage
 from get3d.register import REGISTER_FILE, run_register
-from tasks.common import RETRIES, RETRY_DELAYS_S, params, path, read_json, workspace
+from tasks.common import RETRY, params, path, read_json, workspace
 
 
 def registry_context(tracking_cfg, result: dict) -> dict:
@@ -32,7 +32,7 @@ def registry_context(tracking_cfg, result: dict) -> dict:
     return out | {"compared_with": champion, "champion_metrics": metrics}
 
 
-@task(name="register", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S)
+@task(name="register", **RETRY)
 def register_task(root: str) -> dict:
     """Registers a new model version (alias ``challenger``) and moves ``champion`` only when the gate says so;
     returns ``register.json`` plus the metrics of the champion it was compared with."""

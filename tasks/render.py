@@ -12,12 +12,12 @@ from prefect import get_run_logger, task, unmapped
 
 from get3d.dvcstage import StageRun, run_stage
 from get3d.render.stage import render_dataset, render_shard
-from tasks.common import RETRIES, RETRY_DELAYS_S, params, path, read_json
+from tasks.common import RETRY, params, path, read_json
 
 REPORT_KEYS = ("returncode", "done", "failed", "missing", "crashed_on", "timed_out", "seconds", "stderr_tail")
 
 
-@task(name="render-shard", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S,
+@task(name="render-shard", **RETRY,
       task_run_name="render-shard-{job_path}")
 def render_shard_task(job: dict, job_path: str, timeout: float | None = None) -> dict:
     """One Blender process over one shard of objects; its per-object results land in the job's ``out_dir``."""

@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from get3d.dvcstage import run_stage
 from get3d.train.loop import Hooks
 from get3d.train.stage import run_train_stage
-from tasks.common import RETRIES, RETRY_DELAYS_S, params, path, workspace
+from tasks.common import RETRY, params, path, workspace
 
 
 def visible_gpu_count() -> int:
@@ -28,7 +28,7 @@ def processes_for(train_cfg, gpus: int):
 
 # Retried: a resumed run continues from its last snapshot (train.resume: auto), so a retry loses at most
 # one snapshot interval of work.
-@task(name="train", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS_S)
+@task(name="train", **RETRY)
 def train_task(root: str, gpus: int | None = None) -> dict:
     """The ``train`` stage on this worker's GPUs; returns the published generator and the run's status."""
     ws = workspace(root)
