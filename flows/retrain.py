@@ -14,7 +14,6 @@ from flows.render import render_flow
 from flows.report import retraining_markdown
 from flows.train import train_flow
 from tasks.assets import detect_changes_task
-from tasks.common import params
 
 ARTIFACT_KEY = "get3d-retraining"
 
@@ -28,10 +27,9 @@ def retraining_flow(root: str = ".", gpus: int | None = None) -> dict:
         dataset = render_flow(str(ws), rebuild_assets=changes["any"])
         trained = train_flow(str(ws), gpus)
         register = trained["register"]
-        tracking = params(ws, "tracking").tracking
         markdown = retraining_markdown(changes=changes, dataset=dataset, train=trained["train"],
                                        metrics=trained["evaluate"]["metrics"], register=register,
-                                       tracking_uri=getattr(tracking, "uri", None))
+                                       tracking_uri=register.get("tracking_uri"))
         create_markdown_artifact(key=ARTIFACT_KEY, markdown=markdown,
                                  description=f"decision: {register.get('decision')}")
         logger.info("retraining: %s (model version %s, champion %s)", register.get("decision"),

@@ -1,6 +1,7 @@
 """What every stage task shares: the workspace layout, validated params, retry policy, result files."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -50,6 +51,18 @@ def path(root: Path, name: str) -> Path:
 def params(root: Path, *sections: str) -> Params:
     """Validate the sections a task reads (fails the task before any work on a bad params.yaml)."""
     return load_params(path(root, "params"), only=list(sections))
+
+
+def tracking_in(ws: Path, cfg):
+    """The ``tracking`` section with its local store paths (``sqlite:///<relative>``, ``artifact_location``)
+    taken relative to the workspace, as the DVC stages (run from the checkout) see them."""
+    uri = cfg.uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{(ws / uri[len('sqlite:///'):]).resolve()}"
+    location = cfg.artifact_location
+    if location and "://" not in location and not Path(location).is_absolute():
+        location = str((ws / location).resolve())
+    return dataclasses.replace(cfg, uri=uri, artifact_location=location)
 
 
 def read_json(file: Path) -> dict:

@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from get3d.dvcstage import run_stage
 from get3d.evaluate.reference import build_reference
 from get3d.evaluate.stage import METRICS_FILE, evaluate
-from tasks.common import RETRY, params, path, read_json, workspace
+from tasks.common import RETRY, params, path, read_json, tracking_in, workspace
 
 
 @task(name="reference", **RETRY)
@@ -27,7 +27,7 @@ def evaluate_task(root: str) -> dict:
     p = params(ws, "evaluate", "tracking")
     run = run_stage(ws, "evaluate", lambda: evaluate(path(ws, "model"), path(ws, "dataset"), path(ws, "manifest"),
                                                      path(ws, "reference"), path(ws, "metrics"), p.evaluate,
-                                                     tracking=p.tracking))
+                                                     tracking=tracking_in(ws, p.tracking)))
     metrics = read_json(path(ws, "metrics") / METRICS_FILE)
     get_run_logger().info("evaluate: %s%s; %s", "computed" if run.ran else "up to date",
                           f" (MLflow run {run.result['mlflow_run_id']})" if run.ran and run.result.get("mlflow_run_id")

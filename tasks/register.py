@@ -5,7 +5,7 @@ from prefect import get_run_logger, task
 
 from get3d.dvcstage import run_stage
 from get3d.register import REGISTER_FILE, run_register
-from tasks.common import RETRY, params, path, read_json, workspace
+from tasks.common import RETRY, params, path, read_json, tracking_in, workspace
 
 
 def registry_context(tracking_cfg, result: dict) -> dict:
@@ -39,10 +39,10 @@ def register_task(root: str) -> dict:
     ws = workspace(root)
     p = params(ws, "tracking", "export")
     run = run_stage(ws, "register", lambda: run_register(path(ws, "model"), path(ws, "metrics"), path(ws, "register"),
-                                                         p.tracking, export_dir=path(ws, "export"),
+                                                         tracking_in(ws, p.tracking), export_dir=path(ws, "export"),
                                                          export_cfg=p.export))
     result = read_json(path(ws, "register") / REGISTER_FILE)
-    result.update(registry_context(p.tracking, result))
+    result.update(registry_context(tracking_in(ws, p.tracking), result))
     get_run_logger().info("register: %s model %s version %s (MLflow run %s): %s (%s); champion is version %s",
                           "registered" if run.ran else "up to date", result.get("model_name"),
                           result.get("version"), result.get("run_id"), result.get("decision"),

@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from get3d.dvcstage import run_stage
 from get3d.train.loop import Hooks
 from get3d.train.stage import run_train_stage
-from tasks.common import RETRY, params, path, workspace
+from tasks.common import RETRY, params, path, tracking_in, workspace
 
 
 def visible_gpu_count() -> int:
@@ -44,7 +44,7 @@ def train_task(root: str, gpus: int | None = None) -> dict:
 
     run = run_stage(ws, "train", lambda: run_train_stage(p.model, train_cfg, path(ws, "dataset"),
                                                          path(ws, "train_run"), path(ws, "model"),
-                                                         Hooks(on_progress=on_progress), tracking=p.tracking))
+                                                         Hooks(on_progress=on_progress), tracking=tracking_in(ws, p.tracking)))
     result = run.result or {}
     if run.ran:
         logger.info("train: %s at %.3f kimg -> %s%s", result.get("status"), result.get("kimg", 0.0),
