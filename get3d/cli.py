@@ -146,6 +146,72 @@ def run_evaluate(args) -> int:
     return 0
 
 
+def _sample_args(p):
+    _params_arg(p)
+    p.add_argument("--model", default="data/model/generator.pt",
+                   help="generator.pt, a training run folder, or a registry URI models:/<name>@<alias>")
+    p.add_argument("--out", type=Path, default=Path("samples"), help="output folder (created)")
+    p.add_argument("--seeds", help="seeds, e.g. '0-63,70' (default: export.seeds)")
+    p.add_argument("--geo-seeds", help="geometry seeds: every geometry x texture combination is exported")
+    p.add_argument("--tex-seeds", help="texture seeds (see --geo-seeds)")
+    p.add_argument("--psi", type=float, help="truncation psi (default: export.truncation_psi)")
+    p.add_argument("--texture-size", type=int, help="texture atlas size (default: export.texture_size)")
+    p.add_argument("--formats", help="comma-separated: glb,obj (default: export.formats)")
+    p.add_argument("--batch-size", type=int, help="shapes per batch (default: export.batch_size)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: export.device")
+
+
+def _export_overrides(cfg, args):
+    import dataclasses
+
+    kw = {k: v for k, v in {"texture_size": args.texture_size, "batch_size": args.batch_size,
+                            "device": args.device}.items() if v is not None}
+    if args.formats:
+        kw["formats"] = [f.strip() for f in args.formats.split(",") if f.strip()]
+        kw["gallery"] = cfg.gallery and "glb" in kw["formats"]
+    try:
+        return dataclasses.replace(cfg, **kw)
+    except ConfigError as exc:
+        raise ConfigError(f"command line: {exc}") from None
+
+
+@command("sample", "textured meshes (GLB, OBJ+MTL+PNG) of a trained generator for given seeds")(_sample_args)
+def run_sample(args) -> int:
+    from get3d.config import load_params
+    from get3d.export.sample import sample_meshes
+
+    cfg = _export_overrides(load_params(args.params, only=["export"]).export, args)
+    res = sample_meshes(args.model, args.out, cfg, seeds=args.seeds, geo_seeds=args.geo_seeds,
+                        tex_seeds=args.tex_seeds, psi=args.psi)
+    n, empty = len(res["meshes"]), sum(m["empty"] for m in res["meshes"])
+    parts = ", ".join(f"{k} {v:.2f}s" for k, v in res["timing"].items())
+    print(f"sample: {n} samples ({empty} empty) -> {args.out} ({res['shapes_per_s']:.2f} shapes/s; {parts})")
+    return 0
+
+
+def _export_args(p):
+    _params_arg(p)
+    p.add_argument("--model", default="data/model/generator.pt", help="generator.pt (or a models:/ URI)")
+    p.add_argument("--dataset", type=Path, default=Path("data/dataset/dataset.h5"),
+                   help="HDF5 dataset (test cameras and reference images of the export FID)")
+    p.add_argument("--reference", type=Path, default=Path("data/reference"), help="reference statistics folder")
+    p.add_argument("--out", type=Path, default=Path("data/export"), help="export folder")
+
+
+@command("export", "sample meshes, previews, turntables, the offline gallery and the export FID")(_export_args)
+def run_export_cmd(args) -> int:
+    from get3d.config import load_params
+    from get3d.export.stage import run_export
+
+    cfg = load_params(args.params, only=["export"]).export
+    res = run_export(args.model, args.out, cfg, dataset_h5=args.dataset, reference_dir=args.reference)
+    m = res["metrics"]
+    print("export: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(m.items())))
+    for w in res.get("warnings", [])[:10]:
+        print(f"  warning: {w}")
+    return 0
+
+
 def _register_args(p):
     _params_arg(p)
     p.add_argument("--model", type=Path, default=Path("data/model/generator.pt"), help="inference snapshot")
@@ -162,22 +228,15 @@ def run_register_cmd(args) -> int:
     from get3d.config import load_params
     from get3d.register import run_register
 
-    only = ["tracking", "export"] if "export" in _sections() else ["tracking"]
-    params = load_params(args.params, only=only)
+    params = load_params(args.params, only=["tracking", "export"])
     res = run_register(args.model, args.metrics, args.out, params.tracking, export_dir=args.export,
-                       export_cfg=getattr(params, "export", None) if "export" in only else None)
+                       export_cfg=params.export)
     if res["version"] is None:
         print(f"register: skipped ({res['reason']})")
         return 0
     print(f"register: {res['model_name']} v{res['version']} (run {res['run_id']}): {res['decision']} - "
           f"{res['reason']}; champion is v{res['champion_version']}")
     return 0
-
-
-def _sections() -> set[str]:
-    from get3d.config import SECTIONS
-
-    return set(SECTIONS)
 
 
 def _validate_args(p):

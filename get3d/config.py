@@ -22,6 +22,7 @@ SECTIONS: dict[str, str] = {
     "model": "get3d.nn.config:ModelConfig",
     "train": "get3d.train.config:TrainConfig",
     "evaluate": "get3d.evaluate.config:EvaluateConfig",
+    "export": "get3d.export.config:ExportConfig",
     "tracking": "get3d.tracking_config:TrackingConfig",
 }
 TOP_LEVEL_KEYS = {"profile"}

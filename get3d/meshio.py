@@ -28,6 +28,12 @@ class MeshIOError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------------ staging
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class StagedFiles:
     """Write several files, then rename them into place together (``with`` block); on an exception none of
     them (and no temp file) is left behind.  Files already renamed by an earlier, completed block stay."""
@@ -44,6 +50,7 @@ class StagedFiles:
         except OSError as exc:
             raise MeshIOError(f"{path}: cannot write ({exc.strerror or exc})") from None
         self._pending.append((Path(tmp), path))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; exported files are for sharing
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if self.fsync:

@@ -269,20 +269,26 @@ def _protocol_limit(n: int) -> str:
     return "- Metrics follow the published protocol; they compare only with evaluations on the same reference key."
 
 
-def _card_files(card: str, export_dir: Path | None, metrics_dir: Path, tmp: Path) -> tuple[dict, list[str]]:
-    """Files packaged with the model (as pyfunc artifacts): the card, sample previews, evaluation outputs."""
-    (tmp / "model_card.md").write_text(card)
+def _card_files(export_dir: Path | None, metrics_dir: Path, tmp: Path) -> tuple[dict, list[str]]:
+    """Files packaged with the model (pyfunc artifacts, copied under unique names into ``tmp``): the card
+    (written later), sample previews of the export, the evaluation's outputs."""
+    import shutil
+
     files = {"model_card": tmp / "model_card.md"}
     for name in ("metrics.json", "evaluate.json", "preview.png"):
         if (metrics_dir / name).is_file():
-            files[f"evaluation_{Path(name).stem}"] = metrics_dir / name
+            dst = tmp / f"evaluation_{name}"
+            shutil.copyfile(metrics_dir / name, dst)
+            files[dst.stem] = dst
     previews = []
     if export_dir is not None and export_dir.is_dir():
         for i, p in enumerate(sorted(export_dir.rglob("*.png"))[:8]):
-            files[f"preview_{i}"] = p
-            previews.append(f"artifacts/{p.name}")
+            dst = tmp / f"sample_preview_{i}.png"
+            shutil.copyfile(p, dst)
+            files[dst.stem] = dst
+            previews.append(f"artifacts/{dst.name} ({p.relative_to(export_dir).as_posix()})")
     if "evaluation_preview" in files:
-        previews.append("artifacts/preview.png (evaluation samples)")
+        previews.append("artifacts/evaluation_preview.png (generator renders of the evaluation)")
     return files, previews
 
 
@@ -322,11 +328,11 @@ def run_register(model: Path, metrics_dir: Path, out_dir: Path, tracking_cfg, ex
 
     value = float(metrics[cfg.gate_metric])
     with tempfile.TemporaryDirectory() as d:
-        files, previews = _card_files("", Path(export_dir) if export_dir else None, Path(metrics_dir), Path(d))
+        files, previews = _card_files(Path(export_dir) if export_dir else None, Path(metrics_dir), Path(d))
         card, tags = model_card(payload, metrics, report, cfg, previews)
         (Path(d) / "model_card.md").write_text(card)
         info = tracking.log_generator_model(client, run_id, Path(model), to_dict(export_cfg), files)
-    missing = tracking.model_files_complete(client, info.model_uri)
+    missing = tracking.model_files_missing(client, info.model_uri)
     if missing:
         raise RegisterError(f"logged model {info.model_uri} in {client.tracking_uri} lacks {missing}; "
                             "nothing registered")

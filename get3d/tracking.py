@@ -68,6 +68,7 @@ def connect(cfg) -> MlflowClient:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.http_retries)
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(cfg.http_timeout_s)))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in stage logs
     if is_remote(uri):
         health = uri.rstrip("/") + "/health"
         try:
@@ -101,7 +102,9 @@ def experiment_id(client: MlflowClient, cfg) -> str:
     if not is_remote(client.tracking_uri):
         location = Path(cfg.artifact_location).resolve().as_uri()
     try:
-        return client.create_experiment(cfg.experiment, artifact_location=location)
+        # the UI shows a "model training" experiment (runs, charts, artifacts), not the GenAI views
+        return client.create_experiment(cfg.experiment, artifact_location=location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     except MlflowException:  # created meanwhile by another process
         exp = client.get_experiment_by_name(cfg.experiment)
         if exp is None:
@@ -401,25 +404,25 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     """Generates textured meshes: ``predict`` takes seeds and returns GLB bytes per mesh.
 
     Input: a DataFrame (or a list of dicts / a dict of lists / a list of ints) with ``seed`` and optionally
-    ``geo_seed``, ``tex_seed`` (separate geometry / texture latents) and ``psi`` (truncation; one value per
-    call, else grouped).  Output: a DataFrame with ``seed``, ``geo_seed``, ``tex_seed``, ``psi``, ``glb``
-    (bytes of a binary glTF with its texture) and ``num_faces``.  Runs the same code as ``get3d sample``
-    (:func:`get3d.export.sample.sample_meshes`)."""
+    ``geo_seed``, ``tex_seed`` (separate geometry / texture latents) and ``psi`` (truncation; per row, or the
+    ``psi`` param, else the packaged export config's).  Output: a DataFrame with ``seed``, ``geo_seed``,
+    ``tex_seed``, ``psi``, ``glb`` (bytes of a binary glTF with its baked texture; None for a sample without
+    surface) and ``num_faces``.  Runs the same code as ``get3d sample`` (:func:`get3d.export.sample.sample_meshes`)."""
 
     def load_context(self, context) -> None:
         from get3d.export.config import ExportConfig
         from get3d.schema import parse_section
 
         self.generator_path = Path(context.artifacts["generator"])
-        export_cfg = json.loads(Path(context.artifacts["export_config"]).read_text())
-        self.export_cfg = parse_section(ExportConfig, export_cfg, "export")
+        values = json.loads(Path(context.artifacts["export_config"]).read_text())
+        self.export_cfg = parse_section(ExportConfig, values, "export")
         self._model = None
 
     def _loaded(self):
         if self._model is None:
-            from get3d.export.sample import load_sampling_model
+            from get3d.export.sample import load_model
 
-            self._model = load_sampling_model(self.generator_path, self.export_cfg)
+            self._model = load_model(self.generator_path, self.export_cfg.resolve_device(), self.export_cfg.backend)
         return self._model
 
     def predict(self, context, model_input, params=None):
@@ -427,22 +430,36 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
         from get3d.export.sample import sample_meshes
 
-        rows = _input_rows(model_input, params)
+        rows = _input_rows(model_input, params, self.export_cfg.truncation_psi)
         out = []
-        for psi, group in _group_by_psi(rows):
+        for psi, paired, seeds in _batches(rows):
             with tempfile.TemporaryDirectory() as d:
-                res = sample_meshes(self._loaded(), Path(d), self.export_cfg,
-                                    seeds=[r["seed"] for r in group],
-                                    geo_seeds=[r["geo_seed"] for r in group],
-                                    tex_seeds=[r["tex_seed"] for r in group], psi=psi)
-                for r, m in zip(group, res["meshes"]):
-                    out.append({"seed": r["seed"], "geo_seed": m.get("geo_seed", r["geo_seed"]),
-                                "tex_seed": m.get("tex_seed", r["tex_seed"]), "psi": psi,
-                                "glb": Path(m["glb"]).read_bytes(), "num_faces": int(m.get("num_faces", -1))})
+                kw = {"seeds": seeds} if paired else {"geo_seeds": [seeds[0][0]], "tex_seeds": [seeds[0][1]]}
+                res = sample_meshes(self._loaded(), Path(d), self.export_cfg, psi=psi, **kw)
+                for m in res["meshes"]:
+                    glb = Path(m["glb"]).read_bytes() if m.get("glb") else None
+                    out.append({"seed": m["geo_seed"] if m["geo_seed"] == m["tex_seed"] else None,
+                                "geo_seed": m["geo_seed"], "tex_seed": m["tex_seed"], "psi": psi, "glb": glb,
+                                "num_faces": int(m.get("num_faces", 0))})
         return pd.DataFrame(out, columns=["seed", "geo_seed", "tex_seed", "psi", "glb", "num_faces"])
 
 
-def _input_rows(model_input, params: dict | None) -> list[dict]:
+def _batches(rows: list[dict]):
+    """``(psi, paired, seeds)`` calls of sample_meshes, in input order: rows whose geometry and texture seeds
+    agree are batched (``seeds``); a row with separate seeds is one call (``[(geo, tex)]``)."""
+    out: list = []
+    for r in rows:
+        paired = r["geo_seed"] == r["tex_seed"]
+        if paired and out and out[-1][0] == r["psi"] and out[-1][1]:
+            out[-1][2].append(r["geo_seed"])
+        elif paired:
+            out.append((r["psi"], True, [r["geo_seed"]]))
+        else:
+            out.append((r["psi"], False, [(r["geo_seed"], r["tex_seed"])]))
+    return out
+
+
+def _input_rows(model_input, params: dict | None, default_psi: float = 1.0) -> list[dict]:
     """Normalise the pyfunc input to ``[{"seed", "geo_seed", "tex_seed", "psi"}]`` (ints, float)."""
     import pandas as pd
 
@@ -465,8 +482,8 @@ def _input_rows(model_input, params: dict | None) -> list[dict]:
         seed = _int_or_none(r.get("seed"))
         geo, tex = _int_or_none(r.get("geo_seed")), _int_or_none(r.get("tex_seed"))
         seed = seed if seed is not None else geo
-        psi = r.get("psi", params.get("psi", 1.0))
-        psi = 1.0 if psi is None or (isinstance(psi, float) and math.isnan(psi)) else float(psi)
+        psi = r.get("psi", params.get("psi", default_psi))
+        psi = default_psi if psi is None or (isinstance(psi, float) and math.isnan(psi)) else float(psi)
         if not 0.0 <= psi <= 2.0:
             raise ValueError(f"model input row {i}: psi={psi} outside [0, 2]")
         rows.append({"seed": seed, "geo_seed": geo if geo is not None else seed,
@@ -482,14 +499,11 @@ def _int_or_none(v) -> int | None:
     return int(v)
 
 
-def _group_by_psi(rows: list[dict]):
-    groups: dict[float, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(r["psi"], []).append(r)
-    return groups.items()
+#: what the packaged get3d code imports to generate and write meshes (pinned to the versions installed here)
+MODEL_PACKAGES = ("torch", "numpy", "scipy", "trimesh", "xatlas", "pillow", "pyyaml", "h5py", "pandas", "mlflow")
 
 
-def pinned_requirements(packages=("torch", "numpy", "trimesh", "pillow", "pyyaml", "pandas", "mlflow")) -> list[str]:
+def pinned_requirements(packages=MODEL_PACKAGES) -> list[str]:
     """``name==version`` of the packages the model's code imports, as installed here."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -524,13 +538,17 @@ def log_generator_model(client: MlflowClient, run_id: str, generator: Path, expo
     return info
 
 
-def model_files_complete(client: MlflowClient, model_uri: str) -> list[str]:
-    """Names missing from a logged model (``MLmodel``, the generator, the code); empty when complete."""
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri + "/MLmodel",
-                                                     tracking_uri=client.tracking_uri))
-    mlmodel = local.read_text()
-    missing = [n for n in ("python_function", "generator", "code") if n not in mlmodel]
-    return missing
+#: files a logged generator model must hold before a version may point at it
+MODEL_FILES = ("MLmodel", "python_model.pkl", "requirements.txt", f"artifacts/{MODEL_ARTIFACT}",
+               "artifacts/model_card.md", "code/get3d/export/sample.py")
+
+
+def model_files_missing(client: MlflowClient, model_uri: str) -> list[str]:
+    """Names of :data:`MODEL_FILES` missing from a logged model, as read back from the store."""
+    with tempfile.TemporaryDirectory() as d:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=d,
+                                                         tracking_uri=client.tracking_uri))
+        return [n for n in MODEL_FILES if not (local / n).is_file()]
 
 
 def create_version(client: MlflowClient, name: str, model_info, run_id: str, description: str,

@@ -35,3 +35,19 @@ fi
 # No phone-home from DVC (analytics, update checks); Prefect/MLflow are silenced by get3d/offline.py + env.sh.
 .venv/bin/dvc config --local core.analytics false >/dev/null 2>&1 || true
 .venv/bin/dvc config --local core.check_update false >/dev/null 2>&1 || true
+
+# Vendored JavaScript of the export gallery (@google/model-viewer; package-lock.json pins it). The page loads
+# nothing from the internet: get3d.export.gallery copies dist/model-viewer-umd.min.js next to each page.
+if command -v npm >/dev/null; then
+  lock_hash=$(stamp package-lock.json)
+  if [ ! -f node_modules/.stamp ] || [ "$(cat node_modules/.stamp)" != "$lock_hash" ]; then
+    echo "setup: npm ci (gallery viewer)"
+    npm ci --no-audit --no-fund --silent && echo "$lock_hash" > node_modules/.stamp
+  fi
+else
+  echo "setup: npm not found: the export gallery needs it (apt-get install -y npm)" >&2
+fi
+
+# Headless Chromium: the gallery test opens the page offline (Debian package).
+command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; } \
+  || echo "setup: chromium could not be installed; the gallery browser test will skip" >&2

@@ -1,0 +1,129 @@
+"""The register stage on a real local MLflow store: what it registers, and what it refuses (nothing registered)."""
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+
+import pytest
+from tracking_helpers import (
+    evaluate_tiny,
+    tiny_export_config,
+    tiny_pipeline_inputs,
+    tracking_config,
+    write_random_snapshot,
+)
+
+from get3d.register import RegisterError, run_register
+
+pytest.importorskip("mlflow")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """A generator snapshot, a real FID evaluation of it, a KID-only evaluation, and another snapshot."""
+    root = tmp_path_factory.mktemp("register")
+    inputs = tiny_pipeline_inputs(root)
+    model = write_random_snapshot(root / "model" / "generator.pt", seed=0)
+    evaluate_tiny(inputs, model, root / "metrics", None)
+    from get3d.evaluate.config import smoke_config
+    from get3d.evaluate.stage import evaluate
+
+    evaluate(model, inputs["dataset"], None, inputs["reference"], root / "metrics_kid", smoke_config(metrics=["kid"]))
+    other = write_random_snapshot(root / "other" / "generator.pt", seed=1)
+    return {"root": root, "model": model, "metrics": root / "metrics", "metrics_kid": root / "metrics_kid",
+            "other": other}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    from get3d.tracking import connect
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = tracking_config(tmp_path / "store")
+    return cfg, connect(cfg)
+
+
+def _nothing_registered(client, out: Path):
+    assert client.search_registered_models() == [] or all(
+        not client.search_model_versions(f"name='{m.name}'") for m in client.search_registered_models())
+    assert not (out / "register.json").exists()
+
+
+def test_register_version_with_card_champion_and_download(evaluated, store, tmp_path):
+    from get3d.tracking import download_generator
+
+    cfg, client = store
+    res = run_register(evaluated["model"], evaluated["metrics"], tmp_path / "out", cfg,
+                       export_cfg=tiny_export_config())
+    assert res["version"] == "1" and res["decision"] == "promoted" and res["champion_version"] == "1"
+    fid = json.loads((evaluated["metrics"] / "metrics.json").read_text())["fid"]
+    assert res["metrics"]["fid"] == fid and res["gate"]["candidate_value"] == fid
+    mv = client.get_model_version(cfg.model_name, "1")
+    assert "# GET3D generator" in mv.description and f"{fid:.6g}" in mv.description
+    assert mv.tags["get3d.gate.decision"] == "promoted" and mv.tags["get3d.gate.reason"] == "no champion yet"
+    assert float(mv.tags["get3d.metric.fid"]) == fid
+    assert set(mv.aliases) == {"champion", "challenger"}
+    # the packaged model: generator, card, code, pinned requirements
+    path = download_generator(f"models:/{cfg.model_name}@champion", tmp_path / "dl", cfg)
+    assert path.read_bytes() == Path(evaluated["model"]).read_bytes()
+    model_dir = path.parents[1]
+    reqs = (model_dir / "requirements.txt").read_text().split()
+    assert any(r.startswith("torch==") for r in reqs) and any(r.startswith("mlflow==") for r in reqs)
+    assert (model_dir / "code" / "get3d" / "export" / "sample.py").is_file()
+    assert (model_dir / "artifacts" / "model_card.md").read_text() == mv.description
+
+    # the same evaluation again: no improvement -> rejected; champion stays, challenger moves
+    res2 = run_register(evaluated["model"], evaluated["metrics"], tmp_path / "out2", cfg,
+                        export_cfg=tiny_export_config())
+    assert res2["decision"] == "rejected" and res2["champion_version"] == "1"
+    assert str(client.get_model_version_by_alias(cfg.model_name, "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias(cfg.model_name, "champion").version) == "1"
+
+
+def test_disabled_tracking_registers_nothing(evaluated, tmp_path):
+    cfg = tracking_config(tmp_path, enabled=False)
+    res = run_register(evaluated["model"], evaluated["metrics"], tmp_path / "out", cfg)
+    assert res["decision"] == "skipped" and res["version"] is None
+
+
+def _dead_uri() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "no_gate_metric", "failed_evaluation",
+                                  "other_snapshot", "unreachable_server"])
+def test_bad_inputs_fail_naming_the_file_and_register_nothing(case, evaluated, store, tmp_path, monkeypatch):
+    from get3d.tracking import TrackingError
+
+    cfg, client = store
+    model, metrics, out = Path(evaluated["model"]), evaluated["metrics"], tmp_path / "out"
+    err, match = RegisterError, None
+    if case == "missing_model":
+        model = tmp_path / "nope" / "generator.pt"
+        match = re.escape(f"{model}: generator snapshot not found")
+    elif case == "corrupt_model":
+        raw = model.read_bytes()
+        model = tmp_path / "generator.pt"
+        model.write_bytes(raw[: len(raw) // 2])
+        match = re.escape(f"{model}: unusable generator snapshot") + ".*corrupt"
+    elif case == "no_gate_metric":
+        metrics = evaluated["metrics_kid"]
+        match = "gate metric 'fid' is None"
+    elif case == "failed_evaluation":
+        metrics = tmp_path / "metrics"
+        metrics.mkdir()
+        match = re.escape(f"{metrics / 'metrics.json'}: evaluation output missing")
+    elif case == "other_snapshot":
+        model = evaluated["other"]
+        match = "not this generator"
+    else:
+        uri = _dead_uri()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        err, match = TrackingError, re.escape(f"tracking server {uri} is unreachable")
+    with pytest.raises(err, match=match):
+        run_register(model, metrics, out, cfg, export_cfg=tiny_export_config())
+    _nothing_registered(client, out)
