@@ -57,12 +57,17 @@ def retraining_markdown(*, changes: dict, dataset: dict, train: dict, metrics: d
                            f"champion (v{register['compared_with']})" if register.get("compared_with")
                            else "champion (none yet)")
     lines += ["", "## Decision", ""]
-    lines.append(f"**{register.get('decision', 'unknown')}**"
-                 + (f" — {register['reason']}" if register.get("reason") else ""))
+    if register.get("ran", True):
+        lines.append(f"**{register.get('decision', 'unknown')}**"
+                     + (f" — {register['reason']}" if register.get("reason") else ""))
+    else:
+        lines.append(f"**no new challenger** — inputs unchanged, nothing registered (version "
+                     f"{register.get('version')} was {register.get('decision')}: {register.get('reason')})")
     lines.append("")
     lines.append(f"- model `{register.get('model_name')}` version {register.get('version')} "
                  f"(MLflow run `{register.get('run_id')}`)")
-    lines.append(f"- champion after this run: version {register.get('champion_version')}")
+    champion = register.get("current_champion", register.get("champion_version"))
+    lines.append(f"- champion after this run: version {champion}")
     links = mlflow_links(tracking_uri, register)
     if links:
         lines.append("")

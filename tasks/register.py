@@ -9,15 +9,17 @@ from tasks.common import RETRY, params, path, read_json, tracking_in, workspace
 
 
 def registry_context(tracking_cfg, result: dict) -> dict:
-    """For the report: the MLflow experiment of the run, the champion the gate compared the new version with
-    and that champion's metrics (its ``get3d.metric.*`` tags)."""
-    out = {"experiment_id": None, "compared_with": None, "champion_metrics": None}
+    """For the report: the MLflow experiment of the run, the champion now, the champion the gate compared the
+    new version with and that champion's metrics (its ``get3d.metric.*`` tags)."""
+    out = {"experiment_id": None, "compared_with": None, "champion_metrics": None, "current_champion": None}
     if result.get("version") is None:
         return out
     from get3d import tracking
 
     client = tracking.connect(tracking_cfg)
     name = tracking_cfg.model_name
+    current = tracking.version_by_alias(client, name, "champion")
+    out["current_champion"] = str(current.version) if current is not None else None
     out["experiment_id"] = client.get_run(result["run_id"]).info.experiment_id
     champion = (client.get_model_version(name, str(result["version"])).tags or {}).get("get3d.gate.champion_version")
     if champion in (None, "", "None"):
@@ -46,5 +48,5 @@ def register_task(root: str) -> dict:
     get_run_logger().info("register: %s model %s version %s (MLflow run %s): %s (%s); champion is version %s",
                           "registered" if run.ran else "up to date", result.get("model_name"),
                           result.get("version"), result.get("run_id"), result.get("decision"),
-                          result.get("reason"), result.get("champion_version"))
+                          result.get("reason"), result.get("current_champion"))
     return {"ran": run.ran, **result}

@@ -26,3 +26,11 @@ def test_no_links_for_a_local_store_and_no_champion_yet():
     md = retraining_markdown(changes={}, dataset={}, train={"ran": False}, metrics={"fid": 50.0},
                              register={**REGISTER, "champion_metrics": None, "compared_with": None}, tracking_uri=None)
     assert "champion (none yet)" in md and "| `fid` | 50 | – | – |" in md and "up to date" in md and "MLflow)" not in md
+
+
+def test_an_unchanged_run_says_nothing_was_registered():
+    md = retraining_markdown(changes={"added": [], "changed": [], "removed": [], "total": 5}, dataset={},
+                             train={"ran": False}, metrics={"fid": 41.2},
+                             register={**REGISTER, "ran": False, "current_champion": "3"})
+    assert "**no new challenger** — inputs unchanged, nothing registered" in md
+    assert "champion after this run: version 3" in md and "**promoted**" not in md
