@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -22,27 +23,35 @@ pytest.importorskip("mlflow")
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    """A generator snapshot, a real FID evaluation of it, a KID-only evaluation, and another snapshot."""
+    """A generator snapshot, a real FID evaluation of it, and another snapshot."""
     root = tmp_path_factory.mktemp("register")
     inputs = tiny_pipeline_inputs(root)
     model = write_random_snapshot(root / "model" / "generator.pt", seed=0)
     evaluate_tiny(inputs, model, root / "metrics", None)
-    from get3d.evaluate.config import smoke_config
-    from get3d.evaluate.stage import evaluate
-
-    evaluate(model, inputs["dataset"], None, inputs["reference"], root / "metrics_kid", smoke_config(metrics=["kid"]))
     other = write_random_snapshot(root / "other" / "generator.pt", seed=1)
-    return {"root": root, "model": model, "metrics": root / "metrics", "metrics_kid": root / "metrics_kid",
-            "other": other}
+    return {"root": root, "model": model, "metrics": root / "metrics", "other": other}
+
+
+def _store(root: Path):
+    from get3d.tracking import connect
+
+    cfg = tracking_config(root)
+    return cfg, connect(cfg)
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    from get3d.tracking import connect
-
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = tracking_config(tmp_path / "store")
-    return cfg, connect(cfg)
+    return _store(tmp_path / "store")
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    """One store for the refusal cases (each must leave it empty)."""
+    old = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield _store(tmp_path_factory.mktemp("refusals"))
+    if old is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 def _nothing_registered(client, out: Path):
@@ -96,10 +105,14 @@ def _dead_uri() -> str:
 
 @pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "no_gate_metric", "failed_evaluation",
                                   "other_snapshot", "unreachable_server"])
-def test_bad_inputs_fail_naming_the_file_and_register_nothing(case, evaluated, store, tmp_path, monkeypatch):
+def test_bad_inputs_fail_naming_the_file_and_register_nothing(case, evaluated, shared_store, tmp_path,
+                                                               monkeypatch):
+    import dataclasses
+
     from get3d.tracking import TrackingError
 
-    cfg, client = store
+    cfg, client = shared_store
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     model, metrics, out = Path(evaluated["model"]), evaluated["metrics"], tmp_path / "out"
     err, match = RegisterError, None
     if case == "missing_model":
@@ -110,9 +123,9 @@ def test_bad_inputs_fail_naming_the_file_and_register_nothing(case, evaluated, s
         model = tmp_path / "generator.pt"
         model.write_bytes(raw[: len(raw) // 2])
         match = re.escape(f"{model}: unusable generator snapshot") + ".*corrupt"
-    elif case == "no_gate_metric":
-        metrics = evaluated["metrics_kid"]
-        match = "gate metric 'fid' is None"
+    elif case == "no_gate_metric":   # a real evaluation, but the gate asks for a metric it did not compute
+        cfg = dataclasses.replace(cfg, gate_metric="cov_cd")
+        match = "gate metric 'cov_cd' is None"
     elif case == "failed_evaluation":
         metrics = tmp_path / "metrics"
         metrics.mkdir()
