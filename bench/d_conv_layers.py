@@ -1,10 +1,10 @@
 """The discriminator's reduced-precision convolutions one layer at a time, in several layouts side by side.
 
 At the paper recipe the two 1024² layers' backward passes are the largest single cost of a discriminator pass
-(docs/perf-notes.md §8: cuDNN's fp16 weight-gradient kernels reach ~14 TFLOP/s there).  This times each fp16 block
+(docs/dev/optimisation-log.md §8: cuDNN's fp16 weight-gradient kernels reach ~14 TFLOP/s there).  This times each fp16 block
 layer of one discriminator (``conv0``: 3×3, ``conv1``: 3×3 with FIR downsampling) forward and forward+backward
 (input and weight gradients, as in the D step) for each variant: memory format, reduced-precision dtype, and the
-downsampling blur folded into the convolution or not (``layers.FOLD_DOWNSAMPLE_CONV``).  Median CUDA-event times;
+downsampling blur folded into the convolution or not (``perf.fold_downsample_conv``).  Median CUDA-event times;
 ``ratio`` is the variant's forward+backward over the first variant's for the same layer.
 
     python3 bench/d_conv_layers.py                      # H100: all layers, all variants
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timing import median_ms
 
-from get3d.nn import layers
+from get3d import perf
 from get3d.nn.layers import Conv2dLayer
 
 
@@ -39,9 +39,7 @@ def block_layers(res: int, channel_base: int, channel_max: int, fp16_blocks: int
 
 def measure(spec, batch, dtype, channels_last, fold, device, reps):
     _name, cin, cout, r, down = spec
-    prev = layers.FOLD_DOWNSAMPLE_CONV
-    layers.FOLD_DOWNSAMPLE_CONV = fold
-    try:
+    with perf.using(fold_downsample_conv=fold):
         torch.manual_seed(0)
         layer = Conv2dLayer(cin, cout, 3, activation="lrelu", down=down, conv_clamp=256,
                             channels_last=channels_last, device=device)
@@ -56,8 +54,6 @@ def measure(spec, batch, dtype, channels_last, fold, device, reps):
             x.grad, layer.weight.grad, layer.bias.grad = None, None, None
             layer(x).backward(gy)
         return fwd, median_ms(step, reps, device), folded
-    finally:
-        layers.FOLD_DOWNSAMPLE_CONV = prev
 
 
 def main(argv=None) -> int:

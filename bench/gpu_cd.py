@@ -54,7 +54,7 @@ def main(argv=None):
     for bn, nw in [(16, 8), (8, 8), (8, 4), (32, 8), (16, 16)]:
         try:
             ct.chamfer_block(sl[:1], ref_s[:2], block_n=bn, num_warps=nw)  # compile
-            _, t = timed(lambda: ct.chamfer_block(sl, ref_s, block_n=bn, num_warps=nw))
+            _, t = timed(lambda bn=bn, nw=nw: ct.chamfer_block(sl, ref_s, block_n=bn, num_warps=nw))
         except Exception as exc:  # noqa: BLE001 (a config that fails to compile is skipped)
             print(f"  config BLOCK_N={bn} warps={nw}: failed {str(exc)[:100]}", flush=True)
             continue

@@ -15,7 +15,7 @@ for mod in ("numpy", "scipy", "h5py", "yaml", "trimesh", "PIL", "triton"):
         print(mod, "MISSING", exc)
 t0 = time.time()
 sys.path.insert(0, ".")
-from get3d.raster import get_backend  # noqa: E402
+from get3d.raster import get_backend
 
 b = get_backend("nvdiffrast", "cuda")
 pos = torch.tensor([[[-0.5, -0.5, 0.5, 1.0], [0.5, -0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0]]], device="cuda")

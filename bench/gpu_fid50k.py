@@ -1,13 +1,13 @@
 """fid50k wall time on a GPU through the evaluation stage's own path (``get3d.evaluate.generate.Sampler.images_ori``:
 per-sample seeded latents and prior cameras, G at the paper config, 1024², ψ=1, uint8 images kept on the GPU;
 Inception pool3 features on a side stream, ``InceptionFeatureExtractor.features_from_batches``), timed on
-``--n`` images and extrapolated to 50,000 (labelled as such).  Variants (kernel switches, synthesis precision)
+``--n`` images and extrapolated to 50,000 (labelled as such).  Variants (``perf`` choices of params.yaml)
 run side by side, and ``--quality N`` measures what a variant does to the metric: FID between N images of the
 defaults and the same N samples (same z, cameras, noise seeds) in the variant, next to the FID between two
 default sets of different seeds (the sampling noise of an N-image FID).
 
     python3 bench/gpu_fid50k.py --n 1024 --batch 32 --variant default= \\
-        --variant no-fused-decoders=get3d.nn.decoders.INFERENCE_FUSED=false --quality 512
+        --variant no-fused-decoders=point_mlp_fused=false --quality 512
 
 The generator is freshly initialised (its meshes are not a trained model's, so mesh size and therefore
 raster/texture cost differ somewhat from a trained run).  Inception: the shipped weights when the
@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from switches import apply_switches
+from perf_variants import parse_variant, variant
 
 from get3d import cameras
 from get3d.evaluate.generate import LoadedGenerator, Sampler
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--res", type=int, default=1024)
     ap.add_argument("--device", default="cuda", help="cpu: a quick functional check at small --res")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=SWITCHES",
-                    help="variants timed side by side (bench/switches.py: module.ATTR=VALUE switches joined by +; "
+                    help="variants timed side by side: LABEL=key=value+key=value (perf section keys; "
                          "LABEL= alone is the defaults); default: one run of the defaults")
     ap.add_argument("--quality", type=int, default=0, metavar="N", help="FID effect of each variant on N images")
     ap.add_argument("--inception-half", type=Path, default=None, metavar="FILE",
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.backends.cudnn.benchmark = True  # matmul/conv TF32 flags: PyTorch's defaults, as the evaluate stage
-    variants = [tuple(v.split("=", 1)) for v in (args.variant or ["default="])]
+    variants = [parse_variant(v) for v in (args.variant or ["default="])]
     torch.manual_seed(0)
     cfg = ModelConfig(img_resolution=args.res, raster_backend="nvdiffrast" if dev.type == "cuda" else "torch")
     G = build_generator(cfg, device=dev).to(dev).eval().requires_grad_(False)
@@ -98,17 +98,13 @@ def main(argv=None) -> int:
 
     rows = []
     for label, spec in variants:
-        undo = apply_switches(spec)
-        try:
+        with variant(spec):
             # warm-up: cuDNN autotuning of both networks' shapes (Inception runs in chunks of 64), Triton compiles
             ext.features_from_batches(sampler(0).images_ori(3 * args.batch))
             imgs, t_gen = clock(lambda: list(sampler(0).images_ori(args.n)))
             _, t_inc = clock(lambda imgs=imgs: ext.features_from_batches(imgs))
             imgs = None  # free the GPU images before the end-to-end pass
             _, t_all = clock(lambda: ext.features_from_batches(sampler(0).images_ori(args.n)))
-        finally:
-            for u in reversed(undo):
-                u()
         rows.append((label, args.n / t_gen, args.n / t_inc, 50_000 * t_all / args.n))
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
     print(f"\nfid50k on {name}, {args.res}², batch {args.batch}, {args.n} images per variant, through "
@@ -126,12 +122,8 @@ def main(argv=None) -> int:
               f"with different seeds): {fid_from_features(ref, other):.3f}")
         print(f"{'variant':<12} {'FID(defaults, variant)':>23} {'mean |feature diff| / mean |feature|':>38}")
         for label, spec in variants:
-            undo = apply_switches(spec)
-            try:
+            with variant(spec):
                 f = features(sampler(0).images_ori(args.quality))
-            finally:
-                for u in reversed(undo):
-                    u()
             rel = float(np.abs(f - ref).mean() / np.abs(ref).mean())
             print(f"{label:<12} {fid_from_features(ref, f):>23.4f} {rel:>38.2e}")
     return 0

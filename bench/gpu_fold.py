@@ -2,7 +2,7 @@
 
     python bench/gpu_fold.py [--json out.json]
 
-Same weights and inputs for both modes (``get3d.nn.layers.FOLD_DOWNSAMPLE_CONV``): relative L2 error of the
+Same weights and inputs for both modes (``perf.fold_downsample_conv``): relative L2 error of the
 logits and of every parameter gradient (fp16 blocks on), then fwd+bwd time (median of CUDA-event-timed reps).
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--reps", type=int, default=15)
     args = ap.parse_args(argv)
-    from get3d.nn import ModelConfig, layers as L
+    from get3d import perf
+    from get3d.nn import ModelConfig
     from get3d.nn.config import build_discriminators
     from get3d.schema import parse_section
     torch.backends.cudnn.benchmark = True
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     res, rows = {}, []
     outs = {}
     for mode in ("never", "low_precision", "never", "low_precision"):
-        L.FOLD_DOWNSAMPLE_CONV = mode
+        perf.apply(perf.with_changes(fold_downsample_conv=mode))
         for _ in range(3):
             run()
         torch.cuda.synchronize()
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
         rows.append((mode, statistics.median(ts), min(ts)))
     ref_l, ref_g = outs["never"]
     new_l, new_g = outs["low_precision"]
-    rel = lambda a, b: float((a - b).norm() / b.norm().clamp_min(1e-30))  # noqa: E731
+    rel = lambda a, b: float((a - b).norm() / b.norm().clamp_min(1e-30))
     res["logit_rel_l2"] = rel(new_l, ref_l)
     gerr = [rel(a, b) for a, b in zip(new_g, ref_g)]
     res["grad_rel_l2_median"] = statistics.median(gerr)

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from get3d.nn import ModelConfig, build_discriminators, build_generator, count_parameters, small_config  # noqa: E402
+from get3d.nn import ModelConfig, build_discriminators, build_generator, count_parameters, small_config
 
 PUBLIC_TET90_VERTS = 98_653
 
@@ -67,7 +67,7 @@ def geometry_available() -> bool:
         from get3d.nn import surface
         surface.make_grid("dmtet", 2, 1.0, "cpu")
         return True
-    except Exception:
+    except (ImportError, RuntimeError, ValueError, OSError):
         return False
 
 
@@ -78,7 +78,7 @@ def bench_variant(cfg: ModelConfig, batch: int, device, warmup: int, iters: int,
     if cfg.channels_last and device.type == "cuda":
         D = D.to(memory_format=torch.channels_last)
     timer = _timer(device)
-    z = lambda: torch.randn(batch, cfg.z_dim, device=device)  # noqa: E731
+    z = lambda: torch.randn(batch, cfg.z_dim, device=device)
     cam = (torch.rand(batch, device=device) * 2 * math.pi, torch.full((batch,), 1.2, device=device))
     rows = []
 
@@ -126,7 +126,7 @@ def bench_variant(cfg: ModelConfig, batch: int, device, warmup: int, iters: int,
     rows.append(_measure("D R1 (double bwd)", r1_step, timer, warmup, max(1, iters // 2)))
     params = {"G": count_parameters(G), "G.synthesis": count_parameters(G.backbone.synthesis),
               "G.mapping(each)": count_parameters(G.mapping_tex), "D(rgb+mask)": count_parameters(D)}
-    del G, D
+    G = D = None  # free the networks before the next variant
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"generator": cfg.generator, "mode": mode, "rows": rows, "params": params}

@@ -3,12 +3,12 @@ next to its wall time per iteration.
 
 Parts: ``D`` (RGB + mask discriminators, forward + backward with parameter gradients, batch 4, 1024²),
 ``Gtrain`` (generator forward + backward of an image loss, training mode, batch 4), ``Ggen`` (generator
-inference as in fid50k: eval mode, no grad, batch 32), each optionally in several variants of a module
-switch (``--variant NAME=module.ATTR=VALUE``, several joined by ``+``) timed side by side.
+inference as in fid50k: eval mode, no grad, batch 32), each optionally in several variants of the
+``perf`` choices (``--variant NAME=key=value``, several joined by ``+``) timed side by side.
 
     python3 bench/gpu_parts_profile.py --parts D,Ggen --out $OUT/parts
-    python3 bench/gpu_parts_profile.py --parts Ggen --variant fused=get3d.nn.triplane.FUSED_MODCONV=always \\
-        --variant shared=get3d.nn.triplane.FUSED_MODCONV=never
+    python3 bench/gpu_parts_profile.py --parts Ggen --variant fused=fused_modconv=always \\
+        --variant shared=fused_modconv=never
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from perf_variants import parse_variant, variant
+
 from get3d import cameras
 from get3d.nn import ModelConfig
 from get3d.nn.config import build_discriminators, build_generator
-from switches import apply_switches
 
 
 def make_parts(dev, cfg: ModelConfig):
@@ -99,7 +100,7 @@ def profile(fn, iters: int, out: Path | None, label: str, shapes: bool = False) 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", default="D,Gtrain,Ggen")
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME=module.ATTR=VALUE")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=key=value", help="perf choices (params.yaml perf keys)")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--shapes", action="store_true", help="also break the profile down by input shape")
@@ -109,14 +110,13 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     dev = torch.device("cuda")
-    parts, G = make_parts(dev, ModelConfig(raster_backend="nvdiffrast"))
-    variants = [("default", None)] + [tuple(v.split("=", 1)) for v in args.variant]
+    parts, _ = make_parts(dev, ModelConfig(raster_backend="nvdiffrast"))
+    variants = [parse_variant("default=")] + [parse_variant(v) for v in args.variant]
     rows = []
     for name in args.parts.split(","):
         fn, batch = parts[name]
         for vname, spec in variants:
-            undo = apply_switches(spec)
-            try:
+            with variant(spec):
                 for _ in range(2):
                     fn()
                 ms = timed(fn, args.iters)
@@ -124,9 +124,6 @@ def main(argv=None) -> int:
                 print(f"{name:<7} {vname:<12} {ms:9.1f} ms/iter  {batch * 1000 / ms:8.1f} img/s", flush=True)
                 if not args.no_profile and vname == "default":
                     print(profile(fn, 3, args.out, name, args.shapes), flush=True)
-            finally:
-                for u in reversed(undo):
-                    u()
     print(f"\n{'part':<7} {'variant':<12} {'ms/iter':>9} {'img/s':>8} {'ratio':>6}")
     base = {}
     for name, vname, ms, ips in rows:

@@ -1,13 +1,12 @@
 """Where do the torch rasterizer and nvdiffrast differ? Error quantiles and gradient cosines on masked pixels."""
-import math
 import sys
 
 import torch
 
 sys.path.insert(0, ".")
-from get3d import cameras  # noqa: E402
-from get3d.raster import get_backend  # noqa: E402
-from get3d.raster.agreement import random_scene  # noqa: E402
+from get3d import cameras
+from get3d.raster import get_backend
+from get3d.raster.agreement import random_scene
 
 
 def icosphere_scene(batch, subdiv, seed, device):

@@ -117,12 +117,11 @@ def main(argv=None):
                     help="which paths to run (comma-separated; new-gpu-algos = the new path with its GPU variants "
                          "of the flood fill and thinning forced, what a GPU runs)")
     ap.add_argument("--table", type=int, default=0, help="print the profiler's N most expensive ops of each run")
-    ap.add_argument("--switch", action="append", default=[], metavar="module.ATTR=VALUE",
-                    help="set a module switch first (bench/switches.py), e.g. get3d.metrics.lfd.SWEEP_KERNEL=torch")
+    ap.add_argument("--perf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a perf choice of params.yaml, e.g. lfd_sweep=torch")
     args = ap.parse_args(argv)
-    from switches import set_switch
-    for spec in args.switch:
-        set_switch(spec)
+    from get3d import perf
+    perf.apply(perf.parse_overrides(args.perf))
     dev = torch.device(args.device)
 
     from gpu_metrics import _test_meshes

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from timing import median_ms
 
+from get3d import perf
 from get3d.nn import decoders
 from get3d.nn.ops import point_mlp_triton as kern
 
@@ -56,16 +57,16 @@ def main(argv=None) -> int:
         with torch.no_grad():
             ref64 = net.double()(x.double(), w.double()).float()
             net.float()
-            decoders.INFERENCE_FUSED = False
-            t_torch = median_ms(lambda: net(x, w), args.reps, dev)
-            scale = ref64.abs().max().item()
-            rows = [("torch layers", t_torch, (net(x, w) - ref64).abs().max().item() / scale)]
-            decoders.INFERENCE_FUSED = True
+            with perf.using(point_mlp_fused=False):
+                t_torch = median_ms(lambda net=net, x=x, w=w: net(x, w), args.reps, dev)
+                scale = ref64.abs().max().item()
+                rows = [("torch layers", t_torch, (net(x, w) - ref64).abs().max().item() / scale)]
             for prec, block, warps in settings:
-                kern.DOT_PRECISION, kern.BLOCK, kern.NUM_WARPS = prec, block, warps
-                y = net(x, w)
-                err = (y - ref64).abs().max().item() / scale
-                rows.append((f"{prec} b{block} w{warps}", median_ms(lambda: net(x, w), args.reps, dev), err))
+                kern.BLOCK, kern.NUM_WARPS = block, warps
+                with perf.using(point_mlp_fused=True, point_mlp_precision=prec):
+                    y = net(x, w)
+                    err = (y - ref64).abs().max().item() / scale
+                    rows.append((f"{prec} b{block} w{warps}", median_ms(lambda net=net, x=x, w=w: net(x, w), args.reps, dev), err))
         base = rows[1][1]
         for name, ms, err in rows:
             print(f"{label:<20} {name:<22} {ms:8.3f} {ms / base:7.3f} {err:9.2e}")

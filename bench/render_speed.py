@@ -109,9 +109,9 @@ def run(args) -> list[dict]:
                 t_bare.append(time.perf_counter() - t0)
                 c_bare.append(_cpu(children_only=True) - c0)
 
-            import h5py
+            from get3d.dataset.format import open_dataset
 
-            with h5py.File(s["h5"], "r") as f, np.load(tmp / f"bare{res}.npz") as z:
+            with open_dataset(s["h5"]) as f, np.load(tmp / f"bare{res}.npz") as z:
                 pipe = f["images"][:].astype(np.int16)
                 bare = np.concatenate([z[it.id] for it in items]).astype(np.int16)
                 diff = int(np.abs(pipe - bare).max())

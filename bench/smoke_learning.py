@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from get3d.config import load_params  # noqa: E402
-from get3d.evaluate.generate import load_generator  # noqa: E402
-from get3d.evaluate.stage import evaluate  # noqa: E402
-from get3d.schema import to_dict  # noqa: E402
-from get3d.train import checkpoint as ckpt  # noqa: E402
+from get3d.config import load_params
+from get3d.evaluate.generate import load_generator
+from get3d.evaluate.stage import evaluate
+from get3d.schema import to_dict
+from get3d.train import checkpoint as ckpt
 
 
 def untrained_snapshot(run_dir: Path, out: Path) -> Path:
@@ -61,7 +61,7 @@ def silhouettes(snapshot: Path, dataset: Path, n: int, seed: int) -> np.ndarray:
 
 
 def real_masks(dataset: Path, res: int, split: str = "test") -> np.ndarray:
-    from get3d.data.dataset import RenderedViews
+    from get3d.dataset.dataset import RenderedViews
 
     ds = RenderedViews(dataset, resolution=res, split=split)
     return np.stack([ds[i]["mask"][0].numpy() for i in range(len(ds))])

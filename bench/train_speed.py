@@ -41,9 +41,9 @@ SMALL_MODEL = {
 
 
 def synthetic_dataset(path: Path, res: int, n: int = 16) -> Path:
-    import h5py
-
     from get3d import cameras
+    from get3d.dataset.format import DatasetInfo, ObjectViews, write_dataset
+
     rng = np.random.default_rng(0)
     az, po = cameras.CameraPrior().sample_numpy(n, rng)
     yy, xx = np.mgrid[0:res, 0:res] + 0.5
@@ -52,17 +52,11 @@ def synthetic_dataset(path: Path, res: int, n: int = 16) -> Path:
     for i in range(n):
         imgs[i][inside, :3] = rng.integers(0, 255, 3, dtype=np.uint8)
         imgs[i][inside, 3] = 255
-    with h5py.File(path, "w") as f:
-        f.create_dataset("images", data=imgs, chunks=(1, res, res, 4))
-        f.create_dataset("azimuth", data=az.astype(np.float32))
-        f.create_dataset("polar", data=po.astype(np.float32))
-        f.create_dataset("c2w", data=cameras.camera_to_world(az, po).astype(np.float32))
-        f.create_dataset("object_index", data=np.arange(n, dtype=np.int32))
-        f.create_dataset("object_ids", data=np.array([f"obj{i}" for i in range(n)], dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
-        f.create_dataset("object_split", data=np.array(["train"] * n, dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
-        f.attrs["dataset_hash"] = f"synthetic-{res}-{n}"
+    c2w = cameras.camera_to_world(az, po).astype(np.float32)
+    objects = [ObjectViews(id=f"obj{i}", synset="", split="train", rgba=imgs[i:i + 1], azimuth=az[i:i + 1],
+                           polar=po[i:i + 1], c2w=c2w[i:i + 1]) for i in range(n)]
+    write_dataset(path, objects, DatasetInfo(resolution=res, views_per_object=1, fovy_deg=cameras.FOVY_DEG,
+                                             radius=cameras.RADIUS, source="synthetic"))
     return path
 
 
@@ -83,12 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="experiment: R1 with the reference kernels (PyTorch's generic double backward, ~44 s)")
     ap.add_argument("--tf32-matmul", action="store_true", help="experiment: allow TF32 matmuls (FC/MLP layers)")
     ap.add_argument("--fused-adam", action="store_true", help="experiment: Adam(fused=True)")
-    ap.add_argument("--fold", choices=("low_precision", "always", "never"), default=None,
-                    help="experiment: get3d.nn.layers.FOLD_DOWNSAMPLE_CONV (blur folded into the stride-2 D conv)")
     ap.add_argument("--bias-act", choices=("fused", "ref"), default=None,
                     help="experiment: bias_act kernel (fused Triton on CUDA vs the PyTorch reference)")
-    ap.add_argument("--switch", action="append", default=[], metavar="module.ATTR=VALUE",
-                    help="experiment: set a module-level switch, e.g. get3d.nn.triplane.TRIPLANE_SAMPLER=grid_sample")
+    ap.add_argument("--perf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a perf choice of params.yaml (repeatable), e.g. triplane_sampler=grid_sample")
     ap.add_argument("--graphs", choices=("all", "d"), default=None,
                     help="experiment: CUDA graphs for D passes and the tri-plane synthesis (all) or D only; "
                          "none: --set train.cuda_graphs=false")
@@ -108,14 +100,14 @@ def build_configs(args, profile: str):
     from get3d.nn import ModelConfig
     from get3d.schema import parse_section
     from get3d.train.config import TrainConfig
-    from get3d.train.loop import _parse_overrides
+    from get3d.train.launch import parse_overrides
 
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = dict(SMALL_MODEL) if profile == "small" else {}
     model["generator"] = args.generator
-    overrides = _parse_overrides(args.overrides)
+    overrides = parse_overrides(args.overrides)
     model.update(overrides["model"])
     cfg_model = parse_section(ModelConfig, model, "model")
     batch = args.batch or 4
@@ -139,18 +131,14 @@ def apply_experiments(args, cfg_train) -> list[str]:
         from get3d.nn import layers as L
         L.DOUBLE_BACKWARD_KERNELS.update(conv2d=L.conv2d_ref, upfirdn2d=L.upfirdn2d_ref)
         experiments.append("ref-r1")
-    if args.fold is not None:
-        from get3d.nn import layers as L
-        L.FOLD_DOWNSAMPLE_CONV = args.fold
-        experiments.append(f"fold={args.fold}")
     if args.bias_act is not None:
         from get3d.nn import layers as L
         L.register_kernel("bias_act", L.bias_act_ref if args.bias_act == "ref" else None)
         experiments.append(f"bias_act={args.bias_act}")
-    for spec in args.switch:
-        from switches import set_switch
-        set_switch(spec)
-        experiments.append(spec.rsplit(".", 1)[1])
+    if args.perf:
+        from get3d import perf
+        perf.apply(perf.parse_overrides(args.perf))
+        experiments += args.perf
     if args.graphs == "d":
         from get3d.train import graphs
         graphs.GraphedSynthesis.__init__ = lambda self, synthesis: None  # bench-only: leave G eager
@@ -281,7 +269,7 @@ def print_table(res: dict, args, profile, device, cfg_model, batch, warmup, expe
              f"{cfg_model.img_resolution}², tet {cfg_model.tet_res}, {args.generator} G, {args.precision}"
              + (f", {'+'.join(experiments)}" if experiments else "")),
             ("public GET3D", f"{pub[0]:.1f}", f"{1000 / pub[0]:.2f}", f"{pub[1]:.1f}",
-             f"H100, batch 4, 1024², tet 90, {args.generator} G, fp16 D (measured, PLATFORM.md)")]
+             f"H100, batch 4, 1024², tet 90, {args.generator} G, fp16 D (measured on an H100)")]
     head = ("", "s/kimg", "img/s", "peak GiB", "setting")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
     for r in [head] + rows:

@@ -90,11 +90,11 @@ def run_train(args) -> int:
     from get3d.config import load_params
     from get3d.train.stage import run_train_stage
 
-    params = load_params(args.params, only=["model", "train", "tracking"])
+    params = load_params(args.params, only=["model", "train", "perf", "tracking"])
     if args.threads:
         torch.set_num_threads(args.threads)
     res = run_train_stage(params.model, params.train, args.data, args.run_dir, args.model_out,
-                          tracking=params.tracking)
+                          perf_cfg=params.perf, tracking=params.tracking)
     print(f"train: {res['status']} at {res['kimg']:.3f} kimg (step {res['step']}) -> {res['model']}"
           + (f" (MLflow run {res['mlflow_run_id']})" if res.get("mlflow_run_id") else ""))
     return 0
@@ -113,8 +113,8 @@ def run_reference(args) -> int:
     from get3d.config import load_params
     from get3d.evaluate.reference import build_reference
 
-    params = load_params(args.params, only=["evaluate"])
-    info = build_reference(args.dataset, args.manifest, args.out, params.evaluate)
+    params = load_params(args.params, only=["evaluate", "perf"])
+    info = build_reference(args.dataset, args.manifest, args.out, params.evaluate, params.perf)
     print(f"reference: {args.out} ({', '.join(sorted(k for k in info if not k.startswith('_')))})")
     return 0
 
@@ -135,8 +135,8 @@ def run_evaluate(args) -> int:
     from get3d.config import load_params
     from get3d.evaluate.stage import evaluate
 
-    params = load_params(args.params, only=["evaluate", "tracking"])
-    res = evaluate(args.model, args.dataset, args.manifest, args.reference, args.out, params.evaluate,
+    params = load_params(args.params, only=["evaluate", "perf", "tracking"])
+    res = evaluate(args.model, args.dataset, args.manifest, args.reference, args.out, params.evaluate, params.perf,
                    tracking=params.tracking)
     shown = {k: v for k, v in res["metrics"].items() if not k.endswith("_time_s")}
     print("evaluate: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -24,6 +24,7 @@ SECTIONS: dict[str, str] = {
     "evaluate": "get3d.evaluate.config:EvaluateConfig",
     "export": "get3d.export.config:ExportConfig",
     "tracking": "get3d.tracking_config:TrackingConfig",
+    "perf": "get3d.perf:PerfConfig",
 }
 TOP_LEVEL_KEYS = {"profile"}
 

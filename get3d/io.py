@@ -6,6 +6,7 @@ target, and the folder is fsynced: after a crash the file is either the old or t
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -60,8 +61,31 @@ def json_default(o):
     return str(o)
 
 
-def atomic_write_json(path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
+def atomic_write_json(path, obj: Any, *, indent: int | None = 2, sort_keys: bool = True, newline: bool = True,
+                      allow_nan: bool = True, fsync: bool = True) -> None:
+    """The one JSON writer of the library: numpy/torch scalars and paths are converted (:func:`json_default`)."""
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, allow_nan=allow_nan, default=json_default)
+    atomic_write_text(path, text + ("\n" if newline else ""), fsync=fsync)
+
+
+def atomic_write_npz(path, fsync: bool = True, **arrays) -> None:
+    """``np.savez`` of ``arrays``, written atomically."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue(), fsync=fsync)
+
+
+def atomic_write_image(path, image, format: str = "PNG") -> None:
+    """A PIL image (or a uint8 array) encoded as ``format``, written atomically."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    buf = io.BytesIO()
+    image.save(buf, format=format)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

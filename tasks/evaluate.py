@@ -13,9 +13,9 @@ from tasks.common import RETRY, params, path, read_json, tracking_in, workspace
 def reference_task(root: str) -> dict:
     """Reference statistics (reused while the dataset and the counts are unchanged)."""
     ws = workspace(root)
-    cfg = params(ws, "evaluate").evaluate
+    p = params(ws, "evaluate", "perf")
     run = run_stage(ws, "reference", lambda: build_reference(path(ws, "dataset"), path(ws, "manifest"),
-                                                             path(ws, "reference"), cfg))
+                                                             path(ws, "reference"), p.evaluate, p.perf))
     get_run_logger().info("reference: %s", "computed" if run.ran else "up to date")
     return {"ran": run.ran, "reference": str(path(ws, "reference"))}
 
@@ -24,10 +24,10 @@ def reference_task(root: str) -> dict:
 def evaluate_task(root: str) -> dict:
     """All configured metrics of the published generator; returns ``metrics.json``'s numbers."""
     ws = workspace(root)
-    p = params(ws, "evaluate", "tracking")
+    p = params(ws, "evaluate", "perf", "tracking")
     run = run_stage(ws, "evaluate", lambda: evaluate(path(ws, "model"), path(ws, "dataset"), path(ws, "manifest"),
                                                      path(ws, "reference"), path(ws, "metrics"), p.evaluate,
-                                                     tracking=tracking_in(ws, p.tracking)))
+                                                     p.perf, tracking=tracking_in(ws, p.tracking)))
     metrics = read_json(path(ws, "metrics") / METRICS_FILE)
     get_run_logger().info("evaluate: %s%s; %s", "computed" if run.ran else "up to date",
                           f" (MLflow run {run.result['mlflow_run_id']})" if run.ran and run.result.get("mlflow_run_id")

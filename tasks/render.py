@@ -8,31 +8,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, task, unmapped
+from prefect import get_run_logger, task
 
 from get3d.dvcstage import StageRun, run_stage
 from get3d.render.stage import render_dataset, render_shard
 from tasks.common import RETRY, params, path, read_json
 
-REPORT_KEYS = ("returncode", "done", "failed", "missing", "crashed_on", "timed_out", "seconds", "stderr_tail")
 
-
-@task(name="render-shard", **RETRY,
-      task_run_name="render-shard-{job_path}")
-def render_shard_task(job: dict, job_path: str, timeout: float | None = None) -> dict:
-    """One Blender process over one shard of objects; its per-object results land in the job's ``out_dir``."""
-    report = render_shard(job, job_path, timeout=timeout)
+@task(name="render-shard", **RETRY)
+def render_shard_task(job: dict, job_path: str) -> dict:
+    """One Blender process over one shard of objects (the job carries its timeout); its per-object results
+    land in the job's ``out_dir``."""
+    report = render_shard(job, Path(job_path))
     get_run_logger().info("shard %s: %d rendered, %d failed, exit %s", Path(job_path).name, len(report["done"]),
                           len(report["failed"]), report["returncode"])
-    return {k: report.get(k) for k in REPORT_KEYS}
+    return report
 
 
-def shard_executor(timeout: float | None):
-    """``run_shards`` for :func:`render_dataset`: one ``render-shard`` task per job, run concurrently."""
-    def run_shards(jobs: list[tuple[dict, Path]]) -> list[dict]:
-        futures = render_shard_task.map([job for job, _ in jobs], [str(p) for _, p in jobs], unmapped(timeout))
-        return [f.result() for f in futures]
-    return run_shards
+def prefect_shard_executor(jobs: list[tuple[dict, Path]]) -> list[dict]:
+    """``run_shards`` of :func:`render_dataset`: the attempt's shards as mapped ``render-shard`` tasks."""
+    return render_shard_task.map([job for job, _ in jobs], [str(p) for _, p in jobs]).result()
 
 
 def render_stage(ws: Path, force: bool = False) -> dict:
@@ -40,7 +35,7 @@ def render_stage(ws: Path, force: bool = False) -> dict:
     cfg = params(ws, "render").render
     run: StageRun = run_stage(
         ws, "render", lambda: render_dataset(path(ws, "manifest"), path(ws, "dataset"), cfg, path(ws, "render_work"),
-                                             progress=False, run_shards=shard_executor(cfg.shard_timeout_s)),
+                                             progress=False, run_shards=prefect_shard_executor),
         force=force)
     info = read_json(path(ws, "dataset").with_suffix(".json"))
     summary = {"ran": run.ran, "h5": str(path(ws, "dataset")), "counts": info["counts"],

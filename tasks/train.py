@@ -33,7 +33,7 @@ def train_task(root: str, gpus: int | None = None) -> dict:
     """The ``train`` stage on this worker's GPUs; returns the published generator and the run's status."""
     ws = workspace(root)
     logger = get_run_logger()
-    p = params(ws, "model", "train", "tracking")
+    p = params(ws, "model", "train", "perf", "tracking")
     gpus = visible_gpu_count() if gpus is None else gpus
     train_cfg = processes_for(p.train, gpus)
     logger.info("train: %d visible GPU(s), %s process(es)", gpus, getattr(train_cfg, "num_processes", 1))
@@ -44,7 +44,8 @@ def train_task(root: str, gpus: int | None = None) -> dict:
 
     run = run_stage(ws, "train", lambda: run_train_stage(p.model, train_cfg, path(ws, "dataset"),
                                                          path(ws, "train_run"), path(ws, "model"),
-                                                         Hooks(on_progress=on_progress), tracking=tracking_in(ws, p.tracking)))
+                                                         Hooks(on_progress=on_progress), perf_cfg=p.perf,
+                                                         tracking=tracking_in(ws, p.tracking)))
     result = run.result or {}
     if run.ran:
         logger.info("train: %s at %.3f kimg -> %s%s", result.get("status"), result.get("kimg", 0.0),

@@ -39,3 +39,13 @@ def render_python() -> str:
     if not Path(path).exists() and shutil.which(path) is None:
         pytest.skip(f"render environment missing ({path}); run scripts/setup.sh")
     return path
+
+
+@pytest.fixture
+def set_perf():
+    """``set_perf(upsample="reference", ...)``: other ``perf`` choices for this test (validated), restored after."""
+    from get3d import perf
+
+    previous = perf.active()
+    yield lambda **changes: perf.apply(perf.with_changes(**changes))
+    perf.apply(previous)

@@ -6,7 +6,5 @@
 - :class:`get3d.evaluate.config.EvaluateConfig` (section ``evaluate`` of params.yaml).
 """
 from .config import EvaluateConfig, smoke_config
-from .reference import build_reference, reference_shapes, reference_stats
-from .stage import evaluate
 
-__all__ = ["EvaluateConfig", "build_reference", "evaluate", "reference_shapes", "reference_stats", "smoke_config"]
+__all__ = ["EvaluateConfig", "smoke_config"]

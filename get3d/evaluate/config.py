@@ -1,6 +1,6 @@
 """Evaluation knobs (section ``evaluate`` of params.yaml).
 
-Defaults are the published GET3D protocol (REFERENCE.md, "Evaluation protocol"): FID/KID on 50k generated
+Defaults are the published GET3D evaluation protocol: FID/KID on 50k generated
 images (fresh z, one random prior camera each, psi = 1) against all rendered views of the test split; KID over
 100 subsets of 1000; CD/COV/MMD and LFD on 5 x |test split| generated meshes with 2,048 surface points.
 The CPU smoke profile only shrinks the counts.

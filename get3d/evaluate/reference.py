@@ -1,6 +1,6 @@
 """Reference statistics of the test split (their own DVC stage), cached by content keys.
 
-Two caches, each one ``.npz`` written atomically (temp file in the same folder + ``os.replace``):
+Two caches, each one ``.npz`` written atomically (get3d.io):
 
 - **images** (:func:`reference_stats`): Inception pool3 features (+ mean / covariance) of *all rendered views of
   the test split* of the render-stage HDF5, each view as ``RGB x (alpha > 0)`` on black, uint8 (optionally
@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -49,20 +48,8 @@ class ReferenceError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------------ helpers
 
+from get3d.io import atomic_write_npz
 from get3d.io import file_sha256 as _sha256_file
-
-
-def atomic_savez(path: str | os.PathLike, **arrays) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _read_key(path: Path) -> str | None:
@@ -78,30 +65,21 @@ def _read_key(path: Path) -> str | None:
 # ------------------------------------------------------------------------------------------------ images
 
 class TestViews:
-    """The test-split views of a render-stage HDF5 file (see get3d/render/stage.py ``assemble``)."""
+    """The test-split views of a rendered-views dataset (layout: get3d.dataset.format)."""
 
     def __init__(self, dataset_h5: str | os.PathLike, split: str = "test"):
-        import h5py
+        from get3d.dataset.format import DatasetFormatError, read_index
 
         self.path = Path(dataset_h5)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: rendered dataset not found (run the render stage)")
         try:
-            with h5py.File(self.path, "r") as f:
-                for key in ("images", "object_index", "object_split"):
-                    if key not in f:
-                        raise ReferenceError(f"{self.path}: missing dataset {key!r}; not a render-stage HDF5 file")
-                split_of = [s.decode() if isinstance(s, bytes) else str(s) for s in f["object_split"][:]]
-                obj = f["object_index"][:].astype(np.int64)
-                self.resolution = int(f["images"].shape[1])
-                self.content_hash = str(f.attrs["dataset_hash"]) if "dataset_hash" in f.attrs else None
-                self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()
-                              if isinstance(v, (int, float, str, np.generic))}
-        except OSError as exc:
-            raise ReferenceError(f"{self.path}: cannot read HDF5 ({exc})") from None
-        keep = np.array([s == split for s in split_of], dtype=bool)
-        self.indices = np.nonzero(keep[obj])[0] if len(obj) else np.zeros(0, np.int64)
-        self.num_objects = int(keep.sum())
+            index = read_index(self.path)
+        except DatasetFormatError as exc:
+            raise ReferenceError(str(exc)) from None
+        self.resolution = index.resolution
+        self.content_hash = index.content_hash
+        self.attrs = index.attrs
+        self.indices = index.rows_of_splits([split])
+        self.num_objects = sum(1 for s in index.object_split if s == split)
         self.split = split
 
     def __len__(self) -> int:
@@ -112,11 +90,12 @@ class TestViews:
 
     def batches(self, batch_size: int, resolution: int | None = None) -> Iterator[torch.Tensor]:
         """uint8 ``[B, 3, H, W]`` RGB x (alpha > 0) on black; area-resized when ``resolution`` differs."""
-        import h5py
         import torch.nn.functional as F
 
+        from get3d.dataset.format import open_dataset
+
         res = int(resolution or self.resolution)
-        with h5py.File(self.path, "r") as f:
+        with open_dataset(self.path, require=("images",)) as f:
             ds = f["images"]
             for i in range(0, len(self.indices), batch_size):
                 idx = self.indices[i:i + batch_size]
@@ -275,7 +254,7 @@ def reference_shapes(assets_manifest: str | os.PathLike, out_npz: str | os.PathL
 
         d = mesh_descriptors(meshes, device, cfg.lfd_batch_meshes)
         arrays.update({f"lfd_{k}": getattr(d, k).cpu().numpy() for k in ("art", "fd", "cir", "ecc")})
-    atomic_savez(out_npz, **arrays)
+    atomic_write_npz(out_npz, **arrays)
     return info | {"reused": False, "num_shapes": len(ids), "ids": ids, "failures": failures,
                    "time_s": time.perf_counter() - t0}
 
@@ -295,17 +274,20 @@ def load_reference_shapes(npz: str | os.PathLike) -> dict:
 # ------------------------------------------------------------------------------------------------ stage
 
 def build_reference(dataset_h5: str | os.PathLike, assets_manifest: str | os.PathLike | None,
-                    reference_dir: str | os.PathLike, cfg: EvaluateConfig) -> dict:
+                    reference_dir: str | os.PathLike, cfg: EvaluateConfig, perf_cfg=None) -> dict:
     """The ``reference`` stage: ``<reference_dir>/images.npz`` (when FID/KID are configured),
-    ``shapes.npz`` (when mesh metrics are configured and a manifest is given) and ``reference.json``."""
+    ``shapes.npz`` (when mesh metrics are configured and a manifest is given) and ``reference.json``.
+    ``perf_cfg``: section ``perf`` (its ``lfd_sweep`` runs the LFD descriptors)."""
+    from get3d import perf
     from get3d.io import atomic_write_json
 
     reference_dir = Path(reference_dir)
     summary: dict = {"version": REFERENCE_VERSION}
-    if cfg.needs_images:
-        summary["images"] = reference_stats(dataset_h5, reference_dir / IMAGES_FILE, cfg)
-    if cfg.needs_meshes and assets_manifest is not None:
-        summary["shapes"] = reference_shapes(assets_manifest, reference_dir / SHAPES_FILE, cfg)
+    with perf.applied(perf_cfg):
+        if cfg.needs_images:
+            summary["images"] = reference_stats(dataset_h5, reference_dir / IMAGES_FILE, cfg)
+        if cfg.needs_meshes and assets_manifest is not None:
+            summary["shapes"] = reference_shapes(assets_manifest, reference_dir / SHAPES_FILE, cfg)
     atomic_write_json(reference_dir / SUMMARY_FILE, summary)
     return summary
 

@@ -53,7 +53,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from get3d import perf
+from get3d.io import atomic_write_image, atomic_write_json
 from get3d.meshio import write_obj
+from get3d.schema import to_dict
 
 from . import reference as ref_mod
 from .config import EvaluateConfig
@@ -76,23 +79,11 @@ class EvaluateError(RuntimeError):
 # ------------------------------------------------------------------------------------------------ io
 
 def _atomic_json(path: Path, obj) -> None:
-    from get3d.io import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write_json(path, obj, allow_nan=False)
 
 
 def _atomic_png(path: Path, arr: np.ndarray) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(arr).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_image(path, arr)
 
 
 def image_grid(images: list[torch.Tensor], cols: int = 8) -> np.ndarray:
@@ -204,8 +195,11 @@ def _versions() -> dict:
 
 def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
              assets_manifest: str | os.PathLike | None, reference_dir: str | os.PathLike,
-             out_dir: str | os.PathLike, cfg: EvaluateConfig, tracking=None) -> dict:
+             out_dir: str | os.PathLike, cfg: EvaluateConfig, perf_cfg=None, tracking=None) -> dict:
     """Evaluate one inference snapshot; see the module docstring for inputs, outputs and degenerate cases.
+
+    ``perf_cfg`` (section ``perf``; None: the choices in force) is applied for the evaluation and recorded in
+    ``evaluate.json``.
 
     ``snapshot_path``: a ``network-*.pt`` file, or a run directory / its ``checkpoints/`` folder (then the
     snapshot named by ``latest.json``, else the newest one).  ``tracking`` (enabled): the metrics and output
@@ -220,7 +214,7 @@ def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / DETAIL_DIR).mkdir(exist_ok=True)  # always present (a DVC output), even when no shape is exported
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, perf.applied(perf_cfg) as perf_in_force:
         warnings.simplefilter("always")
         result = _evaluate(Path(snapshot_path), Path(dataset_h5),
                            Path(assets_manifest) if assets_manifest is not None else None,
@@ -238,6 +232,7 @@ def evaluate(snapshot_path: str | os.PathLike, dataset_h5: str | os.PathLike,
     report = json.loads((out_dir / REPORT_FILE).read_text())
     report["warnings"] = msgs
     report["comparison_key"] = comparison_key(report)
+    report["perf"] = to_dict(perf_in_force)
     _atomic_json(out_dir / REPORT_FILE, report)
     result["comparison_key"] = report["comparison_key"]
     if tracking is not None and tracking.enabled:

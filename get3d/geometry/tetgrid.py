@@ -6,7 +6,7 @@ every cell is split into 6 tetrahedra along its main diagonal (Kuhn/Freudenthal 
 cell uses the same diagonal direction, the face diagonals of neighbouring cells agree: the grid is conforming.
 All tets are positively oriented (``det[v1-v0, v2-v0, v3-v0] > 0``).
 
-Sizes next to the public Quartet grids (REFERENCE.md):
+Sizes next to the public Quartet grids of GET3D:
 
 ====  ===========================  ===========================
 res   this grid: vertices / tets    Quartet (public): verts / tets
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from get3d.io import atomic_write_npz
 
 CACHE_VERSION = 1
 
@@ -112,19 +113,6 @@ def _load_npz(path: Path, res: int) -> dict | None:
         return None
 
 
-def _save_npz_atomic(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_tet_grid(res: int, scale: float = 1.0, device="cpu", cache_dir: str | Path | None = None,
                   use_cache: bool = True) -> TetGrid:
     """The grid at ``res`` scaled to ``[-0.5, 0.5]^3 * scale``; cached as ``tetgrid_res{res}.npz``."""
@@ -140,7 +128,7 @@ def load_tet_grid(res: int, scale: float = 1.0, device="cpu", cache_dir: str | P
         d = build_tet_grid_arrays(res)
         if use_cache:
             try:
-                _save_npz_atomic(path, d)
+                atomic_write_npz(path, **d)
             except OSError as exc:
                 warnings.warn(f"could not write tet grid cache {path}: {exc}")
     return TetGrid(

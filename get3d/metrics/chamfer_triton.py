@@ -54,7 +54,7 @@ def _cd_pair_kernel(X, Y, OUT, N, M, R, stride_x, stride_y, stride_og, stride_or
 def default_config(m: int) -> tuple[int, int]:
     """(BLOCK_N, num_warps) for a register-resident side of ``m`` points."""
     block_m = triton.next_power_of_2(max(int(m), 16))
-    # H100 sweep at 2,048 points (docs/benchmarks.md): BLOCK_N=8 / 4 warps best (654k pairs/s) vs 16/8 (557k),
+    # H100 sweep at 2,048 points (docs/dev/benchmark-log.md): BLOCK_N=8 / 4 warps best (654k pairs/s) vs 16/8 (557k),
     # 8/8 (596k), 32/8 (554k), 16/16 (436k); i.e. ~128 distances per thread per tile.
     return 8, max(1, min(8, block_m // 512))
 

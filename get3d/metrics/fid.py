@@ -11,15 +11,14 @@
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
+
+from get3d.io import atomic_write_npz
 
 
 def feature_stats(feats) -> tuple[np.ndarray, np.ndarray]:
@@ -77,29 +76,11 @@ def kid_from_features(real, fake, num_subsets: int = 100, subset_size: int = 100
 
 # ----------------------------------------------------------------------------------------------- cache
 
-def dataset_hash(items: Iterable) -> str:
-    """Stable sha256 over an iterable of strings/paths (e.g. the sorted list of real image files + sizes)."""
-    h = hashlib.sha256()
-    for it in items:
-        h.update(str(it).encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()[:32]
-
-
 def save_features_npz(path: str | os.PathLike, feats: np.ndarray, key: str) -> None:
-    """Atomically write ``{features, mu, sigma, key}``: temp file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Atomically write ``{features, mu, sigma, key}``."""
     feats = np.asarray(feats, np.float32)
     mu, sigma = feature_stats(feats) if len(feats) >= 2 else (feats.mean(0), np.zeros((feats.shape[1],) * 2))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, features=feats, mu=mu, sigma=sigma, key=np.array(key))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_npz(path, features=feats, mu=mu, sigma=sigma, key=np.array(key))
 
 
 def load_features_npz(path: str | os.PathLike, key: str | None) -> np.ndarray | None:

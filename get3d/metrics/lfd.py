@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from get3d import perf
+
 from ._lfd_tables import ANTIPODE_MAP, CAMERAS, THIN_DELETE
 
 RES = 256
@@ -855,15 +857,10 @@ def _outside_region(contour: torch.Tensor) -> torch.Tensor:
     return _outside_sweeps(free, border)
 
 
-#: ``"triton"`` (default): on CUDA, each flood-fill sweep runs as Triton kernels (:mod:`get3d.metrics.lfd_triton`;
-#: same result, tested on CUDA and under Triton's CPU interpreter): 114 vs 101 single-part meshes/s on an H100
-#: (``bench/lfd_ops.py --device cuda --render --batch 64 --switch get3d.metrics.lfd.SWEEP_KERNEL=torch``).
-#: ``"torch"``: the PyTorch scans (also the path without Triton, and on the CPU).
-SWEEP_KERNEL = "triton"
-
-
 def _triton_sweep(out, dim: int):
-    if SWEEP_KERNEL != "triton":
+    """``perf.lfd_sweep``: on CUDA each flood-fill sweep as Triton kernels (:mod:`get3d.metrics.lfd_triton`, same
+    result; 114 vs 101 single-part meshes/s on an H100), or the PyTorch scans (also the CPU path)."""
+    if perf.active().lfd_sweep != "triton":
         return None
     try:
         from get3d.metrics import lfd_triton

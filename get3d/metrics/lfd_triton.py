@@ -13,7 +13,7 @@ the forward direction, then the backward one on the forward result, read through
 too is a forward scan — Triton's ``associative_scan(..., reverse=True)`` gives wrong results on the GPU
 (triton-lang/triton#4362) although its CPU interpreter is right.  Growing from the forward result instead of the
 original region does not change the answer: every pixel the forward pass added lies in a run that already holds
-a region pixel.  Selected by ``get3d.metrics.lfd.SWEEP_KERNEL = "triton"``.
+a region pixel.  Selected by ``perf.lfd_sweep: triton`` (params.yaml).
 """
 from __future__ import annotations
 

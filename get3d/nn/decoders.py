@@ -4,16 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from get3d import perf
 from get3d.nn.layers import ACTIVATIONS, ModulatedFullyConnected
-
-#: Without autograd on CUDA, run a decoder's layers as one Triton kernel (get3d.nn.ops.point_mlp_triton).
-INFERENCE_FUSED = True
 
 
 def fused_chain(layers: list[ModulatedFullyConnected], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
     """The layers applied in order by one kernel when no gradient is needed (generation, evaluation, the
     discriminator phase's G forward); None where that kernel cannot run (then the caller runs the layers)."""
-    if not INFERENCE_FUSED or torch.is_grad_enabled() or not x.is_cuda:
+    if not perf.active().point_mlp_fused or torch.is_grad_enabled() or not x.is_cuda:
         return None
     try:
         from get3d.nn.ops import point_mlp_triton as mod

@@ -317,7 +317,7 @@ class GET3DGenerator(nn.Module):
         if need_feats:
             weights = self.backbone.cube_weights(surface.cube_features(out[2], grid), state["w_geo"])
         res = surface.extract_surface(self.iso_surface, grid, out[0], out[1], self.tet_res,
-                                      self.deformation_multiplier, weights)
+                                      self.deformation_multiplier, weights, training=self.training)
         res["deformation"] = res["verts"] - verts
         return res
 

@@ -1,6 +1,6 @@
 """Building blocks of the GET3D networks (StyleGAN2-style, pure PyTorch).
 
-Everything here is written against the facts in REFERENCE.md: equalized learning rate (weights stored as
+Everything here follows the published GET3D / StyleGAN2-ADA code: equalized learning rate (weights stored as
 N(0, 1/lr_mult²), scaled at run time by ``lr_mult/sqrt(fan_in)``), modulated + demodulated convolutions,
 FIR [1,3,3,1] resampling, per-layer noise, and the modulated fully-connected / 3D layers used by the
 GET3D decoders and geometry networks.
@@ -11,7 +11,7 @@ Kernel seam: the hot primitives (:func:`upfirdn2d`, :func:`bias_act` and the dis
 that tests compare against.  :func:`double_backward_kernels` swaps in versions of the same functions whose
 *double* backward is cheap, for the R1 pass: ``conv2d`` → :func:`get3d.nn.ops.conv2d` and ``upfirdn2d`` →
 :func:`upfirdn2d_taps` (no depthwise convolution).  With PyTorch's generic double backward of the depthwise
-FIR convolution (one convolution per channel) the lazy R1 step took ~44 s at 1024² (docs/perf-notes.md).
+FIR convolution (one convolution per channel) the lazy R1 step took ~44 s at 1024² (docs/dev/optimisation-log.md).
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from get3d import perf
 
 # ----------------------------------------------------------------------------------------------------------
 # Activations and the kernel seam
@@ -228,13 +230,6 @@ def _filter_taps(f: torch.Tensor) -> int:
     return int(f.shape[-1])
 
 
-#: How :func:`upsample2d` runs on CUDA for the ×2, 4-tap case (same function each way): ``"triton"`` (default; one
-#: kernel per direction, :mod:`get3d.nn.ops.upsample_triton`), ``"polyphase"`` (:func:`upsample2d_polyphase`:
-#: faster than the reference in inference, slower in training because of its many small backward ops) or
-#: ``"reference"`` (zero insertion + two depthwise convolutions over the 4× grid, also the CPU path).
-UPSAMPLE = "triton"
-
-
 def _triton_upsample():
     try:
         from get3d.nn.ops import upsample_triton
@@ -280,11 +275,12 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     p0 = (fw + up - 1) // 2
     p1 = (fw - up) // 2
     if x.is_cuda and f.ndim == 1 and x.ndim == 4 and KERNELS["upfirdn2d"] is upfirdn2d_ref:
-        if UPSAMPLE == "triton":
+        mode = perf.active().upsample  # same function each way; "reference" is also the CPU path
+        if mode == "triton":
             mod = _triton_upsample()
             if mod is not None and mod.supports(x, f, up):
                 return mod.upsample2x(x, f)
-        elif UPSAMPLE == "polyphase":
+        elif mode == "polyphase":
             return upsample2d_polyphase(x, f, up)
     return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
 
@@ -379,11 +375,6 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     return x
 
 
-#: Without autograd (generation, evaluation), run each synthesis layer's epilogue (demodulation, noise, bias,
-#: activation, clamp) as one Triton kernel on CUDA.
-INFERENCE_EPILOGUE = True
-
-
 class SynthesisLayer(nn.Module):
     """Modulated 3×3 conv + noise + bias + lrelu (+ clamp), optionally upsampling ×2 first."""
 
@@ -431,7 +422,7 @@ class SynthesisLayer(nn.Module):
         """Same function without autograd: demodulation, noise, bias, activation and clamp in one Triton pass
         over the conv output (:func:`get3d.nn.ops.bias_act_triton.demodulate_noise_bias_act`); None when that
         kernel cannot run here (no Triton, a layout it does not take)."""
-        if not INFERENCE_EPILOGUE or not x.is_contiguous():  # the kernel takes NCHW (the float32 trunk's layout)
+        if not perf.active().synthesis_epilogue or not x.is_contiguous():  # the kernel takes NCHW (the float32 trunk's layout)
             return None
         mod = _triton_bias_act()
         if mod is None or not mod.supports_epilogue(x, self.activation):  # the conv output is laid out like x
@@ -472,11 +463,6 @@ class ToRGBLayer(nn.Module):
         return bias_act(x, self.bias, clamp=self.conv_clamp)
 
 
-#: How :class:`ModulatedFullyConnected` applies its styles: ``"input"`` (default; scale the activations around
-#: one shared GEMM) or ``"weight"`` (per-sample modulated weights and a batched GEMM; the textbook form).
-MODULATED_FC = "input"
-
-
 class ModulatedFullyConnected(nn.Module):
     """Per-sample modulated linear layer for point decoders: ``x`` [B, N, I], ``w`` [B, w_dim] → [B, N, O]."""
 
@@ -497,7 +483,7 @@ class ModulatedFullyConnected(nn.Module):
         styles = self.affine(w)  # [B, I]
         if not self.demodulate:
             styles = styles * self.weight_gain
-        if MODULATED_FC == "weight":
+        if perf.active().modulated_fc == "weight":  # per-sample weights and a batched GEMM (textbook form)
             wt = self.weight.unsqueeze(0) * styles.unsqueeze(1)  # [B, O, I]
             if self.demodulate:
                 wt = wt * (wt.square().sum(dim=2, keepdim=True) + 1e-8).rsqrt()
@@ -556,14 +542,6 @@ class ModulatedConv3d(nn.Module):
         return bias_act(x, self.bias, act=self.activation, clamp=self.conv_clamp)
 
 
-#: When :class:`Conv2dLayer` runs "FIR blur → stride-2 k×k conv" as one folded (k+n−1)² stride-2 conv:
-#: ``"low_precision"`` (default) only for fp16/bf16 activations on CUDA (the channels_last D blocks, where the
-#: depthwise blur ran cuDNN's slow grouped kernel plus NHWC↔NCHW transforms, ~130 ms/step at 1024²);
-#: ``"always"`` (tests) or ``"never"`` (the unfolded reference order).  CPU fp32 keeps the reference order.
-FOLD_DOWNSAMPLE_CONV = "low_precision"
-_FOLD_CHOICES = ("low_precision", "always", "never")
-
-
 def fir_fold_map(f: torch.Tensor, kernel_size: int, flip_filter: bool = False) -> torch.Tensor:
     """Linear map ``T [k·k, K·K]`` (``K = k + n − 1``) with ``w_folded = w.reshape(.., k·k) @ T``.
 
@@ -618,13 +596,16 @@ class Conv2dLayer(nn.Module):
             self.fold_map = None
 
     def _fold(self, x: torch.Tensor) -> bool:
-        if self.fold_map is None or FOLD_DOWNSAMPLE_CONV == "never":
+        """``perf.fold_downsample_conv``: "FIR blur → stride-2 k×k conv" as one folded (k+n−1)² stride-2 conv.
+
+        ``low_precision`` (default) folds only fp16/bf16 activations on CUDA (the channels_last D blocks, where
+        the depthwise blur ran cuDNN's slow grouped kernel plus NHWC↔NCHW transforms, ~130 ms/step at 1024²);
+        CPU fp32 keeps the reference order."""
+        mode = perf.active().fold_downsample_conv
+        if self.fold_map is None or mode == "never":
             return False
-        if FOLD_DOWNSAMPLE_CONV == "always":
+        if mode == "always":
             return True
-        if FOLD_DOWNSAMPLE_CONV != "low_precision":
-            raise ValueError(f"layers.FOLD_DOWNSAMPLE_CONV must be one of {_FOLD_CHOICES}, "
-                             f"got {FOLD_DOWNSAMPLE_CONV!r}")
         return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:

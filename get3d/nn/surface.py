@@ -73,14 +73,16 @@ def cube_features(feats: torch.Tensor, grid) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- extraction
 
 def extract_surface(iso_surface: str, grid, sdf: torch.Tensor, deformation: torch.Tensor, tet_res: int,
-                    multiplier: float, cube_weights: torch.Tensor | None = None) -> dict:
+                    multiplier: float, cube_weights: torch.Tensor | None = None, training: bool = True) -> dict:
     """Raw network SDF [B, V] and deformation [B, V, 3] → dict(meshes, verts (deformed grid), sdf (guarded),
-    sdf_reg_loss (scalar, unweighted), empty_shape_loss (scalar, mean over the batch))."""
+    sdf_reg_loss (scalar, unweighted), empty_shape_loss (scalar, mean over the batch); FlexiCubes adds
+    flexicubes_dev_loss (L_dev, scalar).  ``training``: FlexiCubes' differentiable 4-triangle quad split; else
+    the 2-triangle split by the larger γ product (what evaluation and export use)."""
     if iso_surface == "flexicubes":
         # FlexiCubes' convention is sdf < 0 inside; the raw network output is used as that field directly (as
         # in the public code), with Δv = tanh(x)/(2n) fixed by get3d.geometry.flexicubes.  No empty-shape guard.
         from get3d.geometry.flexicubes import flexicubes_extract
-        out = flexicubes_extract(grid, sdf, deformation, weights=cube_weights)
+        out = flexicubes_extract(grid, sdf, deformation, weights=cube_weights, training=training)
         out.setdefault("empty_loss", sdf.new_zeros(sdf.shape[0]))
         out["sdf"] = sdf
     else:

@@ -13,14 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from get3d import perf
 from get3d.nn.layers import SynthesisLayer, ToRGBLayer, setup_filter, upsample2d
-
-
-#: When the synthesis convolutions fold the styles into per-sample weights (one grouped conv) instead of
-#: scaling the activations around one shared conv (same function): ``"always"``, ``"never"`` (default), or
-#: ``"eval"`` (fused outside training only, StyleGAN2-ADA's rule).  H100, paper recipe, one machine: the
-#: shared conv is ~4 % faster in training (62.0/63.6 vs 64.7/66.8 s/kimg) and in inference at batch 32.
-FUSED_MODCONV = "never"
 
 
 def default_channels(resolutions, channel_base: int, channel_max: int) -> dict[int, int]:
@@ -103,7 +97,9 @@ class TriplaneSynthesis(nn.Module):
     def forward(self, ws_trunk: torch.Tensor, ws_tex: torch.Tensor, noise_mode: str = "random",
                 fused_modconv: bool | None = None):
         if fused_modconv is None:
-            fused_modconv = FUSED_MODCONV == "always" or (FUSED_MODCONV == "eval" and not self.training)
+            # perf.fused_modconv; the shared conv ("never") was ~4 % faster on an H100 in training and inference
+            mode = perf.active().fused_modconv
+            fused_modconv = mode == "always" or (mode == "eval" and not self.training)
         if ws_trunk.shape[1] < self.num_ws or ws_tex.shape[1] < self.num_ws:
             raise ValueError(f"tri-plane synthesis needs {self.num_ws} ws, got {ws_trunk.shape[1]} / {ws_tex.shape[1]}")
         x = geo = tex = None
@@ -118,14 +114,10 @@ class TriplaneSynthesis(nn.Module):
         return geo, tex
 
 
-#: How :func:`sample_triplane` reads the planes on CUDA: ``"triton"`` (default; channels-last gather and
-#: coalesced atomic backward, :mod:`get3d.nn.ops.triplane_triton`) or ``"grid_sample"`` (PyTorch's sampler,
-#: also the CPU path).  Same function; grid_sample's backward was 26 % of the generator's training step.
-TRIPLANE_SAMPLER = "triton"
-
-
 def _triton_sampler():
-    if TRIPLANE_SAMPLER != "triton":
+    """``perf.triplane_sampler``: Triton's channels-last gather and coalesced atomic backward on CUDA, or
+    PyTorch's grid_sample (also the CPU path; its backward was 26 % of the generator's training step)."""
+    if perf.active().triplane_sampler != "triton":
         return None
     try:
         from get3d.nn.ops import triplane_triton

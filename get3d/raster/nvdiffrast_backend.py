@@ -29,7 +29,7 @@ def import_nvdiffrast():
 
     Newer torch no longer puts the cpp_extension build folder on ``sys.path``, so nvdiffrast's loader fails with
     ``ModuleNotFoundError: nvdiffrast_plugin_...`` right after a successful build.  Adding that folder to
-    ``sys.path`` before the first context is created fixes it (PLATFORM.md).
+    ``sys.path`` before the first context is created fixes it.
     """
     dr = importlib.import_module("nvdiffrast.torch")
     try:

@@ -8,7 +8,7 @@ Render-venv side: imports only the stdlib, numpy, bpy and blenderproc.  Import t
     bproc.init()
 
 BlenderProc 2.8.0 expects to be started by ``blenderproc run`` inside Blender's own Python.  Each of the
-following was seen failing with the wheel, and is handled here (numbers follow docs/PLATFORM.md):
+following was seen failing with the wheel, and is handled here:
 
 1. ``import blenderproc`` refuses to run outside ``blenderproc run``: we first import the package with
    ``OUTSIDE_OF_THE_INTERNAL_BLENDER_PYTHON_ENVIRONMENT_BUT_IN_RUN_SCRIPT`` (its body then does nothing),

@@ -32,20 +32,18 @@ from pathlib import Path
 import numpy as np
 
 from get3d import cameras
+from get3d.dataset import format as dataset_format
+from get3d.io import atomic_write_image, atomic_write_json, file_sha256
 from get3d.schema import to_dict
 
 from .config import RenderConfig
 
 #: Bump when the worker's output for the same inputs changes (invalidates resumable results).
 RENDER_CODE_VERSION = 2
-H5_FORMAT_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = Path(__file__).with_name("blender_worker.py")
 EVENT_PREFIX = "@@GET3D "
 MESH_EXTS = (".obj", ".ply", ".glb", ".gltf")
-CONVENTIONS = ("world +y up (OpenGL/ShapeNet); c2w = camera-to-world, OpenGL camera (looks -z, +y up); "
-               "K in pixels, top-left origin, v down, pixel centres at +0.5; azimuth/polar as get3d.cameras; "
-               "images row 0 = top; RGBA straight alpha; mask = alpha > 0")
 
 
 class RenderError(RuntimeError):
@@ -159,14 +157,10 @@ _CONTENT_FIELDS = ("resolution", "views_per_object", "elevation_min_deg", "eleva
 def mesh_fingerprint(item: ObjectSpec) -> str:
     if item.sha256:
         return item.sha256
-    h = hashlib.sha256()
     try:
-        with open(item.mesh, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        return file_sha256(item.mesh)
     except OSError:
         return "unreadable"
-    return h.hexdigest()
 
 
 def object_key(item: ObjectSpec, cams: dict, cfg: RenderConfig) -> str:
@@ -281,24 +275,25 @@ def _settings(cfg: RenderConfig, threads: int) -> dict:
 def make_job(objects: list[dict], cfg: RenderConfig, out_dir, threads: int = 0) -> dict:
     """A worker job; ``objects`` entries: id, stem, mesh (abs path), scale, translation, c2w [V,4,4], key."""
     return {"version": 1, "out_dir": str(out_dir), "settings": _settings(cfg, threads),
+            "shard_timeout_s": cfg.shard_timeout_s,
             "objects": [{**o, "c2w": np.asarray(o["c2w"]).tolist(), "translation": list(o["translation"])}
                         for o in objects]}
 
 
 def render_shard(job: dict, job_path, *, python=None, on_event: Callable[[dict], None] | None = None,
                  timeout: float | None = None, env: dict | None = None) -> dict:
-    """Render one job in one Blender process; usable on its own (e.g. as a Prefect task).
+    """Render one job in one Blender process (what a shard executor of :func:`render_dataset` runs).
 
-    Writes ``job`` to ``job_path`` and runs the worker.  Returns ``{"returncode", "done": [ids],
+    Writes ``job`` to ``job_path`` and runs the worker, killed after ``timeout`` seconds (default: the job's
+    ``render.shard_timeout_s``).  Returns ``{"returncode", "done": [ids],
     "failed": [ids], "missing": [ids], "crashed_on": id | None, "timed_out", "pid", "seconds",
     "stderr_tail"}``; results are the files the worker wrote in ``job["out_dir"]``.
     """
     python = Path(python) if python else render_python()
+    timeout = job.get("shard_timeout_s") if timeout is None else timeout
     job_path = Path(job_path)
     job_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = job_path.with_name(job_path.name + ".tmp")
-    tmp.write_text(json.dumps(job))
-    os.replace(tmp, job_path)
+    atomic_write_json(job_path, job, indent=None, sort_keys=False, newline=False, fsync=False)
     out_dir = Path(job["out_dir"])
     temp_dir = out_dir.parent / "tmp" / job_path.stem
     shutil.rmtree(temp_dir, ignore_errors=True)
@@ -387,9 +382,7 @@ def _failure_record(path: Path, key: str) -> dict | None:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=1, sort_keys=False, newline=False)
 
 
 def _cpu_count() -> int:
@@ -485,12 +478,8 @@ class _Progress:
 class RenderPlan:
     """What is left to do; built by :func:`plan_render`, consumed by shards and :func:`finish_render`.
 
-    The three steps are separate so an orchestrator (e.g. a Prefect flow) can run the shards itself::
-
-        plan = plan_render(manifest, cfg, work_dir)
-        reports = [render_shard(job, path) for job, path in plan.shard_jobs()]   # anywhere, in parallel
-        retry = [i for rep in reports for i in plan.absorb(rep)]                  # crashed objects, leftovers
-        summary = finish_render(plan, out_h5)
+    :func:`render_dataset` drives it (plan -> attempts of shard jobs -> :meth:`absorb` -> :func:`finish_render`);
+    an orchestrator that runs the shards elsewhere passes ``run_shards`` to it instead of driving these steps.
     """
 
     manifest: Manifest
@@ -619,28 +608,54 @@ def finish_render(plan: RenderPlan, out_h5) -> dict:
     return summary
 
 
-def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress: bool = True) -> dict:
+#: Runs the shard jobs of one attempt (anywhere, in any order, in parallel) and returns one
+#: :func:`render_shard` report per job, in the jobs' order.
+ShardExecutor = Callable[[list[tuple[dict, Path]]], list[dict]]
+
+#: Attempts of the retry loop: a crashed Blender process fails its in-flight object, the rest are retried.
+RENDER_ATTEMPTS = 3
+
+
+def local_shard_executor(plan: RenderPlan, on_event: Callable[[dict], None] | None = None) -> ShardExecutor:
+    """The default executor: ``plan.workers`` Blender processes on this machine, each pinned to one GPU when
+    there are GPUs."""
+    python = render_python() if plan.to_render else None
+
+    def run(jobs: list[tuple[dict, Path]]) -> list[dict]:
+        slots = min(plan.workers, len(jobs))
+        gpu_pool = _GpuPool(plan.gpus, slots)
+        with cf.ThreadPoolExecutor(max_workers=slots) as pool:
+            futs = [pool.submit(gpu_pool.run, render_shard, job, path, python=python, on_event=on_event)
+                    for job, path in jobs]
+            return [f.result() for f in futs]
+    return run
+
+
+def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress: bool = True,
+                   run_shards: ShardExecutor | None = None) -> dict:
     """Render every manifest item and assemble ``out_h5`` (+ ``.json`` manifest, ``.contact.png``).
+
+    The one render stage: the CLI/DVC and any orchestrator call it.  ``run_shards`` runs the shard jobs of one
+    attempt (an orchestrator fans them out, e.g. one Prefect task per shard); default: the local pool.  The retry
+    loop (:data:`RENDER_ATTEMPTS`), the "worker failed before rendering" check (:meth:`RenderPlan.absorb`), the
+    shard timeout (in each job) and the failure gate apply whatever runs the shards.
 
     Resumable: results in ``work_dir`` whose key matches are reused.  Raises :class:`FailureGateError`
     (no dataset written, results kept) when the failed fraction exceeds ``cfg.max_failure_fraction``.
     """
     t_start = time.perf_counter()
     plan = plan_render(manifest_path, cfg, work_dir)
-    python = render_python() if plan.to_render else None
     bar = _Progress(len(plan.records), plan.skipped + plan.validated_bad, progress and bool(plan.to_render))
+    run_shards = run_shards or local_shard_executor(plan, on_event=bar.event)
     try:
         retry = None
-        for attempt in range(3):  # a crashed Blender process: its in-flight object fails, the rest retry
+        for attempt in range(RENDER_ATTEMPTS):
             jobs = plan.shard_jobs(retry, attempt)
             if not jobs:
                 break
-            slots = min(plan.workers, len(jobs))
-            gpu_pool = _GpuPool(plan.gpus, slots)  # pins each Blender process to one GPU when there are GPUs
-            with cf.ThreadPoolExecutor(max_workers=slots) as pool:
-                futs = [pool.submit(gpu_pool.run, render_shard, job, path, python=python, on_event=bar.event,
-                                    timeout=cfg.shard_timeout_s) for job, path in jobs]
-                reports = [f.result() for f in futs]
+            reports = run_shards(jobs)
+            if len(reports) != len(jobs):
+                raise RenderError(f"shard executor returned {len(reports)} reports for {len(jobs)} jobs")
             retry = []
             for rep in reports:
                 retry += plan.absorb(rep)
@@ -649,7 +664,8 @@ def render_dataset(manifest_path, out_h5, cfg: RenderConfig, work_dir, progress:
             if not retry:
                 break
         if retry:
-            raise RenderError(f"{len(retry)} objects still unrendered after 3 attempts, e.g. {retry[0]!r}")
+            raise RenderError(f"{len(retry)} objects still unrendered after {RENDER_ATTEMPTS} attempts, "
+                              f"e.g. {retry[0]!r}")
     finally:
         bar.close()
     summary = finish_render(plan, out_h5)
@@ -672,127 +688,24 @@ def _gate(n_failed: int, n_total: int, cfg: RenderConfig, failures: dict, early:
         f"assets or raise the limit (rendered objects are kept for resume).")
 
 
-def _sha(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
-
-
 def assemble(out_h5: Path, man: Manifest, ok: list, done: dict, failures: dict, records: list,
              cfg: RenderConfig) -> dict:
-    """Write the HDF5 (temp + rename), its JSON manifest and the contact sheet."""
-    views = _write_h5_atomic(out_h5, man, ok, done, cfg)
+    """Write the HDF5 dataset (get3d.dataset.format), its JSON manifest and the contact sheet."""
+    objects = [dataset_format.ObjectViews(id=r["item"].id, synset=r["item"].synset, split=r["item"].split,
+                                          rgba=done[r["item"].id], azimuth=r["cams"]["azimuth"],
+                                          polar=r["cams"]["polar"], c2w=r["cams"]["c2w"]) for r in ok]
+    info = dataset_format.DatasetInfo(resolution=cfg.resolution, views_per_object=cfg.views_per_object,
+                                      fovy_deg=cfg.fovy_deg, radius=cfg.radius, source=man.source,
+                                      category=man.category, synset=man.synset, config=to_dict(cfg))
+    views = dataset_format.write_dataset(out_h5, objects, info)
     all_failures = _failure_list(failures, records, man)
-    counts = _dataset_counts(records, len(ok), failures, views.obj_entries, cfg.views_per_object)
+    counts = _dataset_counts(records, len(ok), failures, views.objects, cfg.views_per_object)
     man_path = _write_dataset_manifest(out_h5, man, views, counts, all_failures, cfg)
     sheet_path = out_h5.with_suffix(".contact.png")
-    if views.sheet:
-        contact_sheet(views.sheet, sheet_path)
-    return {"h5": str(out_h5), "manifest": str(man_path), "contact_sheet": str(sheet_path) if views.sheet else None,
-            "dataset_hash": views.dataset_hash.hexdigest(), "counts": counts, "failures": all_failures}
-
-
-@dataclass
-class _AssembledViews:
-    """What :func:`_copy_object_views` gathers while copying the per-object results into the HDF5 file."""
-    az: np.ndarray          # [N*V] float32
-    po: np.ndarray          # [N*V] float32
-    c2w: np.ndarray         # [N*V,4,4] float32
-    obj_entries: list = field(default_factory=list)   # {"id", "split", "images_sha256"} per object
-    sheet: list = field(default_factory=list)         # contact-sheet rows (first 6 objects, <= 6 views)
-    dataset_hash: object = field(default_factory=hashlib.sha256)
-
-
-def _write_h5_atomic(out_h5: Path, man: Manifest, ok: list, done: dict, cfg: RenderConfig) -> _AssembledViews:
-    """Write the HDF5 file to a temp file beside ``out_h5`` and rename it into place."""
-    import h5py
-
-    out_h5.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_h5.with_name(f".{out_h5.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            # The image datasets stay open until the file closes: closing them earlier moves where HDF5
-            # places the later datasets, i.e. changes the file's bytes.
-            img, msk = _create_image_datasets(f, len(ok), cfg)
-            views = _copy_object_views(img, msk, ok, done, cfg)
-            _write_camera_datasets(f, views, len(ok), cfg)
-            _write_object_tables(f, man, ok)
-            _write_h5_attrs(f, man, cfg, views.dataset_hash.hexdigest())
-        os.replace(tmp, out_h5)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return views
-
-
-def _create_image_datasets(f, N: int, cfg: RenderConfig) -> tuple:
-    """The empty, chunked ``images`` [N*V,R,R,4] and ``masks`` [N*V,R,R] datasets."""
-    V, R = cfg.views_per_object, cfg.resolution
-    kw = {"compression": "lzf", "track_times": False}
-    img = f.create_dataset("images", (N * V, R, R, 4), np.uint8, chunks=(1, R, R, 4), **kw)
-    msk = f.create_dataset("masks", (N * V, R, R), np.uint8, chunks=(1, R, R), **kw)
-    return img, msk
-
-
-def _copy_object_views(img, msk, ok: list, done: dict, cfg: RenderConfig) -> _AssembledViews:
-    """Fill ``images`` / ``masks`` from each object's ``.npz``; gathers cameras, hashes and contact-sheet rows."""
-    V, R = cfg.views_per_object, cfg.resolution
-    N = len(ok)
-    views = _AssembledViews(az=np.zeros(N * V, np.float32), po=np.zeros(N * V, np.float32),
-                            c2w=np.zeros((N * V, 4, 4), np.float32))
-    for i, r in enumerate(ok):
-        with np.load(done[r["item"].id]) as z:
-            rgba = z["rgba"]
-        if rgba.shape != (V, R, R, 4):
-            raise RenderError(f"{done[r['item'].id]}: shape {rgba.shape}, expected {(V, R, R, 4)}")
-        img[i * V:(i + 1) * V] = rgba
-        msk[i * V:(i + 1) * V] = (rgba[..., 3] > 0).astype(np.uint8)
-        views.az[i * V:(i + 1) * V] = r["cams"]["azimuth"]
-        views.po[i * V:(i + 1) * V] = r["cams"]["polar"]
-        views.c2w[i * V:(i + 1) * V] = r["cams"]["c2w"]
-        h = _sha(rgba)
-        views.obj_entries.append({"id": r["item"].id, "split": r["item"].split, "images_sha256": h})
-        views.dataset_hash.update(f"{r['item'].id}\0{r['item'].split}\0{h}\0".encode())
-        views.dataset_hash.update(views.c2w[i * V:(i + 1) * V].tobytes())
-        if len(views.sheet) < 6:
-            views.sheet.append(rgba[: min(V, 6)])
-    return views
-
-
-def _write_camera_datasets(f, views: _AssembledViews, N: int, cfg: RenderConfig) -> None:
-    """Per-image ``azimuth``, ``polar``, ``c2w``, ``K``, ``object_index`` and ``view_index``."""
-    V, R = cfg.views_per_object, cfg.resolution
-    f.create_dataset("azimuth", data=views.az, track_times=False)
-    f.create_dataset("polar", data=views.po, track_times=False)
-    f.create_dataset("c2w", data=views.c2w, track_times=False)
-    K = cameras.intrinsics(R, cfg.fovy_deg).astype(np.float32)
-    f.create_dataset("K", data=np.broadcast_to(K, (N * V, 3, 3)), track_times=False)
-    f.create_dataset("object_index", data=np.repeat(np.arange(N, dtype=np.int32), V), track_times=False)
-    f.create_dataset("view_index", data=np.tile(np.arange(V, dtype=np.int32), N), track_times=False)
-
-
-def _write_object_tables(f, man: Manifest, ok: list) -> None:
-    """Per-object ``object_ids`` / ``object_synset`` / ``object_split`` and the ``splits`` group."""
-    import h5py
-
-    str_t = h5py.string_dtype("utf-8")
-    f.create_dataset("object_ids", data=np.array([r["item"].id for r in ok], dtype=object), dtype=str_t,
-                     track_times=False)
-    f.create_dataset("object_synset", data=np.array([r["item"].synset or man.synset for r in ok],
-                                                    dtype=object), dtype=str_t, track_times=False)
-    f.create_dataset("object_split", data=np.array([r["item"].split for r in ok], dtype=object),
-                     dtype=str_t, track_times=False)
-    g = f.create_group("splits", track_order=True)
-    for split in ("train", "val", "test"):
-        objs = np.array([i for i, r in enumerate(ok) if r["item"].split == split], dtype=np.int64)
-        g.create_dataset(split, data=objs, track_times=False)  # object indices
-
-
-def _write_h5_attrs(f, man: Manifest, cfg: RenderConfig, dataset_hash: str) -> None:
-    f.attrs.update({
-        "format_version": H5_FORMAT_VERSION, "resolution": cfg.resolution, "views_per_object": cfg.views_per_object,
-        "fovy_deg": cfg.fovy_deg, "radius": cfg.radius, "conventions": CONVENTIONS,
-        "source": man.source, "category": man.category, "synset": man.synset,
-        "config": json.dumps(to_dict(cfg), sort_keys=True), "dataset_hash": dataset_hash,
-    })
+    if views.preview:
+        contact_sheet(views.preview, sheet_path)
+    return {"h5": str(out_h5), "manifest": str(man_path), "contact_sheet": str(sheet_path) if views.preview else None,
+            "dataset_hash": views.dataset_hash, "counts": counts, "failures": all_failures}
 
 
 def _failure_list(failures: dict, records: list, man: Manifest) -> list:
@@ -814,12 +727,12 @@ def _dataset_counts(records: list, N: int, failures: dict, obj_entries: list, V:
     return counts
 
 
-def _write_dataset_manifest(out_h5: Path, man: Manifest, views: _AssembledViews, counts: dict,
+def _write_dataset_manifest(out_h5: Path, man: Manifest, views: dataset_format.Written, counts: dict,
                             all_failures: list, cfg: RenderConfig) -> Path:
     """The JSON manifest beside the HDF5 file (``<out>.json``), written atomically; returns its path."""
-    manifest = {"version": 1, "h5": out_h5.name, "dataset_hash": views.dataset_hash.hexdigest(),
+    manifest = {"version": 1, "h5": out_h5.name, "dataset_hash": views.dataset_hash,
                 "source": man.source, "category": man.category, "synset": man.synset, "counts": counts,
-                "objects": views.obj_entries, "failures": all_failures, "config": to_dict(cfg),
+                "objects": views.objects, "failures": all_failures, "config": to_dict(cfg),
                 "render_code_version": RENDER_CODE_VERSION}
     man_path = out_h5.with_suffix(".json")
     _write_json_atomic(man_path, manifest)
@@ -837,6 +750,4 @@ def contact_sheet(rows: list, path: Path, tile: int = 128) -> None:
             im = Image.fromarray(rgba, "RGBA").resize((tile, tile), Image.Resampling.BOX)
             bg = Image.new("RGBA", im.size, (128, 128, 128, 255))
             sheet.paste(Image.alpha_composite(bg, im).convert("RGB"), (j * tile, i * tile))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    sheet.save(tmp)
-    os.replace(tmp, path)
+    atomic_write_image(path, sheet)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from get3d.train.rundir import atomic_write_bytes, atomic_write_json
+from get3d.io import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 

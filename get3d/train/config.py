@@ -27,6 +27,9 @@ class TrainConfig:
         help="G has no regulariser; the public code still scales G's Adam as if one ran every 4 steps "
              "(lr 0.002 -> 0.0016). 0 = no scaling")
     sdf_reg_weight: float = spec(0.01, min=0.0, help="weight of the SDF sign-flip regulariser in the G loss")
+    flexicubes_dev_weight: float = spec(
+        0.5, min=0.0, help="model.iso_surface flexicubes: weight of FlexiCubes' L_dev regulariser (deviation of a "
+                           "cube's crossing points from its dual vertex) in the G loss (FlexiCubes / GET3D: 0.5)")
     style_mixing_prob: float = spec(0.9, min=0.0, max=1.0, help="probability of style mixing per batch, per code")
     ema_kimg: float = spec(10.0, min=0.0, help="G_ema half-life in kimg at batch 32 (scaled with the batch)")
     ema_rampup: float = spec(0.05, min=0.0, max=1.0, help="EMA ramp-up ratio (0 = off)")
@@ -56,11 +59,19 @@ class TrainConfig:
     backend: str = spec("auto", choices=("auto", "torch", "nvdiffrast"), help="rasterizer backend for the model")
     keep_snapshots: int = spec(3, min=0, help="training-state snapshots to keep (0 = all); inference ones are kept")
     dist_timeout_s: float = spec(300.0, min=1.0, help="collective timeout: a dead rank stops the others after this")
+    num_processes: int = spec(
+        1, min=1, max=1024,
+        help="data-parallel processes on this machine: > 1 and the train stage launches them itself "
+             "(torch.distributed.run; one per GPU with NCCL, gloo on the CPU); rank 0 writes and publishes")
 
     def validate(self, prefix: str = "train") -> None:
         if self.batch_size % self.batch_per_gpu != 0:
             raise ConfigError(f"{prefix}.batch_size: {self.batch_size} is not a multiple of "
                               f"{prefix}.batch_per_gpu={self.batch_per_gpu}")
+        chunks = self.batch_size // self.batch_per_gpu
+        if self.num_processes > chunks:
+            raise ConfigError(f"{prefix}.num_processes: {self.num_processes} processes but only {chunks} chunk(s) of "
+                              f"{prefix}.batch_per_gpu={self.batch_per_gpu} per batch of {self.batch_size}")
         if self.resume not in ("auto", "none") and not self.resume.strip():
             raise ConfigError(f"{prefix}.resume: empty path; use 'auto', 'none' or a state file path")
 

@@ -19,7 +19,6 @@ run ends bit-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -35,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from get3d.schema import parse_section, to_dict
+from get3d import perf
+from get3d.schema import to_dict
 from get3d.train import checkpoint as ckpt
 from get3d.train import distributed as dist_util
 from get3d.train.config import TrainConfig
@@ -374,13 +374,14 @@ def _open_data(r: _Run, st: _TrainState) -> None:
 
 
 def _write_provenance(r: _Run, st: _TrainState) -> None:
-    from get3d.train import models
+    from get3d.dataset.format import dataset_hash
 
-    config_record = {"model": to_dict(r.cfg_model), "train": to_dict(r.cfg), "backend": r.backend,
+    config_record = {"model": to_dict(r.cfg_model), "train": to_dict(r.cfg), "perf": to_dict(perf.active()),
+                     "backend": r.backend,
                      "world_size": r.world.world_size, "device": str(r.device)}
     r.run.write_provenance(config=config_record, dataset_path=r.dataset_path, seed=r.cfg.seed,
                            world_size=r.world.world_size, resumed_from=st.resumed_from,
-                           dataset_digest=models.dataset_digest(r.dataset_path) if r.world.is_main else {})
+                           dataset_digest=dataset_hash(r.dataset_path) if r.world.is_main else {})
 
 
 def _train_step(r: _Run, st: _TrainState) -> None:
@@ -600,7 +601,7 @@ def _preview_inputs(nets, seed: int, device, n: int = 8):
 def _save_preview(nets, G_ema, inputs, path: Path) -> None:
     from PIL import Image
 
-    from get3d.train.rundir import atomic_write_bytes
+    from get3d.io import atomic_write_bytes
     z_tex, z_geo, camera, c2w = inputs
     cpu_state = torch.get_rng_state()
     out = nets.generate(z_tex, z_geo, camera, c2w, style_mixing_prob=0.0, mix_seed=0, update_w_avg=False,
@@ -616,61 +617,10 @@ def _save_preview(nets, G_ema, inputs, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-# ---------------------------------------------------------------- command line (also used by tests/torchrun)
+# ---------------------------------------------------------------- command line
 
-def _parse_overrides(items: list[str]) -> dict[str, dict]:
-    import yaml
-    out: dict[str, dict] = {"model": {}, "train": {}}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--set {item!r}: expected section.key=value")
-        key, val = item.split("=", 1)
-        section, _, name = key.partition(".")
-        if section not in out or not name:
-            raise SystemExit(f"--set {item!r}: key must start with 'model.' or 'train.'")
-        out[section][name] = yaml.safe_load(val)
-    return out
-
-
-def load_configs(params: str | None, overrides: list[str]):
-    """Model and train configs from a params.yaml (sections ``model`` and ``train``) plus ``--set`` overrides."""
-    import yaml
-
-    from get3d.train.models import model_config_class
-    data = {"model": {}, "train": {}}
-    if params:
-        raw = yaml.safe_load(Path(params).read_text()) or {}
-        for s in data:
-            data[s] = dict(raw.get(s) or {})
-    for s, kv in _parse_overrides(overrides).items():
-        data[s].update(kv)
-    cfg_model = parse_section(model_config_class(), data["model"], "model")
-    cfg_train = parse_section(TrainConfig, data["train"], "train")
-    return cfg_model, cfg_train
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m get3d.train.loop", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True, help="HDF5 dataset file")
-    ap.add_argument("--run-dir", required=True, help="run directory (created; resumed from when it has states)")
-    ap.add_argument("--params", default=None, help="params.yaml to read the model/train sections from")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                    help="override one knob, e.g. --set train.total_kimg=0.1 (repeatable)")
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg_model, cfg_train = load_configs(args.params, args.overrides)
-    try:
-        res = train(cfg_model, cfg_train, args.data, args.run_dir)
-    finally:
-        dist_util.shutdown()
-    if dist_util.world_from_env().is_main:
-        print(json.dumps(res), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the train stage's command line (get3d.train.launch), kept under this name
     from torch.distributed.elastic.multiprocessing.errors import record
+
+    from get3d.train.launch import main
     sys.exit(record(main)())

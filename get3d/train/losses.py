@@ -3,7 +3,8 @@
 Phases per step (StyleGAN2-ADA style, as in the public GET3D code):
 
 - ``Gmain``: non-saturating logistic loss ``softplus(-D(G(z)))`` on *both* discriminators (RGB and mask)
-  plus ``sdf_reg_weight * sdf_reg_loss`` from the generator.
+  plus ``sdf_reg_weight * sdf_reg_loss`` from the generator (and, with FlexiCubes, ``flexicubes_dev_weight *
+  L_dev``).
 - ``Greg``: none (no path-length regulariser in GET3D); the G optimiser is still lr/beta-scaled as if one
   ran every ``g_reg_interval`` steps, matching the public recipe.
 - ``Dmain``: ``softplus(D(G(z)))`` + ``softplus(-D(x))`` on both discriminators.
@@ -21,15 +22,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from get3d import perf
 from get3d.nn.layers import double_backward_kernels
 from get3d.train.config import TrainConfig
 
-#: Dmain as *one* discriminator pass over fakes and reals together (twice the batch) instead of two: the same
-#: function (the chunks are interleaved so that every minibatch-std group holds fakes only or reals only, see
-#: :func:`interleave_chunks`), half the passes, and the D's small low-resolution kernels run at twice the batch.
-#: Paper recipe on an H100: 59.5 → 54.8 s/kimg (A/B/B/A, docs/benchmarks.md "Fifth session"); chunks it cannot
-#: merge exactly fall back to two passes.
-MERGED_D_PASS = True
+#: ``perf.merged_d_pass``: Dmain as *one* discriminator pass over fakes and reals together (twice the batch)
+#: instead of two: the same function (the chunks are interleaved so that every minibatch-std group holds fakes
+#: only or reals only, see :func:`interleave_chunks`), half the passes, and the D's small low-resolution kernels
+#: run at twice the batch (paper recipe, H100: 59.5 → 54.8 s/kimg, docs/performance.md); chunks it cannot merge
+#: exactly fall back to two passes.
 
 
 def merge_groups(discriminators, n: int) -> int | None:
@@ -132,16 +133,23 @@ class GET3DLoss:
             empty = out.get("empty_shape_loss")
             empty_sum = torch.zeros([], device=img.device) if empty is None else (
                 empty.float().sum() if empty.ndim > 0 else empty.float() * img.shape[0])
-            total = (loss_rgb.sum() + loss_mask.sum() + self.cfg.sdf_reg_weight * sdf_sum + empty_sum) / norm
+            total = loss_rgb.sum() + loss_mask.sum() + self.cfg.sdf_reg_weight * sdf_sum + empty_sum
+            stats = {}
+            dev = out.get("flexicubes_dev_loss")  # FlexiCubes' L_dev: a batch mean → times the chunk size
+            if dev is not None:
+                dev_sum = dev.float() * img.shape[0]
+                total = total + self.cfg.flexicubes_dev_weight * dev_sum
+                stats["G/flexicubes_dev"] = dev_sum.detach()
+            total = total / norm
             (total * gain).backward()
             return {"G/adv_rgb": loss_rgb.detach().sum(), "G/adv_mask": loss_mask.detach().sum(),
-                    "G/sdf_reg": sdf_sum.detach(), "G/empty_shape": empty_sum.detach(),
+                    "G/sdf_reg": sdf_sum.detach(), "G/empty_shape": empty_sum.detach(), **stats,
                     "G/total": total.detach() * norm}
         if phase == "Dmain":
             with torch.no_grad():
                 out = self.run_G(fake, update_w_avg=False)
             img = out["img"].detach()
-            g = merge_groups((self.nets.D_rgb, self.nets.D_mask), img.shape[0]) if MERGED_D_PASS else None
+            g = merge_groups((self.nets.D_rgb, self.nets.D_mask), img.shape[0]) if perf.active().merged_d_pass else None
             if g is not None:
                 lr, lm = self.run_D(interleave_chunks(img[:, :3], real.image, g),
                                     interleave_chunks(img[:, 3:4], real.mask, g),

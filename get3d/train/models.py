@@ -1,4 +1,4 @@
-"""The training loop's view of the other packages: networks (get3d.nn) and data (get3d.data).
+"""The training loop's view of the other packages: networks (get3d.nn) and data (get3d.dataset).
 
 Everything the loop needs from them goes through here, so an interface change touches one file.
 """
@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from get3d import cameras
+from get3d.dataset.format import render_settings
 
 
 def model_config_class() -> type:
@@ -42,25 +43,9 @@ class Networks:
                  generator=gen, update_w_avg=update_w_avg, noise_mode=noise_mode)
 
 
-def _render_attrs(path) -> dict:
-    """Camera settings the dataset was rendered with (HDF5 attrs written by get3d.render), or {}."""
-    try:
-        import json
-
-        import h5py
-        with h5py.File(path, "r") as f:
-            cfg = json.loads(f.attrs["config"]) if "config" in f.attrs else {}
-            for k in ("radius", "fovy_deg"):
-                if k in f.attrs:
-                    cfg.setdefault(k, float(f.attrs[k]))
-            return cfg
-    except Exception:  # noqa: BLE001 - not an HDF5 of ours: fall back to the model / default prior
-        return {}
-
-
 def camera_prior(cfg_model, dataset_path=None) -> cameras.CameraPrior:
     """Prior for fake cameras: the one the dataset was rendered with, else model hints, else GET3D's default."""
-    r = _render_attrs(dataset_path) if dataset_path is not None else {}
+    r = render_settings(dataset_path) if dataset_path is not None else {}
     if "elevation_min_deg" in r and "elevation_max_deg" in r:
         return cameras.CameraPrior(float(r["elevation_min_deg"]), float(r["elevation_max_deg"]),
                                    float(r.get("radius", cameras.RADIUS)), float(r.get("fovy_deg", cameras.FOVY_DEG)))
@@ -103,20 +88,13 @@ def build_networks(cfg_model, device: torch.device, backend: str | None,
 # ---------------------------------------------------------------- data
 
 def open_dataset(path: Path, cfg_model=None):
-    from get3d.data.dataset import RenderedViews
+    from get3d.dataset.dataset import RenderedViews
 
     res = getattr(cfg_model, "img_resolution", None) if cfg_model is not None else None
     ds = RenderedViews(str(path), resolution=res)
     if len(ds) == 0:
         raise ValueError(f"dataset {path} has no images")
     return ds
-
-
-def dataset_digest(path: Path) -> dict:
-    """Dataset identity for provenance: the render stage's content hash (or the file's SHA-256)."""
-    from get3d.data.dataset import dataset_hash
-
-    return dataset_hash(path)
 
 
 def worker_init_fn(worker_id: int) -> None:

@@ -14,7 +14,6 @@ Layout::
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -26,7 +25,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from get3d.io import atomic_write_bytes, atomic_write_json, atomic_write_text, file_sha256, fsync_dir  # noqa: F401  (re-exported: the training code's historical import path)
+from get3d.dataset.format import dataset_hash
+from get3d.io import atomic_write_json, atomic_write_text
 from get3d.io import json_default as _json_default
 
 
@@ -41,18 +41,6 @@ def git_sha(start: str | os.PathLike | None = None) -> dict:
         return {"sha": sha, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"sha": None, "dirty": None}
-
-
-def dataset_hash(path: str | os.PathLike) -> dict:
-    """Content hash of the dataset (file, or every file under a folder in sorted order)."""
-    p = Path(path)
-    if p.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(q for q in p.rglob("*") if q.is_file()):
-            h.update(str(f.relative_to(p)).encode())
-            h.update(file_sha256(f).encode())
-        return {"path": str(p), "sha256": h.hexdigest(), "kind": "dir"}
-    return {"path": str(p), "sha256": file_sha256(p), "size": p.stat().st_size, "kind": "file"}
 
 
 def library_versions() -> dict:

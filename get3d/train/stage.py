@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 #: Keys that may change between a run and its resumption (how long / how it runs, not what it learns).
 RESUMABLE_KEYS = {"total_kimg", "snapshot_kimg", "image_snapshot_ticks", "kimg_per_tick", "resume", "num_workers",
-                  "device", "keep_snapshots", "dist_timeout_s", "max_nonfinite_steps", "tf32", "fused_adam"}
+                  "device", "keep_snapshots", "dist_timeout_s", "max_nonfinite_steps", "tf32", "fused_adam",
+                  "num_processes"}
 
 
 def _learning_config(model_cfg, train_cfg) -> dict:
@@ -48,7 +49,7 @@ def incompatible_keys(run_dir: Path, model_cfg, train_cfg) -> list[str]:
 
 def dataset_changed(run_dir: Path, dataset: Path) -> bool:
     """True when the run directory was trained on other data than ``dataset`` (by content hash)."""
-    from get3d.train.models import dataset_digest
+    from get3d.dataset.format import dataset_hash
 
     path = Path(run_dir) / "run.json"
     if not path.is_file():
@@ -57,7 +58,7 @@ def dataset_changed(run_dir: Path, dataset: Path) -> bool:
         old = json.loads(path.read_text()).get("dataset", {})
     except (OSError, json.JSONDecodeError):
         return True
-    return old.get("sha256") != dataset_digest(Path(dataset)).get("sha256")
+    return old.get("sha256") != dataset_hash(Path(dataset)).get("sha256")
 
 
 def _tracked_hooks(hooks, tracker):
@@ -81,16 +82,8 @@ def _tracked_hooks(hooks, tracker):
                  on_snapshot=both(hooks.on_snapshot, tracker.on_snapshot))
 
 
-def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None,
-                    tracking=None) -> dict:
-    """Train (resuming when compatible), publish the newest inference snapshot to ``model_out``.
-
-    ``tracking`` (a :class:`get3d.tracking_config.TrackingConfig`, enabled): the run is logged to MLflow, a
-    resumed run directory continues its MLflow run (``<run_dir>/mlflow_run.json``)."""
-    from get3d.train.checkpoint import list_snapshots
-    from get3d.train.loop import train
-
-    run_dir, model_out = Path(run_dir), Path(model_out)
+def retire_stale_run(run_dir: Path, dataset: Path, model_cfg, train_cfg) -> None:
+    """Move a run directory trained under other settings or data aside (``<run_dir>.stale``)."""
     changed = incompatible_keys(run_dir, model_cfg, train_cfg)
     if not changed and dataset_changed(run_dir, dataset):
         changed = ["dataset content"]
@@ -100,23 +93,55 @@ def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_ou
                     run_dir, ", ".join(changed[:6]), stale)
         shutil.rmtree(stale, ignore_errors=True)
         run_dir.rename(stale)
+
+
+def run_train_stage(model_cfg, train_cfg, dataset: Path, run_dir: Path, model_out: Path, hooks=None,
+                    perf_cfg=None, tracking=None) -> dict:
+    """The train stage, whoever calls it (CLI/DVC, Prefect, each rank of a multi-process run).
+
+    Moves a stale run directory aside, trains or resumes, and publishes the newest inference snapshot as
+    ``model_out`` (rank 0).  ``train.num_processes`` > 1 (and not already a rank): launches that many processes
+    (:func:`get3d.train.launch.launch`), each of which calls this function.  ``perf_cfg``: section ``perf``
+    (None: the choices in force), applied while training and recorded in config.json.  ``tracking`` (a
+    :class:`get3d.tracking_config.TrackingConfig`, enabled): the launching process logs the run to MLflow; a
+    resumed run directory continues its MLflow run (``<run_dir>/mlflow_run.json``).
+    """
+    from get3d import perf
+    from get3d.train import distributed as dist_util
+    from get3d.train.checkpoint import list_snapshots
+    from get3d.train.loop import train
+
+    run_dir, model_out, dataset = Path(run_dir), Path(model_out), Path(dataset)
+    world = dist_util.world_from_env()
+    if world.is_main:  # the other ranks join after rank 0 has set the directory up (process-group rendezvous)
+        retire_stale_run(run_dir, dataset, model_cfg, train_cfg)
     tracker = None
-    if tracking is not None and tracking.enabled:
+    if tracking is not None and tracking.enabled and not world.distributed:
         from get3d.tracking import TrainTracker
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        tracker = TrainTracker(tracking, run_dir, _full_config(model_cfg, train_cfg), Path(dataset))
+        tracker = TrainTracker(tracking, run_dir, _full_config(model_cfg, train_cfg), dataset)
     try:
-        result = train(model_cfg, train_cfg, dataset, run_dir, _tracked_hooks(hooks, tracker))
+        if train_cfg.num_processes > 1 and not world.distributed:
+            from get3d.train.launch import launch
+
+            result = launch(model_cfg, train_cfg, dataset, run_dir, model_out, _tracked_hooks(hooks, tracker),
+                            perf_cfg)
+        else:
+            log.info("train stage: rank %d of %d, run dir %s", world.rank, world.world_size, run_dir)
+            with perf.applied(perf_cfg):
+                result = train(model_cfg, train_cfg, dataset, run_dir, _tracked_hooks(hooks, tracker))
+            if not world.is_main:
+                return result
+            snaps = list_snapshots(run_dir / "checkpoints", "network")
+            if not snaps:
+                raise RuntimeError(f"train: no inference snapshot was written in {run_dir / 'checkpoints'}")
+            atomic_write_bytes(model_out, snaps[0][1].read_bytes())  # list_snapshots: newest first
+            result["model"] = str(model_out)
     except BaseException as exc:
         if tracker is not None:
             tracker.fail(exc)
         raise
-    snaps = list_snapshots(run_dir / "checkpoints", "network")
-    if not snaps:
-        raise RuntimeError(f"train: no inference snapshot was written in {run_dir / 'checkpoints'}")
-    atomic_write_bytes(model_out, snaps[0][1].read_bytes())  # list_snapshots: newest first
-    result["model"] = str(model_out)
     if tracker is not None:
         tracker.finish(result)
         result["mlflow_run_id"] = tracker.run_id

@@ -65,7 +65,7 @@ def eval_inputs(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def reference_dir(eval_inputs) -> Path:
-    """The reference stage run once for the session (default smoke config: fid, kid, cd, lfd)."""
+    """The reference stage run once per test run (default smoke config: fid, kid, cd, lfd)."""
     from get3d.evaluate.config import smoke_config
     from get3d.evaluate.reference import build_reference
 

@@ -30,8 +30,8 @@ def _stack(n, h, w, density, seed):
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (2, 16, 64), (2, 64, 8)])
 @pytest.mark.parametrize("dim", [1, 2])
-def test_sweep_matches_torch(shape, dim, monkeypatch):
-    monkeypatch.setattr(lfd, "SWEEP_KERNEL", "torch")  # the reference side: PyTorch's sweep
+def test_sweep_matches_torch(shape, dim, set_perf):
+    set_perf(lfd_sweep="torch")  # the reference side: PyTorch's sweep
     free, border = _stack(*shape, density=0.3, seed=sum(shape) + dim)
     run = (~free).cumsum(dim, dtype=torch.int16)
     out = border.clone()
@@ -57,12 +57,12 @@ def test_outside_region_matches_the_reference_labelling():
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="the flood fill takes the kernel for CUDA tensors only")
 @pytest.mark.parametrize("density", [0.05, 0.3])
-def test_outside_region_with_the_kernel_equals_the_torch_sweeps(density, monkeypatch):
+def test_outside_region_with_the_kernel_equals_the_torch_sweeps(density, set_perf):
     """Whole flood fill at the descriptor size (256², L = 256 per scanned line), the kernel switched on."""
     g = torch.Generator().manual_seed(11)
     contour = (torch.rand(6, 256, 256, generator=g) < density).to(DEVICE)
     want = lfd._outside_region(contour)
-    monkeypatch.setattr(lfd, "SWEEP_KERNEL", "triton")
+    set_perf(lfd_sweep="triton")
     got = lfd._outside_region(contour)
     assert torch.equal(got, want)
     assert torch.equal(got.cpu(), lfd._outside_region_reference(contour.cpu()))

@@ -156,3 +156,15 @@ def test_flexicubes_generator_runs_and_backprops():
     assert out["img"].shape == (2, 4, cfg.img_resolution, cfg.img_resolution)
     (out["img"].mean() + out["sdf_reg_loss"]).backward()
     assert _grad_norm(G, "backbone.sdf") > 0
+
+
+def test_flexicubes_splits_quads_by_the_generator_mode():
+    """Training: the differentiable 4-triangle split; evaluation (eval()): the 2-triangle split, same surface."""
+    cfg, G = _gen(iso_surface="flexicubes", tet_res=6)
+    zt, zg = _z(cfg, 8)
+    with torch.no_grad():
+        train_meshes = G.train().extract_meshes(zt, zg)[0]
+        eval_meshes = G.eval().extract_meshes(zt, zg)[0]
+    for (vt, ft), (ve, fe) in zip(train_meshes, eval_meshes):
+        assert fe.shape[0] > 0 and ft.shape[0] == 2 * fe.shape[0]   # 4 vs 2 triangles per quad
+        assert vt.shape[0] == ve.shape[0] + fe.shape[0] // 2       # plus one centre vertex per quad

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from get3d.nn import layers as L
+from get3d.schema import ConfigError
 
 
 def test_upfirdn2d_matches_dense_filter():
@@ -81,14 +82,14 @@ def test_modulated_fc_and_conv3d_shapes_and_grads():
 
 
 @pytest.mark.parametrize("demodulate", [True, False])
-def test_modulated_fc_input_and_weight_forms_are_the_same_function(monkeypatch, demodulate):
+def test_modulated_fc_input_and_weight_forms_are_the_same_function(set_perf, demodulate):
     torch.manual_seed(0)
     fc = L.ModulatedFullyConnected(6, 5, 8, activation="lrelu", demodulate=demodulate).double()
     x = torch.randn(3, 17, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(3, 8, dtype=torch.float64)
     outs = {}
     for form in ("weight", "input"):
-        monkeypatch.setattr(L, "MODULATED_FC", form)
+        set_perf(modulated_fc=form)
         fc.zero_grad()
         x.grad = None
         y = fc(x, w)
@@ -117,7 +118,7 @@ def test_minibatch_std_and_clamp():
 
 
 @pytest.mark.parametrize("filt", [[1, 3, 3, 1], [1, 2, 5, 1], [1, 2]])
-def test_folded_blur_conv_is_the_same_function(filt, monkeypatch):
+def test_folded_blur_conv_is_the_same_function(filt, set_perf):
     """FIR blur + stride-2 3×3 conv == one folded stride-2 conv (float64, output and all gradients,
     incl. the R1-style double backward through the cheap-double-backward kernels)."""
     torch.manual_seed(0)
@@ -125,7 +126,7 @@ def test_folded_blur_conv_is_the_same_function(filt, monkeypatch):
     x = torch.randn(2, 5, 16, 16, dtype=torch.float64, requires_grad=True)
     outs = {}
     for mode in ("never", "always"):
-        monkeypatch.setattr(L, "FOLD_DOWNSAMPLE_CONV", mode)
+        set_perf(fold_downsample_conv=mode)
         y = lay(x)
         g = torch.autograd.grad(y.square().sum(), [x, lay.weight, lay.bias])
         with L.double_backward_kernels():
@@ -137,13 +138,12 @@ def test_folded_blur_conv_is_the_same_function(filt, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_fold_policy_keeps_cpu_fp32_reference_order(monkeypatch):
+def test_fold_policy_keeps_cpu_fp32_reference_order(set_perf):
     lay = L.Conv2dLayer(3, 4, 3, down=2)
     assert lay.fold_map.shape == (9, 36) and "fold_map" not in lay.state_dict()
     assert not lay._fold(torch.zeros(1, 3, 8, 8))              # default: CPU fp32 → unfolded
-    monkeypatch.setattr(L, "FOLD_DOWNSAMPLE_CONV", "bogus")
-    with pytest.raises(ValueError, match="FOLD_DOWNSAMPLE_CONV"):
-        lay(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ConfigError, match="perf.fold_downsample_conv: 'bogus' is not allowed"):
+        set_perf(fold_downsample_conv="bogus")
     assert L.Conv2dLayer(3, 4, 3).fold_map is None
 
 

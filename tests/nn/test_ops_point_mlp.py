@@ -32,9 +32,9 @@ def _randomise(net):
 
 @pytest.mark.parametrize("prec", ["tf32x3", "ieee"])
 @pytest.mark.parametrize("in_f, hidden, out_f, n", [(32, 32, 1, 70), (32, 32, 3, 64), (8, 16, 8, 5), (48, 24, 3, 130)])
-def test_modulated_mlp_matches_layers(as_cuda, monkeypatch, in_f, hidden, out_f, n, prec):
+def test_modulated_mlp_matches_layers(as_cuda, set_perf, in_f, hidden, out_f, n, prec):
     """Both dot precisions stay at float32 error (tf32x3: three TF32 tensor-core products of split operands)."""
-    monkeypatch.setattr(mod, "DOT_PRECISION", prec)
+    set_perf(point_mlp_precision=prec)
     torch.manual_seed(0)
     net = _randomise(decoders.ModulatedMLP(in_f, hidden, out_f, w_dim=16, device=DEVICE))
     x, w = torch.randn(3, n, in_f, device=DEVICE), torch.randn(3, 16, device=DEVICE)
@@ -45,13 +45,19 @@ def test_modulated_mlp_matches_layers(as_cuda, monkeypatch, in_f, hidden, out_f,
     torch.testing.assert_close(fast, ref.detach(), atol=2e-5, rtol=2e-5)
 
 
-def test_texture_decoder_matches_layers(as_cuda):
+def test_texture_decoder_matches_layers(as_cuda, monkeypatch):
+    """The texture decoder's three layers run as one kernel call without autograd (no silent fallback)."""
     torch.manual_seed(0)
     net = _randomise(decoders.TextureDecoder(32, 32, 16, w_dim=16, device=DEVICE))
     x, w = torch.randn(2, 100, 32, device=DEVICE), torch.randn(2, 16, device=DEVICE)
+    calls = []
+    kernel = mod.modulated_chain
+    monkeypatch.setattr(mod, "modulated_chain", lambda *a, **kw: calls.append(len(a[1])) or kernel(*a, **kw))
     ref = net(x, w)
+    assert calls == []                      # autograd on: the layer-by-layer path
     with torch.no_grad():
         fast = net(x, w)
+    assert calls == [3]                     # one fused call over mlp.hidden, mlp.out and to_rgb
     torch.testing.assert_close(fast, ref.detach(), atol=2e-5, rtol=2e-5)
 
 

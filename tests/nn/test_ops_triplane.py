@@ -15,7 +15,7 @@ DEVICE = triton_test_device()
 
 
 @pytest.mark.parametrize("b,n,c,r", [(2, 70, 4, 5), (1, 130, 32, 16), (3, 1, 6, 8)])
-def test_triton_sampler_equals_grid_sample(monkeypatch, b, n, c, r):
+def test_triton_sampler_equals_grid_sample(set_perf, b, n, c, r):
     torch.manual_seed(0)
     planes = torch.randn(b, 3, c, r, r, device=DEVICE, requires_grad=True)
     pts = torch.rand(b, n, 3, device=DEVICE) * 1.4 - 0.7   # box ±0.5: some points outside (border)
@@ -23,7 +23,7 @@ def test_triton_sampler_equals_grid_sample(monkeypatch, b, n, c, r):
     w = torch.randn(b, n, c, device=DEVICE)
     out = {}
     for mode in ("grid_sample", "triton"):
-        monkeypatch.setattr(triplane, "TRIPLANE_SAMPLER", mode)
+        set_perf(triplane_sampler=mode)
         planes.grad = None
         if mode == "triton" and DEVICE == "cpu":
             f = tri.sample_triplane(planes, pts / 0.5)

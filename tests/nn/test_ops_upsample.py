@@ -68,7 +68,7 @@ def test_channels_last_and_reduced_precision_inputs():
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="the dispatch takes the Triton path on CUDA tensors only")
-def test_upsample2d_dispatches_to_triton(monkeypatch):
+def test_upsample2d_dispatches_to_triton(monkeypatch, set_perf):
     calls = []
     real = up_mod.upsample2x
     monkeypatch.setattr(up_mod, "upsample2x", lambda x, f: calls.append(1) or real(x, f))
@@ -76,7 +76,7 @@ def test_upsample2d_dispatches_to_triton(monkeypatch):
     x = torch.randn(1, 2, 4, 4, device=DEVICE)
     y = L.upsample2d(x, f)
     assert calls and y.shape == (1, 2, 8, 8)
-    monkeypatch.setattr(L, "UPSAMPLE", "reference")
+    set_perf(upsample="reference")
     torch.testing.assert_close(L.upsample2d(x, f), y, atol=1e-5, rtol=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""Shared fixture for render tests: one small clean render per session (64², 4 views, 4 samples)."""
+"""Shared fixture for render tests: one small clean render per test run (64², 4 views, 4 samples)."""
 from __future__ import annotations
 
 from pathlib import Path

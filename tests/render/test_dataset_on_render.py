@@ -1,12 +1,12 @@
-"""The training dataset and the GET3D exporter on a real render (shares the session's clean render)."""
+"""The training dataset and the GET3D exporter on a real render (shares the test run's clean render)."""
 from __future__ import annotations
 
 import h5py
 import numpy as np
 import pytest
 
-from get3d.data import RenderedViews, make_loader
-from get3d.data.export_get3d_layout import export_get3d_layout, load_get3d_layout
+from get3d.dataset import RenderedViews, make_loader
+from get3d.dataset.get3d_layout import export_get3d_layout, load_get3d_layout
 
 pytestmark = pytest.mark.render
 

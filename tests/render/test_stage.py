@@ -128,7 +128,7 @@ def test_kill_midway_then_resume_renders_only_missing(clean_run, tmp_path):
             f"render_dataset({str(manifest)!r}, {str(out)!r}, RenderConfig(**{clean_run['cfg'].__dict__!r}), "
             f"{str(work)!r}, progress=False)")
     env = dict(os.environ, GET3D_RENDER_TEST_DELAY_S="1")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, process_group=0)
     objects = work / "objects"
     deadline = time.time() + 60
     while time.time() < deadline and not list(objects.glob("*.npz")):

@@ -1,12 +1,12 @@
-"""Test-only entry point: `get3d.train.loop` with a fault injected on rank 1 at its second step.
+"""Test-only entry point: the train stage's command line with a fault injected on rank 1 at its second step.
 
-Usage (under torchrun): fault_runner.py raise|hang <loop CLI args...>
+Usage (under torchrun): fault_runner.py raise|hang <get3d.train.launch args...>
 """
 import os
 import sys
 import time
 
-from get3d.train import loop, losses
+from get3d.train import launch, losses
 
 
 def main() -> int:
@@ -26,7 +26,7 @@ def main() -> int:
         return orig(self, phase, *a, **kw)
 
     losses.GET3DLoss.accumulate = accumulate
-    return loop.main(sys.argv[2:])
+    return launch.main(sys.argv[2:])
 
 
 if __name__ == "__main__":

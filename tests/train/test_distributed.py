@@ -1,6 +1,7 @@
-"""torchrun with two CPU processes (gloo) == one process with the same global batch; dead rank → all exit."""
+"""train.num_processes=2 (the stage launches torchrun, gloo on CPU) == one process; dead rank → all exit."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import child_env, cli_args, load_state, run_cli
+import yaml
+from train_helpers import MODEL_OVERRIDES, TRAIN_OVERRIDES, child_env, cli_args, load_state, run_cli
 
 from get3d.train.checkpoint import list_snapshots
 
@@ -21,12 +23,28 @@ def _torchrun(nproc: int, script_args: list[str], timeout: float = 300) -> subpr
     return subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def _params_file(path: Path, **train_kw) -> Path:
+    train = {**TRAIN_OVERRIDES, **train_kw}
+    train.pop("dist_timeout_s", None)
+    path.write_text(yaml.safe_dump({"model": dict(MODEL_OVERRIDES), "train": train}, sort_keys=False))
+    return path
+
+
 def test_two_ranks_match_one_process(tiny_dataset, tmp_path):
-    kw = dict(total_kimg=0.012, snapshot_kimg=0.0)  # 3 steps (R1 on steps 0 and 2)
+    """`get3d train` with train.num_processes=2: the stage launches torchrun (gloo), every rank runs the stage
+    function, rank 0 publishes; the result equals one process with the same global batch."""
+    kw = {"total_kimg": 0.012, "snapshot_kimg": 0.0}  # 3 steps (R1 on steps 0 and 2)
     one = run_cli(tiny_dataset, tmp_path / "one", **kw)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = _torchrun(2, ["-m", "get3d.train.loop", *cli_args(tiny_dataset, tmp_path / "two", **kw)])
-    assert two.returncode == 0, (two.stdout + two.stderr)[-4000:]
+    params = _params_file(tmp_path / "params.yaml", num_processes=2, **kw)
+    two = subprocess.run([sys.executable, "-m", "get3d.cli", "train", "--params", str(params), "--data",
+                          str(tiny_dataset), "--run-dir", str(tmp_path / "two"), "--model-out",
+                          str(tmp_path / "model" / "generator.pt")],
+                         check=False, env=child_env(), capture_output=True, text=True, timeout=300)
+    log = two.stdout + two.stderr
+    assert two.returncode == 0, log[-4000:]
+    assert "train: 2 processes (torch.distributed.run)" in log                     # the CLI's stage call launched
+    assert "train stage: rank 0 of 2" in log and "train stage: rank 1 of 2" in log  # each rank ran the stage
     a = load_state(list_snapshots(tmp_path / "one" / "checkpoints", "state")[0][1])
     b = load_state(list_snapshots(tmp_path / "two" / "checkpoints", "state")[0][1])
     assert b["world_size"] == 2 and a["world_size"] == 1
@@ -35,8 +53,13 @@ def test_two_ranks_match_one_process(tiny_dataset, tmp_path):
             if k.endswith("w_avg") or not v.is_floating_point():
                 continue  # w_avg is a per-rank running mean (rank 0's is kept); not a trained parameter
             torch.testing.assert_close(b[net][k], v, rtol=1e-4, atol=1e-5, msg=f"{net}.{k}")
-    # only rank 0 wrote: one set of files
+    # only rank 0 wrote: one set of files, the generator published, the run's config records every choice
     assert len(list_snapshots(tmp_path / "two" / "checkpoints", "state")) == 1
+    newest = list_snapshots(tmp_path / "two" / "checkpoints", "network")[0][1]
+    assert (tmp_path / "model" / "generator.pt").read_bytes() == newest.read_bytes()
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["world_size"] == 2 and config["train"]["num_processes"] == 2 and "perf" in config
+    assert (tmp_path / "one" / "generator.pt").is_file()  # `python -m get3d.train.loop` publishes too
 
 
 @pytest.mark.parametrize("mode", ["raise", "hang"])

@@ -9,13 +9,12 @@ pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture(autouse=True)
-def _upsample_kernel(monkeypatch):
+def _upsample_kernel(set_perf):
     """GET3D_TEST_UPSAMPLE=reference|polyphase|triton runs these tests with another FIR upsampling kernel."""
     import os
 
-    from get3d.nn import layers
     if os.environ.get("GET3D_TEST_UPSAMPLE"):
-        monkeypatch.setattr(layers, "UPSAMPLE", os.environ["GET3D_TEST_UPSAMPLE"])
+        set_perf(upsample=os.environ["GET3D_TEST_UPSAMPLE"])
 
 
 def _pair():

@@ -1,4 +1,4 @@
-"""Dmain as one discriminator pass over fakes and reals (losses.MERGED_D_PASS) == the two separate passes."""
+"""Dmain as one discriminator pass over fakes and reals (perf.merged_d_pass) == the two separate passes."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,6 @@ import torch
 from train_helpers import tiny_configs
 
 from get3d.nn.layers import MinibatchStdLayer
-from get3d.train import losses
 from get3d.train.losses import (
     FakeInputs,
     GET3DLoss,
@@ -45,9 +44,9 @@ def test_merge_groups_refuses_what_would_change_the_function():
     assert merge_groups([D(2), D(4)], 8) is None
 
 
-def _dmain(nets, cfg, merged: bool, monkeypatch, device="cpu", graphs=None, steps: int = 1):
+def _dmain(nets, cfg, merged: bool, set_perf, device="cpu", graphs=None, steps: int = 1):
     """Stats and D gradients of ``steps`` Dmain calls (graphs replay from the second call on)."""
-    monkeypatch.setattr(losses, "MERGED_D_PASS", merged)
+    set_perf(merged_d_pass=merged)
     g = torch.Generator().manual_seed(3)
     n = 4
     cam, c2w = nets.sample_cameras(n, g)
@@ -67,13 +66,13 @@ def _dmain(nets, cfg, merged: bool, monkeypatch, device="cpu", graphs=None, step
     return stats, grads
 
 
-def test_merged_discriminator_pass_equals_two_passes(monkeypatch):
+def test_merged_discriminator_pass_equals_two_passes(set_perf):
     cm, ct = tiny_configs(batch_size=4, batch_per_gpu=4)
     torch.manual_seed(0)
     nets = build_networks(cm, torch.device("cpu"), "torch")
     assert merge_groups((nets.D_rgb, nets.D_mask), 4) == cm.mbstd_group_size == 4
-    s_sep, g_sep = _dmain(nets, ct, False, monkeypatch)
-    s_mrg, g_mrg = _dmain(nets, ct, True, monkeypatch)
+    s_sep, g_sep = _dmain(nets, ct, False, set_perf)
+    s_mrg, g_mrg = _dmain(nets, ct, True, set_perf)
     assert s_sep.keys() == s_mrg.keys()
     for k in s_sep:
         torch.testing.assert_close(s_mrg[k], s_sep[k], rtol=1e-5, atol=1e-6, msg=k)
@@ -83,7 +82,7 @@ def test_merged_discriminator_pass_equals_two_passes(monkeypatch):
 
 
 @pytest.mark.gpu
-def test_merged_pass_under_cuda_graphs_equals_eager_separate_passes(monkeypatch):
+def test_merged_pass_under_cuda_graphs_equals_eager_separate_passes(set_perf):
     """The graphed merged pass (one capture at twice the chunk) == the eager two-pass reference on CUDA."""
     from get3d.train.graphs import GraphedDiscriminators
     cm, ct = tiny_configs(batch_size=4, batch_per_gpu=4)
@@ -94,12 +93,42 @@ def test_merged_pass_under_cuda_graphs_equals_eager_separate_passes(monkeypatch)
     prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        s_ref, g_ref = _dmain(nets, ct, False, monkeypatch, "cuda")
+        s_ref, g_ref = _dmain(nets, ct, False, set_perf, "cuda")
         graphs = GraphedDiscriminators(nets.D_rgb, nets.D_mask)
-        s_gr, g_gr = _dmain(nets, ct, True, monkeypatch, "cuda", graphs, steps=3)  # capture, then replays
+        s_gr, g_gr = _dmain(nets, ct, True, set_perf, "cuda", graphs, steps=3)  # capture, then replays
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
     for k in s_ref:
         torch.testing.assert_close(s_gr[k], s_ref[k], rtol=1e-4, atol=1e-5, msg=k)
     for a, b in zip(g_ref, g_gr):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
+
+
+def test_flexicubes_dev_loss_enters_the_generator_loss():
+    """With FlexiCubes, Gmain adds flexicubes_dev_weight * L_dev (DMTet has no such term)."""
+    import dataclasses
+
+    cm, ct = tiny_configs(batch_size=2, batch_per_gpu=2)
+    torch.manual_seed(0)
+    nets = build_networks(dataclasses.replace(cm, iso_surface="flexicubes", tet_res=8), torch.device("cpu"), "torch")
+    g = torch.Generator().manual_seed(3)
+    cam, c2w = nets.sample_cameras(2, g)
+    fake = FakeInputs(torch.randn(2, nets.z_dim, generator=g), torch.randn(2, nets.z_dim, generator=g), cam, c2w, 5)
+
+    def gmain(weight: float):
+        loss = GET3DLoss(nets, dataclasses.replace(ct, flexicubes_dev_weight=weight), torch.device("cpu"))
+        nets.G.zero_grad(set_to_none=True)
+        torch.manual_seed(11)
+        stats = loss.accumulate("Gmain", None, fake, norm=2.0)
+        return stats, torch.cat([p.grad.flatten() for p in nets.G.parameters() if p.grad is not None])
+
+    (off, g_off), (on, g_on) = gmain(0.0), gmain(0.5)
+    assert off["G/flexicubes_dev"] > 0
+    torch.testing.assert_close(on["G/flexicubes_dev"], off["G/flexicubes_dev"])
+    torch.testing.assert_close(on["G/total"] - off["G/total"], 0.5 * off["G/flexicubes_dev"], rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(g_on, g_off)  # the term reaches the generator's parameters
+
+    cm_dmtet, _ = tiny_configs()
+    dmtet = build_networks(cm_dmtet, torch.device("cpu"), "torch")
+    stats = GET3DLoss(dmtet, ct, torch.device("cpu")).accumulate("Gmain", None, fake, norm=2.0)
+    assert "G/flexicubes_dev" not in stats

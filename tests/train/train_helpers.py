@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from get3d import cameras
+from get3d.dataset.format import DatasetInfo, ObjectViews, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 RES = 32
@@ -33,8 +34,7 @@ TRAIN_OVERRIDES = {
 
 
 def write_tiny_dataset(path: Path, n_objects: int = 4, views: int = 4, res: int = RES, seed: int = 0) -> Path:
-    """Synthetic multi-view set (coloured discs on black) in get3d.render's HDF5 format."""
-    import h5py
+    """Synthetic multi-view set (coloured discs on black) in the rendered-views format."""
     rng = np.random.default_rng(seed)
     prior = cameras.CameraPrior()
     n = n_objects * views
@@ -50,21 +50,13 @@ def write_tiny_dataset(path: Path, n_objects: int = 4, views: int = 4, res: int 
         imgs[i][inside, :3] = col
         imgs[i][inside, 3] = 255
     c2w = cameras.camera_to_world(az, po).astype(np.float32)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("images", data=imgs, chunks=(1, res, res, 4))
-        f.create_dataset("masks", data=(imgs[..., 3] > 0).astype(np.uint8), chunks=(1, res, res))
-        f.create_dataset("azimuth", data=az.astype(np.float32))
-        f.create_dataset("polar", data=po.astype(np.float32))
-        f.create_dataset("c2w", data=c2w)
-        f.create_dataset("object_index", data=np.repeat(np.arange(n_objects, dtype=np.int32), views))
-        f.create_dataset("object_ids", data=np.array([f"obj{i}" for i in range(n_objects)], dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
-        f.create_dataset("object_split", data=np.array(["train"] * n_objects, dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
-        f.attrs.update({"resolution": res, "views_per_object": views, "radius": cameras.RADIUS,
-                        "fovy_deg": cameras.FOVY_DEG, "dataset_hash": f"tiny-{seed}-{n_objects}-{views}",
-                        "config": json.dumps({"elevation_min_deg": 0.0, "elevation_max_deg": 30.0,
-                                              "radius": cameras.RADIUS, "fovy_deg": cameras.FOVY_DEG})})
+    rows = [slice(o * views, (o + 1) * views) for o in range(n_objects)]
+    objects = [ObjectViews(id=f"obj{o}", synset="", split="train", rgba=imgs[r], azimuth=az[r], polar=po[r],
+                           c2w=c2w[r]) for o, r in enumerate(rows)]
+    write_dataset(path, objects, DatasetInfo(
+        resolution=res, views_per_object=views, fovy_deg=cameras.FOVY_DEG, radius=cameras.RADIUS,
+        source="synthetic", config={"elevation_min_deg": 0.0, "elevation_max_deg": 30.0,
+                                    "radius": cameras.RADIUS, "fovy_deg": cameras.FOVY_DEG}))
     return path
 
 

@@ -13,7 +13,7 @@ Under ``create_graph`` (R1's double backward) the backward is written with ordin
 Works on any *dense* layout (NCHW, channels-last, [B, N, C]): the channel of the element at memory offset
 ``o`` is ``(o // stride(dim)) % size(dim)``; ``y`` and ``dx`` are allocated with ``x``'s strides.  With the
 channel innermost and a power-of-two channel count (the discriminators' fp16 blocks) it is ``o & (C - 1)``: a
-64-bit modulo by a runtime value costs dozens of instructions per element there (:data:`MASK_INDEX`).
+64-bit modulo by a runtime value costs dozens of instructions per element there.
 """
 from __future__ import annotations
 
@@ -25,13 +25,6 @@ ACT_CODES = {"linear": 0, "lrelu": 1, "relu": 2}
 LRELU_ALPHA = 0.2
 BLOCK = 1024
 DB_ITERS = 8  # blocks per program when the bias gradient is fused (fewer partial sums)
-#: Sum the bias gradient inside the backward kernel where the layout allows (:func:`_db_plan`); ``False``: a
-#: separate reduction over ``dx`` (the A/B baseline of ``bench/bias_act_kernels.py``).
-FUSE_BIAS_GRAD = True
-#: Channel index by a mask where the channel is innermost and ``C`` a power of two (``False``: the modulo, the A/B
-#: baseline of ``bench/bias_act_kernels.py``).  For NCHW the division stays: a shift/mask variant measured
-#: 1.07–1.13× slower on float32 NCHW layers (H100, three runs; docs/perf-notes.md §9).
-MASK_INDEX = True
 #: Warps per program of the forward kernels (bias_act forward, inference epilogue) for float32 and for half
 #: precision, and of the backward.  H100, ``bench/bias_act_kernels.py``: 8 warps (with the mask index) take the
 #: half-precision forward to 0.52–0.74× at the discriminators' 1024² and 512² fp16 layers (four runs, two
@@ -121,8 +114,8 @@ def _db_plan(y: torch.Tensor, dim: int) -> tuple[int, int]:
 
 
 def mask_index(c: int, s: int) -> bool:
-    """Whether the forward finds the channel as ``offset & (c - 1)`` (see :data:`MASK_INDEX`)."""
-    return MASK_INDEX and s == 1 and c & (c - 1) == 0
+    """Whether the forward finds the channel as ``offset & (c - 1)``."""
+    return s == 1 and c & (c - 1) == 0
 
 
 def is_dense(x: torch.Tensor) -> bool:
@@ -199,7 +192,7 @@ def _backward_kernel(dy, y, dim: int, act: str, gain: float, clamp, want_db: boo
         dy = torch.empty_like(y).copy_(dy)
     dx = torch.empty_like(y)
     n, c = y.numel(), y.shape[dim]
-    mode, iters = _db_plan(y, dim) if want_db and FUSE_BIAS_GRAD else (0, 1)
+    mode, iters = _db_plan(y, dim) if want_db else (0, 1)
     progs = triton.cdiv(n, BLOCK * iters)
     part = torch.empty(progs * (c if mode == 1 else 1), device=y.device, dtype=torch.float32) if mode else dx
     _bwd_kernel[(progs,)](dy, y, dx, part, n, gain, LRELU_ALPHA, float(clamp) if clamp is not None else 0.0,

@@ -6,10 +6,10 @@ bias + activation), each writing a ``[B, N, 32]`` float32 tensor: at fid50k's 10
 per 32-image batch and 33 of ~120 GPU-ms (H100).  Here each program takes a block of one sample's points, keeps
 the activations in registers through every layer and writes only the last layer's output.  The styles and the
 demodulation are folded into per-sample weights first (``[B, O, I]``, tiny).  The matrix products' precision is
-:data:`DOT_PRECISION`: ``"tf32x3"`` (default) splits each operand into a TF32 high and low part and sums three
+``perf.point_mlp_precision``: ``"tf32x3"`` (default) splits each operand into a TF32 high and low part and sums three
 tensor-core products, float32-level error; ``"ieee"`` is plain float32 on the CUDA cores, which made this kernel
 a fifth of the fid50k generator pass (fid50k 180.7 → 152.7 s on an H100, FID between the two on the same 512
-samples 0.0004; docs/benchmarks.md "Fifth session"); ``"tf32"`` rounds operands to 10 mantissa bits (FID shift 0.56).
+samples 0.0004; docs/performance.md); ``"tf32"`` rounds operands to 10 mantissa bits (FID shift 0.56).
 
 Layer widths up to :data:`MAX_WIDTH`; 1 to 3 layers (the decoders in get3d.nn.decoders have 2 or 3).
 """
@@ -19,13 +19,14 @@ import torch
 import triton
 import triton.language as tl
 
+from get3d import perf
+
 ACT_CODES = {"linear": 0, "lrelu": 1}
 LRELU_ALPHA = 0.2
 MAX_WIDTH = 64
-#: Points per program, warps per program and the dot products' input precision (tl.dot's ``input_precision``).
+#: Points per program and warps per program.
 BLOCK = 64
 NUM_WARPS = 4
-DOT_PRECISION = "tf32x3"
 
 
 @triton.jit
@@ -70,10 +71,12 @@ def _pad(d: int) -> int:
 
 
 def _dot_precision(x: torch.Tensor) -> str:
-    """:data:`DOT_PRECISION`, or ``"ieee"`` on GPUs without TF32 tensor cores (before Ampere)."""
-    if DOT_PRECISION != "ieee" and x.device.type == "cuda" and torch.cuda.get_device_capability(x.device)[0] < 8:
+    """``perf.point_mlp_precision`` (tl.dot's ``input_precision``), or ``"ieee"`` on GPUs without TF32 tensor
+    cores (before Ampere)."""
+    precision = perf.active().point_mlp_precision
+    if precision != "ieee" and x.device.type == "cuda" and torch.cuda.get_device_capability(x.device)[0] < 8:
         return "ieee"
-    return DOT_PRECISION
+    return precision
 
 
 def supports(x: torch.Tensor, widths: list[int], acts: list[str]) -> bool:

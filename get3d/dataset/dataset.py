@@ -1,4 +1,4 @@
-"""Training dataset over the render stage's HDF5 file (see docs/rendering.md for its layout).
+"""Training dataset over the rendered-views HDF5 file (layout: get3d.dataset.format).
 
 Each item is one rendered view::
 
@@ -21,43 +21,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SPLITS = ("train", "val", "test")
-
-
-def _strs(a) -> list[str]:
-    return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in a]
+from .format import SPLITS, open_dataset, read_index
 
 
 class RenderedViews(torch.utils.data.Dataset):
     def __init__(self, path, resolution: int | None = None, split: str | Iterable[str] | None = "train",
                  mask_mode: str = "soft"):
-        import h5py
-
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: rendered dataset not found (run the render stage)")
         if mask_mode not in ("soft", "binary"):
             raise ValueError(f"mask_mode: {mask_mode!r} is not one of soft|binary")
         splits = SPLITS if split is None else ((split,) if isinstance(split, str) else tuple(split))
         for s in splits:
             if s not in SPLITS:
                 raise ValueError(f"split: {s!r} is not one of {list(SPLITS)}")
-        with h5py.File(self.path, "r") as f:
-            for key in ("images", "azimuth", "polar", "c2w", "object_index", "object_ids", "object_split"):
-                if key not in f:
-                    raise KeyError(f"{self.path}: missing dataset {key!r}; not a render-stage HDF5 file")
-            self.stored_resolution = int(f["images"].shape[1])
-            self.object_ids = _strs(f["object_ids"][:])
-            self.object_split = _strs(f["object_split"][:])
-            obj_index = f["object_index"][:].astype(np.int64)
-            # small per-image metadata stays in memory; items then read one image chunk each
-            self.azimuth = f["azimuth"][:].astype(np.float32)
-            self.polar = f["polar"][:].astype(np.float32)
-            self.c2w = f["c2w"][:].astype(np.float32)
-            self.views_per_object = int(f.attrs.get("views_per_object", 0))
-        keep = np.array([s in splits for s in self.object_split], dtype=bool)
-        self.indices = np.nonzero(keep[obj_index])[0] if len(obj_index) else np.zeros(0, np.int64)
-        self.object_index = obj_index
+        index = read_index(self.path)
+        # small per-image metadata stays in memory; items then read one image chunk each
+        self.stored_resolution = index.resolution
+        self.object_ids = index.object_ids
+        self.object_split = index.object_split
+        self.azimuth, self.polar, self.c2w = index.azimuth, index.polar, index.c2w
+        self.views_per_object = index.views_per_object
+        self.indices = index.rows_of_splits(splits)
+        self.object_index = index.object_index
         self.resolution = int(resolution or self.stored_resolution)
         if self.resolution < 1:
             raise ValueError(f"resolution: {resolution!r} must be positive")
@@ -69,9 +54,7 @@ class RenderedViews(torch.utils.data.Dataset):
     # -- lazy per-process handle -------------------------------------------------------------------
     def _file(self):
         if self._h5 is None or self._pid != os.getpid():
-            import h5py
-
-            self._h5 = h5py.File(self.path, "r")
+            self._h5 = open_dataset(self.path, require=())
             self._pid = os.getpid()
         return self._h5
 
@@ -124,17 +107,3 @@ def make_loader(dataset: RenderedViews, batch_size: int, shuffle: bool = True, n
         dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
         worker_init_fn=worker_init_fn if num_workers > 0 else None, generator=g,
         persistent_workers=num_workers > 0, **kw)
-
-
-def dataset_hash(path) -> dict:
-    """Content identity of a render-stage HDF5 (ids, splits, image hashes, cameras), for provenance.
-
-    Read from the file's ``dataset_hash`` attribute (written by get3d.render.stage); no pixel is read.
-    """
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if "dataset_hash" not in f.attrs:
-            raise KeyError(f"{path}: no 'dataset_hash' attribute; not a render-stage HDF5 file")
-        return {"path": str(path), "sha256": str(f.attrs["dataset_hash"]), "kind": "render-stage content hash",
-                "images": int(f["images"].shape[0]), "resolution": int(f["images"].shape[1])}

@@ -13,39 +13,34 @@ The public loader turns these into ``(rotation / 180 * pi, (90 - elevation) / 18
 from __future__ import annotations
 
 import argparse
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 
+from get3d.io import atomic_write_bytes, atomic_write_text
 
-def _strs(a) -> list[str]:
-    return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in a]
+from .format import open_dataset, read_index
 
 
 def export_get3d_layout(h5_path, out_root, splits=("train", "val", "test")) -> dict:
     """Write the layout under ``out_root``; returns counts.  Existing files are overwritten atomically."""
-    import h5py
     from PIL import Image
 
     out_root = Path(out_root)
     n_obj = n_img = 0
-    with h5py.File(h5_path, "r") as f:
-        ids = _strs(f["object_ids"][:])
-        split_of = _strs(f["object_split"][:])
-        default_synset = str(f.attrs.get("synset", "") or "unknown")
-        synsets = _strs(f["object_synset"][:]) if "object_synset" in f else [default_synset] * len(ids)
-        obj_index = f["object_index"][:]
-        view_index = f["view_index"][:]
-        az, polar = f["azimuth"][:].astype(np.float64), f["polar"][:].astype(np.float64)
+    index = read_index(h5_path)
+    default_synset = str(index.attrs.get("synset", "") or "unknown")
+    lists: dict[str, list[str]] = {s: [] for s in splits}
+    with open_dataset(h5_path) as f:
         images = f["images"]
-        lists: dict[str, list[str]] = {s: [] for s in splits}
-        for k, oid in enumerate(ids):
-            if split_of[k] not in splits:
+        for k, oid in enumerate(index.object_ids):
+            if index.object_split[k] not in splits:
                 continue
-            syn = synsets[k] or default_synset
-            rows = np.nonzero(obj_index == k)[0]
-            rows = rows[np.argsort(view_index[rows])]
+            syn = index.object_synset[k] or default_synset
+            rows = np.nonzero(index.object_index == k)[0]
+            rows = rows[np.argsort(index.view_index[rows])]
             img_dir = out_root / "img" / syn / oid
             cam_dir = out_root / "camera" / syn / oid
             img_dir.mkdir(parents=True, exist_ok=True)
@@ -54,22 +49,21 @@ def export_get3d_layout(h5_path, out_root, splits=("train", "val", "test")) -> d
                 tmp = img_dir / f".{v:03d}.png.tmp"
                 Image.fromarray(images[j], "RGBA").save(tmp, format="PNG")
                 os.replace(tmp, img_dir / f"{v:03d}.png")
-            _save_npy(cam_dir / "rotation.npy", np.degrees(az[rows]))
-            _save_npy(cam_dir / "elevation.npy", 90.0 - np.degrees(polar[rows]))
-            lists[split_of[k]].append(oid)
+            _save_npy(cam_dir / "rotation.npy", np.degrees(index.azimuth[rows].astype(np.float64)))
+            _save_npy(cam_dir / "elevation.npy", 90.0 - np.degrees(index.polar[rows].astype(np.float64)))
+            lists[index.object_split[k]].append(oid)
             n_obj += 1
             n_img += len(rows)
     (out_root / "split").mkdir(parents=True, exist_ok=True)
     for s, names in lists.items():
-        (out_root / "split" / f"{s}.txt").write_text("".join(n + "\n" for n in names))
+        atomic_write_text(out_root / "split" / f"{s}.txt", "".join(n + "\n" for n in names), fsync=False)
     return {"objects": n_obj, "images": n_img, "root": str(out_root)}
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, arr)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    atomic_write_bytes(path, buf.getvalue(), fsync=False)
 
 
 def load_get3d_layout(root, synset: str, object_id: str) -> dict:

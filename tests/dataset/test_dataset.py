@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from get3d.data import RenderedViews, make_loader
-from get3d.data.export_get3d_layout import export_get3d_layout, load_get3d_layout
-from get3d.data.export_get3d_layout import main as export_main
+from get3d.dataset import RenderedViews, make_loader
+from get3d.dataset.get3d_layout import export_get3d_layout, load_get3d_layout
+from get3d.dataset.get3d_layout import main as export_main
 from get3d.render.testing import synthetic_dataset
 
 
@@ -100,7 +100,7 @@ def test_get3d_layout_round_trip(h5, tmp_path):
 
 
 def test_dataset_hash_reads_the_render_stage_hash(h5):
-    from get3d.data import dataset_hash
+    from get3d.dataset import dataset_hash
 
     d = dataset_hash(h5)
     with h5py.File(h5, "r") as f:

@@ -1,0 +1,110 @@
+"""Performance choices (section ``perf`` of params.yaml): which of several equivalent code paths run.
+
+Every choice computes the same function (each has a test comparing it with the reference path); they differ in
+speed and, for the low-precision ones, in rounding.  The train and evaluate stages :func:`apply` the section
+before building any network and record it in the run's ``config.json``; a benchmark sets them through
+:func:`using` / :func:`parse_overrides` (``--perf key=value``).  Code reads the active choices with
+:func:`active`; no other module keeps a switch of its own (``tests/test_perf.py`` checks that).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from get3d.schema import ConfigError, parse_section, spec
+
+
+@dataclass(frozen=True)
+class PerfConfig:
+    merged_d_pass: bool = spec(
+        True, help="train: the discriminator's fake and real halves as one pass where that is exact "
+                   "(get3d.train.losses); false: two passes")
+    upsample: str = spec(
+        "triton", choices=("triton", "polyphase", "reference"),
+        help="CUDA ×2 FIR upsampling: one Triton kernel per direction; polyphase (faster in inference, slower "
+             "in training); reference (zero insertion + two depthwise convs, the CPU path)")
+    modulated_fc: str = spec(
+        "input", choices=("input", "weight"),
+        help="point-decoder layers: scale activations around one shared GEMM (input) or per-sample modulated "
+             "weights and a batched GEMM (weight)")
+    fold_downsample_conv: str = spec(
+        "low_precision", choices=("low_precision", "always", "never"),
+        help="discriminator 'blur -> stride-2 conv' as one folded conv: for fp16/bf16 on CUDA (low_precision), "
+             "always, or never")
+    synthesis_epilogue: bool = spec(
+        True, help="without autograd on CUDA: each synthesis layer's demodulation/noise/bias/activation as one "
+                   "Triton kernel")
+    point_mlp_fused: bool = spec(
+        True, help="without autograd on CUDA: each point decoder's layers as one Triton kernel")
+    point_mlp_precision: str = spec(
+        "tf32x3", choices=("tf32x3", "tf32", "ieee"),
+        help="dot products of the fused point-decoder kernel: three TF32 products (float32-level error), one "
+             "TF32 product (10-bit operands), or float32 on the CUDA cores")
+    fused_modconv: str = spec(
+        "never", choices=("never", "eval", "always"),
+        help="tri-plane synthesis: styles folded into per-sample weights (one grouped conv) always, outside "
+             "training only (eval), or never (activations scaled around one shared conv)")
+    triplane_sampler: str = spec(
+        "triton", choices=("triton", "grid_sample"),
+        help="CUDA tri-plane sampling: Triton gather/atomic kernels, or PyTorch's grid_sample (the CPU path)")
+    lfd_sweep: str = spec(
+        "triton", choices=("triton", "torch"),
+        help="CUDA LFD flood-fill sweeps: Triton kernels, or PyTorch scans (the CPU path)")
+
+
+_ACTIVE = PerfConfig()
+
+
+def active() -> PerfConfig:
+    """The choices in force in this process."""
+    return _ACTIVE
+
+
+def apply(cfg: PerfConfig) -> PerfConfig:
+    """Put ``cfg`` in force for this process (stages call this before building networks); returns the previous."""
+    global _ACTIVE
+    if not isinstance(cfg, PerfConfig):
+        raise TypeError(f"perf.apply: expected a PerfConfig, got {type(cfg).__name__}")
+    previous, _ACTIVE = _ACTIVE, cfg
+    return previous
+
+
+def with_changes(cfg: PerfConfig | None = None, **changes) -> PerfConfig:
+    """``cfg`` (default: the active choices) with ``changes``, validated like params.yaml."""
+    return parse_section(PerfConfig, {**dataclasses.asdict(cfg or _ACTIVE), **changes}, "perf")
+
+
+@contextlib.contextmanager
+def using(cfg: PerfConfig | None = None, **changes) -> Iterator[PerfConfig]:
+    """``with perf.using(upsample="reference"):`` — other choices for a block (tests, benchmarks)."""
+    new = with_changes(cfg, **changes)
+    previous = apply(new)
+    try:
+        yield new
+    finally:
+        apply(previous)
+
+
+@contextlib.contextmanager
+def applied(cfg: PerfConfig | None) -> Iterator[PerfConfig]:
+    """A stage's block: ``cfg`` in force inside (``None``: the active choices), the previous ones restored after."""
+    previous = apply(cfg) if cfg is not None else _ACTIVE
+    try:
+        yield _ACTIVE
+    finally:
+        apply(previous)
+
+
+def parse_overrides(items: list[str], base: PerfConfig | None = None) -> PerfConfig:
+    """``["upsample=reference", "merged_d_pass=false"]`` (a benchmark's ``--perf`` flags) on top of ``base``."""
+    import yaml
+
+    data = dataclasses.asdict(base or PerfConfig())
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"perf override {item!r}: expected key=value")
+        data[key.strip()] = yaml.safe_load(value)
+    return parse_section(PerfConfig, data, "perf")
