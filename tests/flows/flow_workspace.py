@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-PROJECT_FILES = ("get3d", "tasks", "flows", "dvc.yaml", "params.yaml", "profiles", "envs", "prefect.yaml")
+PROJECT_FILES = ("get3d", "tasks", "flows", "dvc.yaml", "params.yaml", "profiles", "envs", "prefect.yaml",
+                 "package.json", "package-lock.json")
 
 TINY_MODEL = {
     "z_dim": 16, "w_dim": 16, "mapping_layers": 2, "img_resolution": 32, "triplane_resolution": 16,
@@ -35,7 +36,9 @@ def tiny_params(repo_root: Path, assets: int = 4) -> dict:
     return params
 
 
-TINY_EXPORT: dict = {}
+TINY_EXPORT = {"seeds": "0-1", "texture_size": 64, "preview_resolution": 64, "turntable_frames": 4,
+               "video_formats": ["gif"], "grid_size": 0, "interpolation_steps": 0, "perturbation_count": 0,
+               "atlas_workers": 1, "device": "cpu", "backend": "torch", "batch_size": 2, "fid_samples": 4}
 
 
 def write_params(work: Path, params: dict) -> None:
@@ -52,6 +55,8 @@ def make_workspace(repo_root: Path, dest: Path, params: dict) -> tuple[Path, dic
         elif src.exists():
             shutil.copy(src, dest / name)
     write_params(dest, params)
+    if (repo_root / "node_modules").is_dir():  # the export gallery's vendored viewer (npm ci)
+        (dest / "node_modules").symlink_to(repo_root / "node_modules", target_is_directory=True)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=str(dest), GET3D_WORKSPACE=str(dest), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
