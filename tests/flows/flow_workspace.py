@@ -21,24 +21,27 @@ TINY_MODEL = {
 
 
 def tiny_params(repo_root: Path, assets: int = 4) -> dict:
-    """params.yaml shrunk to a few assets, 3 views at 32 px, a few training images, tiny metric counts."""
+    """params.yaml shrunk to a few assets, 3 views at 32 px, a few training images, tiny metric counts.
+
+    The metrics are the mesh ones (CD -> COV/MMD, gate on MMD) so that no Inception network runs: the tests
+    are about orchestration, and the image metrics have their own tests."""
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["assets"].update(count=assets, texture_size=16, split=[0.5, 0.25, 0.25])
     params["render"].update(resolution=32, views_per_object=3, samples=4, workers=1, device="cpu")
     params["model"] = {**params["model"], **TINY_MODEL}
     params["train"].update(total_kimg=0.008, batch_size=4, batch_per_gpu=4, kimg_per_tick=0.004,
                            snapshot_kimg=0.004, image_snapshot_ticks=0, device="cpu", backend="torch")
-    params["evaluate"].update(num_fake_images=8, fake_mesh_factor=2.0, num_points=256, kid_subsets=2,
+    params["evaluate"].update(metrics=["cd"], num_fake_images=8, fake_mesh_factor=2.0, num_points=256, kid_subsets=2,
                               kid_subset_size=4, batch_size=4, num_preview=4, num_detail_shapes=1, device="cpu",
                               backend="torch")
-    if "export" in params:
-        params["export"].update(TINY_EXPORT)
+    params["export"].update(TINY_EXPORT)
+    params["tracking"].update(gate_metric="mmd_cd", gate_direction="minimize", gate_min_margin=0.0)
     return params
 
 
 TINY_EXPORT = {"seeds": "0-1", "texture_size": 64, "preview_resolution": 64, "turntable_frames": 4,
                "video_formats": ["gif"], "grid_size": 0, "interpolation_steps": 0, "perturbation_count": 0,
-               "atlas_workers": 1, "device": "cpu", "backend": "torch", "batch_size": 2, "fid_samples": 4}
+               "atlas_workers": 1, "device": "cpu", "backend": "torch", "batch_size": 2, "fid_samples": 0}
 
 
 def write_params(work: Path, params: dict) -> None:
