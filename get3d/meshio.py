@@ -152,16 +152,18 @@ class TexturedMesh:
 
 
 def write_textured_obj(staged: StagedFiles, obj_path: str | os.PathLike, mesh: TexturedMesh,
-                       material: str = "material_0", comments: Sequence[str] = ()) -> dict:
-    """``<stem>.obj`` + ``<stem>.mtl`` + ``<stem>.png`` next to each other (relative references)."""
+                       material: str = "material_0", comments: Sequence[str] = (), png: bytes | None = None) -> dict:
+    """``<stem>.obj`` + ``<stem>.mtl`` + ``<stem>.png`` next to each other (relative references); ``png``: the
+    texture already encoded (:func:`png_bytes`)."""
     obj_path = Path(obj_path)
     mesh.check(str(obj_path))
-    mtl, png = obj_path.with_suffix(".mtl"), obj_path.with_suffix(".png")
-    staged.write(png, png_bytes(mesh.texture))
-    staged.write(mtl, mtl_text(material, png.name).encode())
+    mtl = obj_path.with_suffix(".mtl")
+    png_path = obj_path.with_suffix(".png")
+    staged.write(png_path, png if png is not None else png_bytes(mesh.texture))
+    staged.write(mtl, mtl_text(material, png_path.name).encode())
     staged.write(obj_path, obj_text(mesh.verts, mesh.faces, mesh.uvs, mtllib=mtl.name, material=material,
                                     comments=comments).encode())
-    return {"obj": obj_path, "mtl": mtl, "png": png}
+    return {"obj": obj_path, "mtl": mtl, "png": png_path}
 
 
 def read_obj(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -213,7 +215,7 @@ def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return n.astype(np.float32)
 
 
-def glb_bytes(mesh: TexturedMesh, name: str = "mesh", generator: str = "get3d") -> bytes:
+def glb_bytes(mesh: TexturedMesh, name: str = "mesh", generator: str = "get3d", png: bytes | None = None) -> bytes:
     """A single-file glTF 2.0 binary: one mesh, positions + normals + UVs, the texture embedded as PNG, one
     metallic-roughness material (metallic 0, roughness 1, base colour = texture), +y up, metres as trained."""
     mesh.check(name)
@@ -222,7 +224,7 @@ def glb_bytes(mesh: TexturedMesh, name: str = "mesh", generator: str = "get3d") 
     uv = np.ascontiguousarray(mesh.uvs, np.float32).copy()
     uv[:, 1] = 1.0 - uv[:, 1]  # glTF: v = 0 is the top of the image
     idx = np.ascontiguousarray(mesh.faces, np.uint32).reshape(-1)
-    png = png_bytes(mesh.texture)
+    png = png if png is not None else png_bytes(mesh.texture)
 
     blobs, views, accessors = [], [], []
     offset = 0
@@ -272,8 +274,9 @@ def glb_bytes(mesh: TexturedMesh, name: str = "mesh", generator: str = "get3d") 
             + struct.pack("<II", len(binary), _BIN_CHUNK) + binary)
 
 
-def write_glb(staged: StagedFiles, path: str | os.PathLike, mesh: TexturedMesh, name: str = "mesh") -> Path:
-    return staged.write(path, glb_bytes(mesh, name))
+def write_glb(staged: StagedFiles, path: str | os.PathLike, mesh: TexturedMesh, name: str = "mesh",
+              png: bytes | None = None) -> Path:
+    return staged.write(path, glb_bytes(mesh, name, png=png))
 
 
 def read_glb_json(path: str | os.PathLike) -> dict:

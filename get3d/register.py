@@ -131,14 +131,25 @@ def promotion_gate(client, cfg, version: str, value: float, key: str) -> dict:
     return d
 
 
-def reconcile(client, cfg) -> str | None:
-    """Champion = the best *promoted* version measured on the champion's reference; fixes a race's outcome."""
+def reconcile(client, cfg, passes: int = 3) -> str | None:
+    """Champion = the best *promoted* version measured on the champion's reference; repairs a race's outcome.
+
+    Repeated until a pass changes nothing (a gate on another machine may move the alias in between)."""
+    champion = None
+    for _ in range(passes):
+        champion, moved = _reconcile_once(client, cfg)
+        if not moved:
+            break
+    return champion
+
+
+def _reconcile_once(client, cfg) -> tuple[str | None, bool]:
     from get3d import tracking
 
     name = cfg.model_name
     current = tracking.version_by_alias(client, name, CHAMPION)
     if current is None:
-        return None
+        return None, False
     champ = _gate_record(current, cfg.gate_metric)
     best = champ
     for mv in tracking.all_versions(client, name):
@@ -152,7 +163,8 @@ def reconcile(client, cfg) -> str | None:
                     champ["version"], best["version"])
         tracking.set_alias(client, name, CHAMPION, best["version"])
         tracking.set_version_tags(client, name, champ["version"], {f"{T}gate.superseded_by": best["version"]})
-    return best["version"]
+        return best["version"], True
+    return best["version"], False
 
 
 # ------------------------------------------------------------------------------------------------ inputs

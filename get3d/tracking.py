@@ -374,7 +374,7 @@ def log_evaluation(cfg, ref, out_dir: Path, metrics: dict, comparison_key: str |
 
 
 #: Export outputs logged to the run (relative globs under the export folder).
-EXPORT_PATTERNS = ("**/*.glb", "**/*.png", "**/*.gif", "**/*.mp4", "**/*.webp", "**/*.html", "*.json")
+EXPORT_PATTERNS = ("**/*.glb", "**/*.png", "**/*.gif", "**/*.mp4", "**/*.webp", "*.json")
 
 
 def log_export(run_dir_or_run_id, export_dir: Path, cfg=None) -> str | None:
@@ -591,14 +591,25 @@ def all_versions(client: MlflowClient, name: str) -> list:
     return list(client.search_model_versions(f"name='{name}'"))
 
 
+def _tracking_params():
+    """The ``tracking`` section of ``./params.yaml`` when there is one (as every CLI command reads), else the
+    defaults; ``MLFLOW_TRACKING_URI`` overrides either."""
+    from get3d.tracking_config import TrackingConfig
+
+    if Path("params.yaml").is_file():
+        from get3d.config import load_params
+
+        return load_params("params.yaml", only=["tracking"]).tracking
+    return TrackingConfig()
+
+
 def download_generator(uri: str, dst: str | os.PathLike | None = None, cfg=None) -> Path:
-    """``models:/<name>@<alias>`` or ``models:/<name>/<version>`` -> local path of its ``generator.pt``."""
+    """``models:/<name>@<alias>`` or ``models:/<name>/<version>`` -> local path of its ``generator.pt``
+    (``cfg``: a tracking config; default: ``./params.yaml``'s, see :func:`_tracking_params`)."""
     if not uri.startswith("models:/"):
         raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
     if cfg is None:
-        from get3d.tracking_config import TrackingConfig
-
-        cfg = TrackingConfig()
+        cfg = _tracking_params()
     client = connect(cfg)
     dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="get3d-model-"))
     try:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from get3d.cameras import flip_rows
 
 TextureFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+QUERY_CHUNK = 1 << 21  # texels per texture-field query
 
 
 def rasterize_uv(backend, meshes: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], size: int) -> dict:
@@ -118,7 +119,9 @@ def bake_textures(backend, meshes: Sequence[tuple[torch.Tensor, torch.Tensor, to
     which = torch.div(idx, size * size, rounding_mode="floor")
     if sample_index is not None:
         which = torch.as_tensor(list(sample_index), device=which.device, dtype=torch.long)[which]
-    rgb = texture_fn(pts, which) if len(idx) else world.new_zeros(0, 3)
+    # chunks bound the texture decoder's memory (1024² atlases of a batch of 16: ~10M texels)
+    rgb = (torch.cat([texture_fn(pts[c:c + QUERY_CHUNK], which[c:c + QUERY_CHUNK]).float()
+                      for c in range(0, len(idx), QUERY_CHUNK)]) if len(idx) else world.new_zeros(0, 3))
     color = torch.zeros(b * size * size, 3, device=world.device, dtype=torch.float32)
     color[idx] = rgb.float().clamp(0, 1)
     covered = torch.zeros(b * size * size, dtype=torch.bool, device=world.device).index_fill_(0, idx, True)

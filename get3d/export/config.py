@@ -18,7 +18,8 @@ class ExportConfig:
     truncation_psi: float = spec(0.7, min=0.0, max=2.0, help="truncation of the latent codes (1 = none)")
     noise_mode: str = spec("const", choices=("const", "random"), help="synthesis noise (const: reproducible)")
     batch_size: int = spec(4, min=1, max=1024, help="shapes generated (and baked) per batch")
-    formats: list[str] = spec(default_factory=lambda: ["glb", "obj"], help="mesh files per sample: glb and/or obj")
+    formats: list[str] = spec(default_factory=lambda: ["glb", "obj"],  # noqa: RUF009 - the project's field spec
+                              help="mesh files per sample: glb and/or obj")
     texture_size: int = spec(1024, min=16, max=8192, help="square texture atlas size in texels")
     atlas_padding: int = spec(2, min=0, max=64, help="texels between UV charts (xatlas)")
     atlas_workers: int = spec(0, min=0, max=256, help="processes computing UV atlases (0 = one per CPU core)")
@@ -33,8 +34,8 @@ class ExportConfig:
     preview_elevation_deg: float = spec(20.0, min=-89.0, max=89.0, help="camera elevation of previews")
     turntable_frames: int = spec(36, min=0, max=3600, help="frames per turntable (0 = no turntables)")
     turntable_fps: int = spec(12, min=1, max=120, help="turntable frame rate")
-    video_formats: list[str] = spec(default_factory=lambda: ["gif", "mp4"], help="turntable / interpolation "
-                                                                                 "video formats: gif and/or mp4")
+    video_formats: list[str] = spec(default_factory=lambda: ["gif", "mp4"],  # noqa: RUF009
+                                    help="turntable / interpolation video formats: gif and/or mp4")
     grid_size: int = spec(4, min=0, max=32, help="geometry x texture preview grid: rows and columns (0 = none)")
     interpolation_steps: int = spec(8, min=0, max=1024,
                                     help="frames of the interpolation between the first two seeds (0 = none)")

@@ -156,9 +156,26 @@ class Timer:
         return t
 
 
+def write_sample(job: tuple) -> None:
+    """Write one sample's files (all or none); runs in a pool worker or inline.  ``job`` = ``(out_dir, name,
+    formats, verts, faces, uvs, texture)``."""
+    out_dir, name, formats, verts, faces, uvs, texture = job
+    mesh = meshio.TexturedMesh(verts, faces, uvs, texture)
+    png = meshio.png_bytes(texture)  # encoded once for both formats
+    with meshio.StagedFiles() as staged:
+        if "glb" in formats:
+            meshio.write_glb(staged, out_dir / f"{name}.glb", mesh, name, png=png)
+        if "obj" in formats:
+            meshio.write_textured_obj(staged, out_dir / f"{name}.obj", mesh,
+                                      comments=[f"GET3D sample {name} (+y up)"], png=png)
+
+
 def export_batch(gen, codes: list[Code], cfg: ExportConfig, psi: float, backend, out_dir: Path, pool,
-                 timer: Timer) -> list[dict]:
-    """Generate, atlas, bake and write one batch of codes; returns one record per code."""
+                 timer: Timer, pending: list | None = None) -> list[dict]:
+    """Generate, atlas, bake and write one batch of codes; returns one record per code.
+
+    With a ``pool``, the files are written by its workers: their futures are appended to ``pending`` (the caller
+    waits for them; a batch's writes then overlap the next batch's generation), else they are written here."""
     t = time.perf_counter()
     zt, zg = code_latents(codes, gen.z_dim)
     raw, texture_fn = generate(gen, zt, zg, psi, cfg.noise_mode)
@@ -185,18 +202,29 @@ def export_batch(gen, codes: list[Code], cfg: ExportConfig, psi: float, backend,
                "num_vertices": 0, "num_faces": 0}
         if i in atlases:
             a = atlases[i]
-            mesh = meshio.TexturedMesh(a.verts, a.faces, a.uvs, textures[i])
-            with meshio.StagedFiles() as staged:
-                if "glb" in cfg.formats:
-                    rec["glb"] = str(meshio.write_glb(staged, out_dir / f"{code.name}.glb", mesh, code.name))
-                if "obj" in cfg.formats:
-                    files = meshio.write_textured_obj(staged, out_dir / f"{code.name}.obj", mesh,
-                                                      comments=[f"GET3D sample {code.name} (+y up)"])
-                    rec.update({k: str(v) for k, v in files.items()})
+            job = (out_dir, code.name, tuple(cfg.formats), a.verts, a.faces, a.uvs, textures[i])
+            if pool is not None and pending is not None:
+                pending.append(pool.submit(write_sample, job))
+            else:
+                write_sample(job)
+            if "glb" in cfg.formats:
+                rec["glb"] = str(out_dir / f"{code.name}.glb")
+            if "obj" in cfg.formats:
+                rec.update({k: str(out_dir / f"{code.name}.{k}") for k in ("obj", "mtl", "png")})
             rec.update(num_vertices=len(a.verts), num_faces=len(a.faces))
         records.append(rec)
     timer.add("write", t)
     return records
+
+
+def _wait(futures: list, timer: Timer) -> None:
+    t = time.perf_counter()
+    try:
+        for f in futures:
+            f.result()
+    finally:
+        futures.clear()
+        timer.add("write", t)
 
 
 def sample_meshes(model, out_dir: str | os.PathLike, cfg: ExportConfig, *, seeds=None, geo_seeds=None,
@@ -222,12 +250,18 @@ def sample_meshes(model, out_dir: str | os.PathLike, cfg: ExportConfig, *, seeds
     t0 = time.perf_counter()
     records: list[dict] = []
     pool = atlas_pool(cfg.atlas_workers) if len(codes) > 1 else None
+    previous: list = []
     try:
         for s in range(0, len(codes), cfg.batch_size):
-            records += export_batch(gen, codes[s:s + cfg.batch_size], cfg, psi, backend, out_dir, pool, timer)
+            current: list = []
+            records += export_batch(gen, codes[s:s + cfg.batch_size], cfg, psi, backend, out_dir, pool, timer,
+                                    current)
+            _wait(previous, timer)  # at most two batches of files in flight
+            previous = current
+        _wait(previous, timer)
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
     total = time.perf_counter() - t0
     empty = [r["name"] for r in records if r["empty"]]
     if empty:

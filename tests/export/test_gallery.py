@@ -14,7 +14,7 @@ from PIL import Image
 WINDOW = (1400, 1000)
 
 
-def _chromium(page, profile, *args):
+def _chromium(page, profile, *args, budget: int = 20000):
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("chromium not installed (scripts/setup.sh installs the Debian package)")
@@ -23,7 +23,7 @@ def _chromium(page, profile, *args):
            "--no-first-run", "--disable-sync", f"--user-data-dir={profile}", "--allow-file-access-from-files",
            # no network: every host resolves to nothing and any proxied request goes nowhere
            "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",
-           "--virtual-time-budget=20000", f"--window-size={WINDOW[0]},{WINDOW[1]}", *args, page.as_uri()]
+           f"--virtual-time-budget={budget}", f"--window-size={WINDOW[0]},{WINDOW[1]}", *args, page.as_uri()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
 
 
@@ -35,21 +35,31 @@ def test_gallery_draws_every_mesh_offline(export_run, tmp_path):
     glbs = [m for m in export_run["result"]["samples"]["meshes"] if not m["empty"]]
     assert text.count("<model-viewer ") == len(glbs) and "seed 0" in html.unescape(text)
 
-    dom = _chromium(page, tmp_path / "p1", "--dump-dom")
-    body = re.search(r"<body[^>]*>", dom.stdout)
-    assert body, dom.stderr[-2000:]
-    attrs = dict(re.findall(r'data-(\w+)="([^"]*)"', body.group(0)))
-    assert "error" not in attrs, attrs
+    # Software WebGL on a loaded 2-core machine can be slow: a run that has not finished is retried with more
+    # (virtual) time; what is checked does not change.
+    for attempt, budget in enumerate((20000, 40000, 80000)):
+        dom = _chromium(page, tmp_path / f"dom{attempt}", "--dump-dom", budget=budget)
+        body = re.search(r"<body[^>]*>", dom.stdout)
+        assert body, dom.stderr[-2000:]
+        attrs = dict(re.findall(r'data-(\w+)="([^"]*)"', body.group(0)))
+        assert "error" not in attrs, attrs
+        if int(attrs.get("loaded", 0)) == len(glbs):
+            break
     assert int(attrs.get("loaded", 0)) == len(glbs), f"viewers that loaded their GLB: {attrs}"
     rects = json.loads(html.unescape(attrs["rects"]))
 
-    shot = tmp_path / "gallery.png"
-    res = _chromium(page, tmp_path / "p2", f"--screenshot={shot}")
-    assert shot.is_file(), res.stderr[-2000:]
-    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    for (x, y, w, h), m in zip(rects, glbs):
-        assert x + w <= img.shape[1] and y + h <= img.shape[0], "viewer outside the screenshot"
-        crop = img[int(y) + 8:int(y + h) - 8, int(x) + 8:int(x + w) - 8]   # inside the viewer, off its border
-        drawn = (np.abs(crop - 255).max(-1) > 12).mean()                    # viewer background is white
-        print(f"{m['name']}: {100 * drawn:.1f}% of the viewer drawn")
-        assert drawn > 0.01, f"{m['name']}: viewer shows (almost) only background"
+    for attempt, budget in enumerate((20000, 40000, 80000)):
+        shot = tmp_path / f"gallery{attempt}.png"
+        res = _chromium(page, tmp_path / f"shot{attempt}", f"--screenshot={shot}", budget=budget)
+        assert shot.is_file(), res.stderr[-2000:]
+        img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+        drawn = {}
+        for (x, y, w, h), m in zip(rects, glbs):
+            assert x + w <= img.shape[1] and y + h <= img.shape[0], "viewer outside the screenshot"
+            crop = img[int(y) + 8:int(y + h) - 8, int(x) + 8:int(x + w) - 8]   # inside the viewer, off its border
+            drawn[m["name"]] = (np.abs(crop - 255).max(-1) > 12).mean()        # viewer background is white
+        print(f"attempt {attempt}: " + ", ".join(f"{k} {100 * v:.1f}% drawn" for k, v in drawn.items()))
+        if all(v > 0.01 for v in drawn.values()):
+            break
+    for name, v in drawn.items():
+        assert v > 0.01, f"{name}: viewer shows (almost) only background"

@@ -70,3 +70,46 @@ def test_dvc_stage_reads_only_export_params_and_tracks_its_code():
     from get3d.config import parse_params
 
     assert parse_params(params, only=["export"]).export.texture_size == params["export"]["texture_size"]
+
+
+def test_cli_export_as_the_dvc_stage_calls_it(snapshot, tmp_path):
+    """`get3d export` with a params file (the DVC stage's command line), without the FID."""
+    import os
+    import subprocess
+    import sys
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["export"].update(seeds="0-1", texture_size=64, preview_resolution=32, turntable_frames=2, grid_size=2,
+                            interpolation_steps=2, perturbation_count=1, fid_samples=0, device="cpu",
+                            atlas_workers=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "get3d.cli", "export", "--params", "params.yaml", "--model",
+                           str(snapshot), "--dataset", "missing.h5", "--out", "data/export"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "num_samples=2" in proc.stdout
+    out = tmp_path / "data" / "export"
+    assert json.loads((out / "metrics.json").read_text())["num_samples"] == 2
+    assert (out / "gallery.html").is_file() and (out / "model-viewer-umd.min.js").is_file()
+
+
+def test_samples_without_surface_export_nothing_but_fail_nothing(snapshot, tmp_path):
+    """DMTet's empty-shape guard always leaves a surface, but clean-up can remove all of it: simulated here by
+    a generator whose meshes come out empty."""
+    from export_helpers import small_export
+
+    from get3d.export.sample import load_model, sample_meshes
+
+    gen = load_model(snapshot, "cpu", "torch")
+    extract = gen.G.extract_meshes
+
+    def no_surface(*args, **kw):
+        meshes, texture_fn = extract(*args, **kw)
+        return [(v[:0], f[:0]) for v, f in meshes], texture_fn
+
+    gen.G.extract_meshes = no_surface
+    with pytest.warns(RuntimeWarning, match="2 of 2 samples have no surface"):
+        res = sample_meshes(gen, tmp_path, small_export(seeds="0-1"))
+    assert all(m["empty"] and "glb" not in m for m in res["meshes"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.json"]

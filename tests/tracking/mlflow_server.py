@@ -72,9 +72,9 @@ def rest(url: str, endpoint: str, **query) -> dict:
         return json.loads(r.read())
 
 
-def get_bytes(url: str, path: str, **query) -> bytes:
+def get_bytes(url: str, endpoint: str, **query) -> bytes:
     q = urllib.parse.urlencode(query)
-    with urllib.request.urlopen(f"{url}/{path}?{q}", timeout=30) as r:
+    with urllib.request.urlopen(f"{url}/{endpoint}?{q}", timeout=30) as r:
         return r.read()
 
 

@@ -79,7 +79,21 @@ def test_reconcile_repairs_a_lost_race(registry):
     assert client.get_model_version(name, bad).tags["get3d.gate.superseded_by"] == good
 
 
-def test_racing_registrations_end_with_the_best_champion(registry):
+def test_racing_registrations_end_with_the_best_champion(registry, monkeypatch):
+    """Six gates at once; reading the champion is slowed down so that, without the lock and the re-check, the
+    interleavings that leave a worse version as champion are the common case."""
+    import time
+
+    from get3d import tracking
+
+    read = tracking.version_by_alias
+
+    def slow_read(*args, **kw):
+        mv = read(*args, **kw)
+        time.sleep(0.2)
+        return mv
+
+    monkeypatch.setattr(tracking, "version_by_alias", slow_read)
     cfg, client = registry
     name = cfg.model_name
     values = [48.0, 31.0, 44.0, 37.0, 52.0, 33.0]

@@ -60,7 +60,7 @@ def _nothing_registered(client, out: Path):
     assert not (out / "register.json").exists()
 
 
-def test_register_version_with_card_champion_and_download(evaluated, store, tmp_path):
+def test_register_version_with_card_champion_and_download(evaluated, store, tmp_path, monkeypatch):
     from get3d.tracking import download_generator
 
     cfg, client = store
@@ -82,6 +82,13 @@ def test_register_version_with_card_champion_and_download(evaluated, store, tmp_
     assert any(r.startswith("torch==") for r in reqs) and any(r.startswith("mlflow==") for r in reqs)
     assert (model_dir / "code" / "get3d" / "export" / "sample.py").is_file()
     assert (model_dir / "artifacts" / "model_card.md").read_text() == mv.description
+
+    # `get3d sample --model models:/<name>@champion` goes through the same download
+    from get3d.export.sample import sample_meshes
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
+    res_s = sample_meshes(f"models:/{cfg.model_name}@champion", tmp_path / "samples", tiny_export_config(), seeds=[0])
+    assert res_s["meshes"][0]["geo_seed"] == 0 and Path(res_s["meshes"][0]["glb"]).read_bytes()[:4] == b"glTF"
 
     # the same evaluation again: no improvement -> rejected; champion stays, challenger moves
     res2 = run_register(evaluated["model"], evaluated["metrics"], tmp_path / "out2", cfg,
@@ -140,3 +147,18 @@ def test_bad_inputs_fail_naming_the_file_and_register_nothing(case, evaluated, s
     with pytest.raises(err, match=match):
         run_register(model, metrics, out, cfg, export_cfg=tiny_export_config())
     _nothing_registered(client, out)
+
+
+def test_cli_register_unreachable_server_exits_naming_the_uri(evaluated, tmp_path):
+    import subprocess
+    import sys
+
+    uri = _dead_uri()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.run([sys.executable, "-m", "get3d.cli", "register", "--model", str(evaluated["model"]),
+                           "--metrics", str(evaluated["metrics"]), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=300, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 1, proc.stderr
+    assert f"get3d register: error: tracking server {uri} is unreachable" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -40,7 +40,6 @@ def _text(dom: str) -> str:
 
 def test_pipeline_logs_registers_and_serves_through_a_server(server, tmp_path, monkeypatch):
     from get3d.export.stage import run_export
-
     from get3d.register import run_register
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
@@ -52,7 +51,7 @@ def test_pipeline_logs_registers_and_serves_through_a_server(server, tmp_path, m
     run_id, model = tr["mlflow_run_id"], Path(tr["model"])
     ev = evaluate_tiny(inputs, model, tmp_path / "metrics", cfg)
     assert ev["mlflow_run_id"] == run_id
-    run_export(model, tmp_path / "export", tiny_export_config())
+    run_export(model, tmp_path / "export", tiny_export_config(), dataset_h5=inputs["dataset"])
     reg1 = run_register(model, tmp_path / "metrics", tmp_path / "register", cfg, export_dir=tmp_path / "export",
                         export_cfg=tiny_export_config())
     assert reg1["run_id"] == run_id and reg1["decision"] == "promoted" and reg1["version"] == "1"
