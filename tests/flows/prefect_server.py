@@ -95,19 +95,26 @@ class PrefectServer:
                            f"worker-{pool}-{len(self.procs)}.log", cwd=cwd, env=env)
 
     # --------------------------------------------------------------------------------------- REST helpers
+    def request(self, method: str, url: str, timeout_s: float = 60, **kw) -> httpx.Response:
+        """A REST call, repeated while the server answers 5xx (SQLite busy on a loaded machine)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            r = self.http.request(method, url, **kw)
+            if r.status_code < 500 or time.monotonic() > deadline:
+                r.raise_for_status()
+                return r
+            time.sleep(1)
+
     def deployment(self, flow_name: str, name: str) -> dict:
-        r = self.http.get(f"/deployments/name/{flow_name}/{name}")
-        r.raise_for_status()
+        r = self.request("GET", f"/deployments/name/{flow_name}/{name}")
         return r.json()
 
     def trigger(self, deployment_id: str, parameters: dict | None = None) -> str:
-        r = self.http.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters or {}})
-        r.raise_for_status()
+        r = self.request("POST", f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters or {}})
         return r.json()["id"]
 
     def flow_run(self, run_id: str) -> dict:
-        r = self.http.get(f"/flow_runs/{run_id}")
-        r.raise_for_status()
+        r = self.request("GET", f"/flow_runs/{run_id}")
         return r.json()
 
     def wait(self, run_id: str, timeout: float, on_poll=None) -> dict:
@@ -123,37 +130,31 @@ class PrefectServer:
                            + "\n".join(self.tail(p.name, 3000) for p in self.logs if "worker" in p.name))
 
     def states(self, run_id: str) -> list[dict]:
-        r = self.http.get("/flow_run_states/", params={"flow_run_id": run_id})
-        r.raise_for_status()
+        r = self.request("GET", "/flow_run_states/", params={"flow_run_id": run_id})
         return sorted(r.json(), key=lambda s: s["timestamp"])
 
     def logs_of(self, run_id: str) -> list[str]:
-        r = self.http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
-        r.raise_for_status()
-        out = [x["message"] for x in r.json()]
-        # sub-flow runs log under their own ids
-        subs = self.http.post("/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}})
-        if subs.status_code == 200:
-            for sub in subs.json():
-                r = self.http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [sub["id"]]}},
-                                                         "limit": 200})
-                out += [x["message"] for x in r.json()]
-        return out
+        """Log messages of a flow run and its sub-flow runs, oldest first."""
+        ids = [run_id] + [sub["id"] for sub in self.subflow_runs(run_id)]
+        out: list[str] = []
+        while True:
+            page = self.request("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": ids}}, "limit": 200,
+                                                              "offset": len(out), "sort": "TIMESTAMP_ASC"}).json()
+            out += [x["message"] for x in page]
+            if len(page) < 200:
+                return out
 
     def task_runs(self, run_id: str) -> list[dict]:
         ids = [run_id] + [s["id"] for s in self.subflow_runs(run_id)]
-        r = self.http.post("/task_runs/filter", json={"task_runs": {"flow_run_id": {"any_": ids}}, "limit": 200})
-        r.raise_for_status()
+        r = self.request("POST", "/task_runs/filter", json={"task_runs": {"flow_run_id": {"any_": ids}}, "limit": 200})
         return r.json()
 
     def subflow_runs(self, run_id: str) -> list[dict]:
-        r = self.http.post("/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}})
-        r.raise_for_status()
+        r = self.request("POST", "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}})
         return r.json()
 
     def artifacts(self, run_id: str) -> list[dict]:
-        r = self.http.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}})
-        r.raise_for_status()
+        r = self.request("POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}})
         return r.json()
 
     def stop(self) -> None:

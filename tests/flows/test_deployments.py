@@ -8,27 +8,21 @@ shows the deployment with its schedule and the completed runs (headless Chromium
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
 import shutil
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from flow_workspace import dvc_status, make_workspace, tiny_params, write_params
+from headless_page import HeadlessPage, chromium
 from prefect_server import PrefectServer
 
 pytestmark = [pytest.mark.render, pytest.mark.slow]
 
 RUN_TIMEOUT_S = 420
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
-                  "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync", "--hide-scrollbars", "--window-size=1440,1000"]
-
-
 def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
@@ -36,8 +30,9 @@ def _ts(value: str) -> datetime:
 def _registry(ws: Path):
     from get3d.config import load_params
     from get3d.tracking import connect
+    from tasks.common import tracking_in
 
-    cfg = load_params(ws / "params.yaml", only=["tracking"]).tracking
+    cfg = tracking_in(ws, load_params(ws / "params.yaml", only=["tracking"]).tracking)
     client = connect(cfg)
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{cfg.model_name}'"))
     try:
@@ -53,17 +48,10 @@ def _gate_prefers(cfg, challenger: float, champion: float) -> bool:
     return challenger > champion + cfg.gate_min_margin
 
 
-def _page_text(dom: str) -> str:
-    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.DOTALL)
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
-
-
-def _chromium(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
-    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp}", "--virtual-time-budget=30000", *args,
-                           url], capture_output=True, text=True, timeout=180, check=False)
+def _run_rows(page_text: str) -> str:
+    """The flow-run list of a deployment page (after its sort menu, before the pager)."""
+    rows = page_text.split("Z to A", 1)[-1]
+    return rows.split("Items per page", 1)[0]
 
 
 def test_scheduled_retraining_deployment_end_to_end(repo_root, tmp_path, render_python):
@@ -97,7 +85,7 @@ def test_scheduled_retraining_deployment_end_to_end(repo_root, tmp_path, render_
         assert versions == [1] and champion == 1  # the first challenger has no champion to beat
         first_metrics = json.loads((ws / "data" / "metrics" / "metrics.json").read_text())
         report = [a for a in server.artifacts(first["id"]) if a["key"] == "get3d-retraining"]
-        assert report and "| `fid` |" in report[0]["data"] and "version 1" in report[0]["data"]
+        assert report and "| `mmd_cd` |" in report[0]["data"] and "version 1" in report[0]["data"]
         second_logs = "\n".join(server.logs_of(second["id"]))
         for stage in ("assets", "render", "train", "evaluate", "register"):
             assert re.search(rf"{stage}: up to date", second_logs), f"{stage} recomputed:\n{second_logs}"
@@ -123,13 +111,21 @@ def test_scheduled_retraining_deployment_end_to_end(repo_root, tmp_path, render_
         assert "1 added" in report and ("**promoted**" in report) == promoted
 
         # --- the UI: deployment page with its schedule and the completed runs
-        url = f"{server.url}/deployments/deployment/{dep['id']}"
-        text = _page_text(_chromium(url, tmp_path / "chromium", "--dump-dom").stdout)
-        assert "retrain" in text and "At 03:00 AM, only on Sunday" in text, text[:2000]
-        assert text.count("Completed") >= 3 and "get3d-retrain" in text
-        shot = tmp_path / "prefect-ui.png"
-        _chromium(url, tmp_path / "chromium", f"--screenshot={shot}")
-        assert shot.is_file() and shot.stat().st_size > 20_000
+        if chromium() is None:
+            pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+        page = HeadlessPage(tmp_path / "chromium")
+        try:
+            text = page.open(f"{server.url}/deployments/deployment/{dep['id']}",
+                             until=lambda t: _run_rows(t).count("Completed") >= 3 and "At 03:00 AM" in t)
+            assert "At 03:00 AM, only on Sunday" in text and "3 Flow runs" in text
+            assert "Entrypoint\nflows/retrain.py:retraining_flow" in text and "Concurrency Limit\n1" in text
+            rows = _run_rows(text)
+            assert all(name in rows for name in (first["name"], second["name"], third["name"]))
+            shot = tmp_path / "prefect-ui.png"
+            page.screenshot(shot)
+        finally:
+            page.close()
+        assert shot.stat().st_size > 20_000
         if os.environ.get("GET3D_UPDATE_DOCS_IMG"):
             shutil.copy(shot, repo_root / "docs" / "img" / "prefect-retrain-deployment.png")
     finally:
