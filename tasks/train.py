@@ -19,10 +19,13 @@ def visible_gpu_count() -> int:
 
 
 def processes_for(train_cfg, gpus: int):
-    """``train.num_processes`` for this worker: one process per visible GPU when there are several
-    (the stage launches them through torchrun); otherwise what params.yaml says."""
-    if gpus > 1 and getattr(train_cfg, "num_processes", gpus) != gpus:
-        return dataclasses.replace(train_cfg, num_processes=gpus)
+    """``train.num_processes`` for this worker: one process per visible GPU when there are several (the
+    stage launches them through torchrun), at most one per ``batch_per_gpu`` chunk of the batch; otherwise
+    what params.yaml says.  (A resumable key: the run directory and ``dvc.lock`` stay valid.)"""
+    n = min(gpus, train_cfg.batch_size // train_cfg.batch_per_gpu)
+    if n > 1 and n != train_cfg.num_processes:
+        train_cfg = dataclasses.replace(train_cfg, num_processes=n)
+        train_cfg.validate("train")
     return train_cfg
 
 
@@ -36,7 +39,8 @@ def train_task(root: str, gpus: int | None = None) -> dict:
     p = params(ws, "model", "train", "perf", "tracking")
     gpus = visible_gpu_count() if gpus is None else gpus
     train_cfg = processes_for(p.train, gpus)
-    logger.info("train: %d visible GPU(s), %s process(es)", gpus, getattr(train_cfg, "num_processes", 1))
+    logger.info("train: %d visible GPU(s), %d process(es)%s", gpus, train_cfg.num_processes,
+                " (torchrun)" if train_cfg.num_processes > 1 else "")
 
     def on_progress(stats: dict) -> None:
         logger.info("kimg %.3f  loss G %.4f  loss D %.4f", stats.get("kimg", 0.0), stats.get("loss/G", float("nan")),

@@ -5,6 +5,8 @@ touching the registry, ``champion`` or ``dvc.lock``."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,6 +124,10 @@ def test_unchanged_inputs_reuse_every_result(retrained):
     assert not out["register"]["ran"]
     assert (ws / "dvc.lock").read_text() == lock and _registry(ws) == ([1], 1)
     assert dvc_status(ws, env) == "Data and pipelines are up to date."
+    # ... and the other entry point agrees: `dvc repro` after the Prefect runs has nothing to do
+    repro = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=ws, env=env, capture_output=True, text=True,
+                           check=False)
+    assert repro.returncode == 0 and "Running stage" not in repro.stdout, repro.stdout + repro.stderr
 
 
 def test_a_failing_evaluation_never_moves_champion(retrained, monkeypatch):
