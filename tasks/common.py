@@ -5,6 +5,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from prefect.cache_policies import NO_CACHE
+
 from get3d.config import Params, load_params
 from get3d.dvcstage import PATHS
 
@@ -31,8 +33,10 @@ def retry_if_transient(task, task_run, state) -> bool:
     return isinstance(exc, BaseException) and is_transient(exc)
 
 
-#: keyword arguments of every stage task's ``@task``
-RETRY = {"retries": RETRIES, "retry_delay_seconds": RETRY_DELAYS_S, "retry_condition_fn": retry_if_transient}
+#: keyword arguments of every stage task's ``@task``: retries of transient failures; no Prefect result cache
+#: (``dvc.lock`` decides what is reused, see ``tasks/__init__.py``)
+RETRY = {"retries": RETRIES, "retry_delay_seconds": RETRY_DELAYS_S, "retry_condition_fn": retry_if_transient,
+         "cache_policy": NO_CACHE}
 
 
 def workspace(root: str | Path) -> Path:
