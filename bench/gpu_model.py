@@ -1,4 +1,4 @@
-"""GPU check + timing of the GET3D networks at the paper recipe (run by the lead on the GPU machine).
+"""GPU check + timing of the GET3D networks at the paper recipe.
 
     python bench/gpu_model.py                      # CUDA, 1024², tet 90, batch 4, unified + separate
     python bench/gpu_model.py --device cpu --small # tiny CPU version for debugging

@@ -143,7 +143,7 @@ def main(argv=None):
         for name, mod in (("old", old), ("new", new), ("new-gpu-algos", new)):
             if name not in args.paths.split(","):
                 continue
-            new.GPU_ALGORITHMS = True if name == "new-gpu-algos" else None
+            perf.apply(perf.with_changes(lfd_algorithms="gpu" if name == "new-gpu-algos" else "auto"))
             if args.render:
                 def fn(mod=mod, meshes=meshes, batch=batch):
                     return mod.mesh_descriptors(meshes, device=dev, batch=batch)
@@ -162,7 +162,7 @@ def main(argv=None):
                                                                                           max_name_column_width=40))
             results[name] = d
             rows.append((kind, name, n, batch, n / t, nops / n, nsync / n, nker / n, nss / n))
-            new.GPU_ALGORITHMS = None
+            perf.apply(perf.with_changes(lfd_algorithms="auto"))
             if args.top:
                 print(f"-- {kind} {name}: top ops", top.most_common(args.top))
         for name, res in results.items():

@@ -77,7 +77,7 @@ def atomic_write_npz(path, fsync: bool = True, **arrays) -> None:
     atomic_write_bytes(path, buf.getvalue(), fsync=fsync)
 
 
-def atomic_write_image(path, image, format: str = "PNG") -> None:
+def atomic_write_image(path, image, format: str = "PNG", fsync: bool = True) -> None:
     """A PIL image (or a uint8 array) encoded as ``format``, written atomically."""
     from PIL import Image
 
@@ -85,7 +85,7 @@ def atomic_write_image(path, image, format: str = "PNG") -> None:
         image = Image.fromarray(image)
     buf = io.BytesIO()
     image.save(buf, format=format)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), fsync=fsync)
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

@@ -52,6 +52,10 @@ class PerfConfig:
     lfd_sweep: str = spec(
         "triton", choices=("triton", "torch"),
         help="CUDA LFD flood-fill sweeps: Triton kernels, or PyTorch scans (the CPU path)")
+    lfd_algorithms: str = spec(
+        "auto", choices=("auto", "gpu", "cpu"),
+        help="LFD flood fill and thinning: the launch/sync-light variants (gpu), scipy labelling and work-list "
+             "thinning (cpu), or by device (auto)")
 
 
 _ACTIVE = PerfConfig()

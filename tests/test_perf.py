@@ -17,11 +17,11 @@ from get3d.schema import ConfigError, to_dict
 REPO = Path(__file__).resolve().parents[1]
 
 #: What the code ran before the switches moved here (module globals of layers, decoders, triplane, losses,
-#: point_mlp_triton, lfd): the defaults must not change behaviour.
+#: point_mlp_triton, lfd; lfd.GPU_ALGORITHMS = None was "by device"): the defaults must not change behaviour.
 PREVIOUS_DEFAULTS = {"merged_d_pass": True, "upsample": "triton", "modulated_fc": "input",
                      "fold_downsample_conv": "low_precision", "synthesis_epilogue": True, "point_mlp_fused": True,
                      "point_mlp_precision": "tf32x3", "fused_modconv": "never", "triplane_sampler": "triton",
-                     "lfd_sweep": "triton"}
+                     "lfd_sweep": "triton", "lfd_algorithms": "auto"}
 
 
 def test_defaults_are_what_the_code_ran_before():
@@ -71,14 +71,14 @@ def _toggle_reads(tree: ast.Module) -> set[str]:
                     if isinstance(v, ast.Name)}
         elif isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
-            if any(isinstance(s, ast.Constant) and isinstance(s.value, (str, bool)) for s in sides):
+            if any(isinstance(s, ast.Constant) and (s.value is None or isinstance(s.value, (str, bool))) for s in sides):
                 out |= set().union(*(names(s) for s in sides if isinstance(s, ast.Name)))
     return out
 
 
 def module_switches(path: Path) -> list[str]:
-    """UPPER_CASE module globals bound to a bool or string literal that the module reads as a toggle (not the
-    module's own run-time state, i.e. names it rebinds through ``global``)."""
+    """UPPER_CASE module globals bound to a bool, string or None literal that the module reads as a toggle (not
+    the module's own run-time state, i.e. names it rebinds through ``global``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     state = {n for g in ast.walk(tree) if isinstance(g, ast.Global) for n in g.names}
     flags = set()
@@ -86,7 +86,7 @@ def module_switches(path: Path) -> list[str]:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
             node, ast.AnnAssign) and node.value is not None else []
         value = getattr(node, "value", None)
-        if isinstance(value, ast.Constant) and isinstance(value.value, (bool, str)):
+        if isinstance(value, ast.Constant) and (value.value is None or isinstance(value.value, (bool, str))):
             flags |= {t.id for t in targets if isinstance(t, ast.Name) and t.id.isupper()}
     return sorted((flags - state) & _toggle_reads(tree))
 
@@ -100,12 +100,12 @@ def test_no_module_level_switch_outside_perf():
 
 def test_the_switch_scan_finds_switches(tmp_path):
     src = tmp_path / "m.py"
-    src.write_text('FAST = True\nMODE = "a"\nNAME = "label"\nLIMIT = 3\n_LOADED = False\nSLOW = False\n'
+    src.write_text('FAST = True\nMODE = "a"\nNAME = "label"\nLIMIT = 3\n_LOADED = False\nSLOW = False\nAUTO = None\n'
                    'def f(x):\n    global _LOADED\n    _LOADED = True\n    if FAST:\n        x += 1\n'
-                   '    y = 2 if MODE == "a" else 3\n    z = x and not SLOW\n'
+                   '    y = 2 if MODE == "a" else 3 if AUTO is None else 4\n    z = x and not SLOW\n'
                    '    if not x.startswith(NAME) or _LOADED:\n        return z\n'
                    '    return f"{NAME}{LIMIT}" if x < LIMIT else y\n')
-    assert module_switches(src) == ["FAST", "MODE", "SLOW"]
+    assert module_switches(src) == ["AUTO", "FAST", "MODE", "SLOW"]
 
 
 # ------------------------------------------------------------------------------------ applied and recorded

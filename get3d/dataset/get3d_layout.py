@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
-from get3d.io import atomic_write_bytes, atomic_write_text
+from get3d.io import atomic_write_bytes, atomic_write_image, atomic_write_text
 
 from .format import open_dataset, read_index
 
@@ -46,9 +45,7 @@ def export_get3d_layout(h5_path, out_root, splits=("train", "val", "test")) -> d
             img_dir.mkdir(parents=True, exist_ok=True)
             cam_dir.mkdir(parents=True, exist_ok=True)
             for v, j in enumerate(rows):
-                tmp = img_dir / f".{v:03d}.png.tmp"
-                Image.fromarray(images[j], "RGBA").save(tmp, format="PNG")
-                os.replace(tmp, img_dir / f"{v:03d}.png")
+                atomic_write_image(img_dir / f"{v:03d}.png", Image.fromarray(images[j], "RGBA"), fsync=False)
             _save_npy(cam_dir / "rotation.npy", np.degrees(index.azimuth[rows].astype(np.float64)))
             _save_npy(cam_dir / "elevation.npy", 90.0 - np.degrees(index.polar[rows].astype(np.float64)))
             lists[index.object_split[k]].append(oid)

@@ -88,7 +88,8 @@ class EvaluateConfig:
 
 #: A small configuration for CPU smoke runs and tests (same protocol, tiny counts).
 def smoke_config(**kw) -> EvaluateConfig:
-    base = dict(num_fake_images=8, fake_mesh_factor=2.0, num_points=256, batch_size=4, kid_subsets=10,
-                kid_subset_size=8, device="cpu", backend="torch", num_preview=4, num_detail_shapes=1)
+    base = {"num_fake_images": 8, "fake_mesh_factor": 2.0, "num_points": 256, "batch_size": 4,
+            "kid_subsets": 10, "kid_subset_size": 8, "device": "cpu", "backend": "torch", "num_preview": 4,
+            "num_detail_shapes": 1}
     base.update(kw)
     return EvaluateConfig(**base)

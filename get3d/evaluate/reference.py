@@ -190,7 +190,7 @@ def load_placed_mesh(item: dict) -> tuple[np.ndarray, np.ndarray]:
         raise ReferenceError(f"asset {item.get('id')!r}: mesh file {path} not found")
     try:
         m = trimesh.load(path, force="mesh", process=False, skip_materials=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any loader failure is reported with the asset's name
         raise ReferenceError(f"asset {item.get('id')!r}: cannot load {path} ({type(exc).__name__}: {exc})") from None
     v = np.asarray(m.vertices, dtype=np.float64).reshape(-1, 3)
     f = np.asarray(m.faces, dtype=np.int64).reshape(-1, 3)

@@ -349,10 +349,10 @@ def _reference_image_inputs(image_metrics: list[str], views, res, reference_dir:
             if len(views) < 2:
                 raise EvaluateError(f"{dataset_h5}: the test split has {len(views)} rendered view(s); FID/KID "
                                     "need at least 2")
-            real_kw = dict(real_images=lambda: views.batches(cfg.batch_size, res))
+            real_kw = {"real_images": lambda: views.batches(cfg.batch_size, res)}
         else:
-            real_kw = dict(real_stats_cache=str(img_npz), real_dataset_key=key,
-                           real_images=lambda: views.batches(cfg.batch_size, res))
+            real_kw = {"real_stats_cache": str(img_npz), "real_dataset_key": key,
+                       "real_images": lambda: views.batches(cfg.batch_size, res)}
         report["num_reference_images"] = len(views)
     return real_kw
 
@@ -390,9 +390,9 @@ def _metric_contexts(sampler: Sampler, cfg: EvaluateConfig, device: str, image_m
     first carries the mesh inputs, the others share its Inception network and reference features."""
     from get3d.metrics import MetricContext
 
-    ctx_kw = dict(device=device, num_fake_images=cfg.num_fake_images, num_points=cfg.num_points, seed=cfg.seed,
-                  batch_size=cfg.batch_size, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
-                  lfd_batch_meshes=cfg.lfd_batch_meshes)
+    ctx_kw = {"device": device, "num_fake_images": cfg.num_fake_images, "num_points": cfg.num_points,
+              "seed": cfg.seed, "batch_size": cfg.batch_size, "kid_subsets": cfg.kid_subsets,
+              "kid_subset_size": cfg.kid_subset_size, "lfd_batch_meshes": cfg.lfd_batch_meshes}
     contexts: list[tuple[str, MetricContext]] = []
     sources = list(cfg.image_sources) if image_metrics else [None]
     for k, source in enumerate(sources):

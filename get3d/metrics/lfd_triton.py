@@ -1,6 +1,6 @@
 """One sweep of the LFD outside-region flood fill in Triton (CUDA only; imported lazily by ``lfd.py``).
 
-:func:`get3d.metrics.lfd._sweep` grows the region along one axis over whole runs of free pixels: a pixel joins
+:func:`get3d.metrics.lfd.fast._sweep` grows the region along one axis over whole runs of free pixels: a pixel joins
 when its run (free pixels between two blocked ones, identified by a run id that is non-decreasing along the axis)
 holds a region pixel before it (a prefix max of run ids) or after it (a reverse prefix min).  In PyTorch that is
 eleven passes over the ``[N, 256, 256]`` stack (two ``where``, a ``cummax``, a ``cummin`` between two ``flip``\\ s,
@@ -61,7 +61,7 @@ def supports(out: torch.Tensor, dim: int) -> bool:
 
 
 def sweep(out: torch.Tensor, run: torch.Tensor, free: torch.Tensor, dim: int) -> torch.Tensor:
-    """:func:`get3d.metrics.lfd._sweep` (same result): ``out``/``free`` bool ``[N, H, W]``, ``run`` integer run
+    """:func:`get3d.metrics.lfd.fast._sweep` (same result): ``out``/``free`` bool ``[N, H, W]``, ``run`` integer run
     ids non-decreasing along ``dim`` (1: columns, 2: rows)."""
     n, h, w = out.shape
     out, run, free = out.contiguous(), run.contiguous(), free.contiguous()

@@ -14,8 +14,9 @@ vertices and ``query_texture`` at surface points):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -271,8 +272,8 @@ class GET3DGenerator(nn.Module):
         self.tet_res, self.dmtet_scale, self.deformation_multiplier = tet_res, dmtet_scale, deformation_multiplier
         self.iso_surface, self.style_mixing_prob = iso_surface, style_mixing_prob
         self.num_ws = backbone.num_ws
-        kw = dict(num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta,
-                  device=device)
+        kw = {"num_layers": mapping_layers, "lr_multiplier": mapping_lr_multiplier, "w_avg_beta": w_avg_beta,
+              "device": device}
         self.mapping_tex = MappingNetwork(z_dim, w_dim, self.num_ws, **kw)
         self.mapping_geo = MappingNetwork(z_dim, w_dim, self.num_ws, **kw)
         # a backend name ('auto' | 'torch' | 'nvdiffrast') or a RasterBackend object; names are resolved (and

@@ -28,7 +28,7 @@ class TriplaneBlock(nn.Module):
         super().__init__()
         self.resolution, self.in_channels, self.out_channels = resolution, in_channels, out_channels
         self.register_buffer("resample_filter", setup_filter([1, 3, 3, 1]), persistent=False)
-        kw = dict(conv_clamp=conv_clamp, channels_last=channels_last, device=device)
+        kw = {"conv_clamp": conv_clamp, "channels_last": channels_last, "device": device}
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution], device=device))
             self.conv0 = None

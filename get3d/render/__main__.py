@@ -1,7 +1,7 @@
 """``python -m get3d.render MANIFEST OUT.h5 WORK_DIR [key=value ...]`` — run the render stage by hand.
 
 Values are parsed as YAML scalars (``resolution=128 device=cpu film_transparent=true``) and validated by
-RenderConfig; the pipeline's own entry point is get3d/cli.py (wired by the lead).
+RenderConfig; it calls the same stage function as `get3d render` (get3d/cli.py).
 """
 from __future__ import annotations
 

@@ -217,15 +217,15 @@ class _Run:
 
     @property
     def total_nimg(self) -> int:
-        return int(round(self.cfg.total_kimg * 1000))
+        return round(self.cfg.total_kimg * 1000)
 
     @property
     def snap_nimg(self) -> int:
-        return int(round(self.cfg.snapshot_kimg * 1000))
+        return round(self.cfg.snapshot_kimg * 1000)
 
     @property
     def tick_nimg(self) -> int:
-        return int(round(self.cfg.kimg_per_tick * 1000))
+        return round(self.cfg.kimg_per_tick * 1000)
 
 
 @dataclass

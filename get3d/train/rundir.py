@@ -14,6 +14,7 @@ Layout::
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -37,7 +38,7 @@ def git_sha(start: str | os.PathLike | None = None) -> dict:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                capture_output=True, text=True, timeout=10).stdout
+                                capture_output=True, text=True, timeout=10, check=False).stdout
         return {"sha": sha, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"sha": None, "dirty": None}
@@ -48,13 +49,11 @@ def library_versions() -> dict:
     import torch
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
            "cuda": torch.version.cuda, "cudnn": None, "gpu": None}
-    try:
+    with contextlib.suppress(RuntimeError):  # a broken CUDA runtime: the versions stay None
         if torch.backends.cudnn.is_available():
             out["cudnn"] = torch.backends.cudnn.version()
         if torch.cuda.is_available():
             out["gpu"] = torch.cuda.get_device_name(0)
-    except Exception:
-        pass
     for mod in ("h5py", "nvdiffrast"):
         m = sys.modules.get(mod)
         if m is not None:
@@ -164,7 +163,7 @@ class RunDir:
             return
         records = list(self.read_stats() if records is None else records)
         names = sorted({k for r in records for k, v in r.items()
-                        if (k.startswith("loss/") or k.startswith("timing/") or k.startswith("mem/"))
+                        if k.startswith(("loss/", "timing/", "mem/"))
                         and isinstance(v, (int, float))}) if metrics is None else list(metrics)
         for name in names:
             buf = io.StringIO()

@@ -6,6 +6,7 @@ import torch
 from test_lfd import _test_silhouettes
 
 from get3d.metrics import lfd as L
+from get3d.metrics.lfd import core, descriptors, fast, reference
 
 
 def _mixed_meshes():
@@ -25,12 +26,6 @@ def _mixed_meshes():
     return [(box.vertices, box.faces), empty, (frag.vertices, frag.faces), flat, (torus.vertices, torus.faces)]
 
 
-@pytest.fixture(autouse=True)
-def _restore_switch():
-    yield
-    L.GPU_ALGORITHMS = None
-
-
 def test_batched_render_equals_single_mesh_render():
     meshes = _mixed_meshes()
     batched = L.render_meshes_silhouettes(meshes, "cpu", res=48, max_images=200)   # 2 meshes per raster call
@@ -41,9 +36,9 @@ def test_batched_render_equals_single_mesh_render():
         L.render_meshes_silhouettes([(np.zeros((3, 3)), np.array([[0, 1, 3]]))])
 
 
-@pytest.mark.parametrize("gpu_algorithms", [False, True])
-def test_batched_descriptors_equal_one_by_one(gpu_algorithms):
-    L.GPU_ALGORITHMS = gpu_algorithms
+@pytest.mark.parametrize("algorithms", ["cpu", "gpu"])
+def test_batched_descriptors_equal_one_by_one(algorithms, set_perf):
+    set_perf(lfd_algorithms=algorithms)
     meshes = _mixed_meshes()
     with pytest.warns(RuntimeWarning):
         together = L.mesh_descriptors(meshes, "cpu", batch=len(meshes), res=48)
@@ -66,21 +61,21 @@ class _no_warning:
         self.c.__exit__(*exc)
 
 
-def test_silhouette_batch_equals_one_by_one_and_gpu_variants_equal_reference():
+def test_silhouette_batch_equals_one_by_one_and_gpu_variants_equal_reference(set_perf):
     sil = _test_silhouettes()                                   # [1, 10, 10, 96, 96]
     ref = L.descriptors_from_silhouettes(sil, reference=True)
-    L.GPU_ALGORITHMS = True
+    set_perf(lfd_algorithms="gpu")
     batch = L.descriptors_from_silhouettes(torch.cat([sil, sil.flip(-1)]))
     flipped = L.descriptors_from_silhouettes(sil.flip(-1))
     for k in ("art", "fd", "cir", "ecc"):
         assert torch.equal(getattr(batch, k)[:1], getattr(ref, k)), k
         assert torch.equal(getattr(batch, k)[1:], getattr(flipped, k)), k
     s = sil.reshape(-1, 96, 96)
-    cont = L._contour_mask(*L.trace_contours(s), s.shape)
-    assert torch.equal(L._outside_region(cont), L._outside_region_reference(cont))
+    cont = reference._contour_mask(*fast.trace_contours(s), s.shape)
+    assert torch.equal(fast._outside_region(cont), reference._outside_region_reference(cont))
     multi = s[[2, 3, 4, 6, 13, 14, 23, 24]]
-    for buff in (L._bbox_fill(multi), L._dilate(multi, L._OFF3)):
-        assert torch.equal(L.thin(buff, multi), L.thin_reference(buff, multi))
+    for buff in (descriptors._bbox_fill(multi), reference._dilate(multi, core._OFF3)):
+        assert torch.equal(fast.thin(buff, multi), reference.thin_reference(buff, multi))
 
 
 def test_trace_handles_empty_isolated_and_border_pixels():
@@ -89,6 +84,6 @@ def test_trace_handles_empty_isolated_and_border_pixels():
     s[2, 0, :] = True                                            # a line along the border
     s[3, 3:9, 3:9] = True
     s[3, 5:7, 5:7] = False                                       # a square ring
-    a, b = L.trace_contours(s), L.trace_contours_reference(s)
+    a, b = fast.trace_contours(s), reference.trace_contours_reference(s)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert a[2].tolist()[:2] == [-1, -1]

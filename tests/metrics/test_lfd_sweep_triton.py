@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nn"))
 from triton_device import triton_test_device
 
-from get3d.metrics import lfd
+from get3d.metrics.lfd import fast, reference
 
 tri = pytest.importorskip("get3d.metrics.lfd_triton", reason="needs Triton")
 
@@ -36,7 +36,7 @@ def test_sweep_matches_torch(shape, dim, set_perf):
     run = (~free).cumsum(dim, dtype=torch.int16)
     out = border.clone()
     for _ in range(3):  # a few rounds, so the region grows past the border
-        want = lfd._sweep(out, run, free, dim)
+        want = fast._sweep(out, run, free, dim)
         got = tri.sweep(out, run, free, dim)
         assert got.dtype == torch.bool and torch.equal(got, want)
         out = want
@@ -51,7 +51,7 @@ def test_outside_region_matches_the_reference_labelling():
     out = border.clone()
     for _ in range(40):
         out = tri.sweep(tri.sweep(out, run_x, free, 2), run_y, free, 1)
-    want = lfd._outside_region_reference((~free).cpu())  # free already includes the border
+    want = reference._outside_region_reference((~free).cpu())  # free already includes the border
     assert torch.equal(out.cpu(), want)
 
 
@@ -61,8 +61,8 @@ def test_outside_region_with_the_kernel_equals_the_torch_sweeps(density, set_per
     """Whole flood fill at the descriptor size (256², L = 256 per scanned line), the kernel switched on."""
     g = torch.Generator().manual_seed(11)
     contour = (torch.rand(6, 256, 256, generator=g) < density).to(DEVICE)
-    want = lfd._outside_region(contour)
+    want = fast._outside_region(contour)
     set_perf(lfd_sweep="triton")
-    got = lfd._outside_region(contour)
+    got = fast._outside_region(contour)
     assert torch.equal(got, want)
-    assert torch.equal(got.cpu(), lfd._outside_region_reference(contour.cpu()))
+    assert torch.equal(got.cpu(), reference._outside_region_reference(contour.cpu()))

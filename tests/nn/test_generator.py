@@ -1,5 +1,4 @@
 """Small-config G end to end on CPU: mapping → backbone → DMTet (get3d.geometry) → render (get3d.raster)."""
-import math
 
 import pytest
 import torch
@@ -89,7 +88,7 @@ def test_truncation_and_w_avg_in_generator():
     cfg, G = _gen()
     G.train()
     zt, zg = _z(cfg, 4)
-    ws_tex, ws_geo = G.mapping(zt, zg)
+    ws_tex, _ = G.mapping(zt, zg)
     assert ws_tex.shape == (2, G.num_ws, cfg.w_dim)
     assert float(G.mapping_tex.w_avg.abs().sum()) > 0  # training mode tracks w_avg
     G.eval()
@@ -138,8 +137,8 @@ def test_camera_forms_agree():
 
 
 def test_config_validation_errors():
-    from get3d.schema import ConfigError, parse_section
     from get3d.nn import ModelConfig
+    from get3d.schema import ConfigError, parse_section
     with pytest.raises(ConfigError, match="model.generator"):
         parse_section(ModelConfig, {"generator": "fused"}, "model")
     with pytest.raises(ConfigError, match="power of two"):

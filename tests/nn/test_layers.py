@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from get3d.nn import layers as L
 from get3d.schema import ConfigError

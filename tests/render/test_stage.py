@@ -173,21 +173,20 @@ def test_crash_inside_an_object_fails_it_by_name_and_retries_on_rerun(clean_run,
         np.testing.assert_array_equal(f["images"][:], g["images"][:12])
 
 
-def test_plan_shards_finish_api_gives_the_same_dataset(clean_run, tmp_path):
-    """The stage split into plan / independent shards / finish, as an orchestrator would run it."""
-    from get3d.render.stage import finish_render, plan_render
+def test_any_shard_executor_gives_the_same_dataset(clean_run, tmp_path):
+    """render_dataset with an orchestrator's executor: shards in any order, elsewhere, in parallel."""
+    import concurrent.futures as cf
+
+    seen = []
+
+    def run_shards(jobs):
+        seen.append([len(job["objects"]) for job, _ in jobs])
+        with cf.ThreadPoolExecutor(2) as pool:   # the last shard first
+            futs = {i: pool.submit(render_shard, job, path) for i, (job, path) in reversed(list(enumerate(jobs)))}
+            return [futs[i].result() for i in range(len(jobs))]
 
     manifest = make_assets(tmp_path / "assets")
-    plan = plan_render(manifest, small_cfg(objects_per_shard=1), tmp_path / "w")
-    jobs = plan.shard_jobs()
-    assert len(jobs) == 4 and all(len(job["objects"]) == 1 for job, _ in jobs)
-    # one shard can run on its own, in any order; here two at a time in one process each
-    retry = []
-    for job, path in reversed(jobs[:2]):
-        retry += plan.absorb(render_shard(job, path))
-    merged = {"version": 1, "out_dir": jobs[2][0]["out_dir"], "settings": jobs[2][0]["settings"],
-              "objects": jobs[2][0]["objects"] + jobs[3][0]["objects"]}
-    retry += plan.absorb(render_shard(merged, tmp_path / "w" / "jobs" / "merged.json"))
-    assert retry == []
-    s = finish_render(plan, tmp_path / "out" / "renders.h5")
+    s = render_dataset(manifest, tmp_path / "out" / "renders.h5", small_cfg(objects_per_shard=1), tmp_path / "w",
+                       progress=False, run_shards=run_shards)
+    assert seen == [[1, 1, 1, 1]] and s["shards"] == 4
     _assert_same_dataset(clean_run["h5"], s["h5"])

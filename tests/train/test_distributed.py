@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 def _torchrun(nproc: int, script_args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "--max_restarts=0", *script_args]
-    return subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, check=False, env=child_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _params_file(path: Path, **train_kw) -> Path:

@@ -87,7 +87,7 @@ def child_env() -> dict:
 
 def run_cli(data: Path, run_dir: Path, timeout: float = 240, **train_kw) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "get3d.train.loop", *cli_args(data, run_dir, **train_kw)]
-    return subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, check=False, env=child_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def load_state(path):
