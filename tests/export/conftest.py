@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from export_helpers import small_export, write_snapshot
+from export_helpers import small_export, viewer_available, write_snapshot
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def export_run(snapshot, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("export_stage")
     dataset = synthetic_dataset(root / "data", n_objects=4, views=3, resolution=32, seed=0)
-    cfg = small_export(seeds="0-2", fid_samples=4, turntable_frames=4)
+    cfg = small_export(seeds="0-2", fid_samples=4, turntable_frames=4, gallery=viewer_available())
     out = root / "export"
     return {"out": out, "dataset": dataset, "cfg": cfg,
             "result": run_export(snapshot, out, cfg, dataset_h5=dataset)}

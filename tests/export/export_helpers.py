@@ -52,3 +52,14 @@ def sphere_geometry(G, radius: float = 0.3) -> None:
         return (sdf, torch.zeros_like(out[1])) + tuple(out[2:])
 
     G.backbone.query_geometry = query
+
+
+def viewer_available() -> bool:
+    """The gallery's vendored viewer script is installed (``npm ci``)."""
+    from get3d.export.gallery import GalleryError, viewer_script
+
+    try:
+        viewer_script()
+    except GalleryError:
+        return False
+    return True

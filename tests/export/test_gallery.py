@@ -28,6 +28,8 @@ def _chromium(page, profile, *args, budget: int = 20000):
 
 
 def test_gallery_draws_every_mesh_offline(export_run, tmp_path):
+    if not export_run["cfg"].gallery:
+        pytest.skip("the gallery's viewer script is not installed (scripts/setup.sh runs npm ci)")
     out = export_run["out"]
     page = out / "gallery.html"
     text = page.read_text()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import yaml
-from export_helpers import REPO
+from export_helpers import REPO, viewer_available
 from PIL import Image
 
 from get3d.export.sample import ExportError
@@ -81,7 +81,7 @@ def test_cli_export_as_the_dvc_stage_calls_it(snapshot, tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["export"].update(seeds="0-1", texture_size=64, preview_resolution=32, turntable_frames=2, grid_size=2,
                             interpolation_steps=2, perturbation_count=1, fid_samples=0, device="cpu",
-                            atlas_workers=1)
+                            atlas_workers=1, gallery=viewer_available())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-m", "get3d.cli", "export", "--params", "params.yaml", "--model",
@@ -91,7 +91,8 @@ def test_cli_export_as_the_dvc_stage_calls_it(snapshot, tmp_path):
     assert "num_samples=2" in proc.stdout
     out = tmp_path / "data" / "export"
     assert json.loads((out / "metrics.json").read_text())["num_samples"] == 2
-    assert (out / "gallery.html").is_file() and (out / "model-viewer-umd.min.js").is_file()
+    if params["export"]["gallery"]:
+        assert (out / "gallery.html").is_file() and (out / "model-viewer-umd.min.js").is_file()
 
 
 def test_samples_without_surface_export_nothing_but_fail_nothing(snapshot, tmp_path):
