@@ -21,6 +21,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -378,11 +379,10 @@ EXPORT_PATTERNS = ("**/*.glb", "**/*.png", "**/*.gif", "**/*.mp4", "**/*.webp", 
 
 
 def log_export(run_dir_or_run_id, export_dir: Path, cfg=None) -> str | None:
-    """Log the exported sample meshes (GLB), previews, turntables and ``export.json`` under ``export/``."""
+    """Log the exported sample meshes (GLB), previews, turntables and ``export.json`` under ``export/`` of the run
+    of a training run directory, run id or generator snapshot (``cfg``: default ``./params.yaml``'s)."""
     if cfg is None:
-        from get3d.tracking_config import TrackingConfig
-
-        cfg = TrackingConfig()
+        cfg = _tracking_params()
     if not cfg.enabled:
         return None
     export_dir = Path(export_dir)
@@ -530,7 +530,9 @@ def log_generator_model(client: MlflowClient, run_id: str, generator: Path, expo
         active = mlflow.active_run()
         if active is not None and active.info.run_id != run_id:
             raise TrackingError(f"another MLflow run ({active.info.run_id}) is active in this process")
-        with mlflow.start_run(run_id=run_id, nested=False):
+        with mlflow.start_run(run_id=run_id, nested=False), warnings.catch_warnings():
+            # predict takes several input shapes on purpose (no type hints, no signature): not a problem
+            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
             info = mlflow.pyfunc.log_model(
                 name="generator", python_model=GeneratorModel(), artifacts=artifacts,
                 code_paths=[str(Path(get3d.__file__).parent)], pip_requirements=pinned_requirements(),
