@@ -33,6 +33,6 @@ def retraining_flow(root: str = ".", gpus: int | None = None) -> dict:
         create_markdown_artifact(key=ARTIFACT_KEY, markdown=markdown,
                                  description=f"decision: {register.get('decision')}")
         logger.info("retraining: %s (model version %s, champion %s)", register.get("decision"),
-                    register.get("version"), register.get("champion_version"))
+                    register.get("version"), register.get("current_champion"))
         return {"changes": changes, "rendered": dataset["rendered"], "trained": trained["train"]["ran"],
                 "register": register}

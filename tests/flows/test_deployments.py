@@ -33,7 +33,13 @@ def _registry(ws: Path):
     from tasks.common import tracking_in
 
     cfg = tracking_in(ws, load_params(ws / "params.yaml", only=["tracking"]).tracking)
-    client = connect(cfg)
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)  # mlflow exports it; get3d.tracking would prefer it
+    try:
+        client = connect(cfg)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{cfg.model_name}'"))
     try:
         champion = int(client.get_model_version_by_alias(cfg.model_name, "champion").version)

@@ -31,7 +31,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory, harness):
     """A tiny workspace after one retraining flow run whose evaluation hit a transient I/O error once (the
-    module's tests continue from it)."""
+    module's tests continue from it).
+
+    ``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI``, which ``get3d.tracking`` prefers over
+    ``tracking.uri``: the variable is cleared for this module (flows run in this process) and restored after."""
     from get3d.render.stage import RenderEnvironmentError, render_python
 
     try:
@@ -41,6 +44,8 @@ def retrained(tmp_path_factory, harness):
     import tasks.evaluate as evaluate_tasks
     from flows.retrain import retraining_flow
 
+    outer = pytest.MonkeyPatch()
+    outer.delenv("MLFLOW_TRACKING_URI", raising=False)
     ws, env = make_workspace(REPO, tmp_path_factory.mktemp("flows") / "ws", tiny_params(REPO))
     real, calls = evaluate_tasks.evaluate, []
 
@@ -54,7 +59,8 @@ def retrained(tmp_path_factory, harness):
         mp.setattr(evaluate_tasks, "evaluate", fails_once)
         mp.setattr(evaluate_tasks.evaluate_task, "retry_delay_seconds", [0.1, 0.1])
         state = retraining_flow(root=str(ws), return_state=True)
-    return ws, env, state, len(calls)
+    yield ws, env, state, len(calls)
+    outer.undo()
 
 
 def _registry(ws):
