@@ -125,9 +125,12 @@ def test_unchanged_inputs_reuse_every_result(retrained):
 
     ws, env, _, _ = retrained
     lock = (ws / "dvc.lock").read_text()
+    outputs = {p: p.stat().st_mtime_ns for d in ("dataset", "train", "model", "reference", "metrics", "export",
+                                                  "register") for p in (ws / "data" / d).rglob("*") if p.is_file()}
     out = retraining_flow(root=str(ws))
     assert out["rendered"] == 0 and not out["trained"] and not out["changes"]["any"]
     assert not out["register"]["ran"]
+    assert {p: p.stat().st_mtime_ns for p in outputs} == outputs  # nothing rewritten
     assert (ws / "dvc.lock").read_text() == lock and _registry(ws) == ([1], 1)
     assert dvc_status(ws, env) == "Data and pipelines are up to date."
     # ... and the other entry point agrees: `dvc repro` after the Prefect runs has nothing to do
