@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from get3d.render import stage
-from get3d.render.testing import make_test_assets, small_cfg
+from get3d.render.testing import small_cfg
 from get3d.schema import to_dict
 
 CFG = small_cfg(resolution=32, views_per_object=2, samples=2, workers=1)
@@ -52,51 +52,55 @@ def calls_of(*fns):
         threading.setprofile(None)
 
 
-def _params(tmp_path: Path, **render) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"render": {**to_dict(CFG), **render}}))
-    return path
+def _workspace(repo_root: Path, tmp_path: Path, **render) -> Path:
+    """A tiny DVC workspace: 2 procedural assets, the small render settings."""
+    from flow_workspace import make_workspace, tiny_params
+
+    params = tiny_params(repo_root, assets=2)
+    params["render"].update({**to_dict(CFG), **render})
+    ws, _ = make_workspace(repo_root, tmp_path / "ws", params)
+    return ws
 
 
 @pytest.mark.render
-def test_cli_and_prefect_render_run_the_same_stage(tmp_path, render_python, prefect_api):
-    from flows.pipeline import render_flow
+def test_cli_and_prefect_render_run_the_same_stage(repo_root, tmp_path, render_python, prefect_api):
+    from flows.render import render_flow
     from get3d.cli import main
 
-    manifest = make_test_assets(tmp_path / "assets", n=2)
-    params = _params(tmp_path)
-    with calls_of(stage.render_dataset, stage.render_shard) as cli:
-        assert main(["render", "--params", str(params), "--manifest", str(manifest), "--out",
-                     str(tmp_path / "cli" / "dataset.h5"), "--work-dir", str(tmp_path / "cli_work"),
-                     "--no-progress"]) == 0
+    ws = _workspace(repo_root, tmp_path)
     with calls_of(stage.render_dataset, stage.render_shard) as flow:
-        out = render_flow(str(params), str(manifest), str(tmp_path / "flow_work"), str(tmp_path / "flow" / "dataset.h5"))
+        out = render_flow(root=str(ws))
+    with calls_of(stage.render_dataset, stage.render_shard) as cli:
+        assert main(["render", "--params", str(ws / "params.yaml"), "--manifest",
+                     str(ws / "data" / "assets" / "manifest.json"), "--out", str(tmp_path / "cli" / "dataset.h5"),
+                     "--work-dir", str(tmp_path / "cli_work"), "--no-progress"]) == 0
     assert cli == {"render_dataset": 1, "render_shard": 1}
     assert flow == {"render_dataset": 1, "render_shard": 1}   # the shard ran in a Prefect task thread
-    assert out["counts"]["rendered"] == 2
+    assert out["counts"]["rendered"] == 2 and out["rendered"] == 2
     for name in ("dataset.h5", "dataset.json"):
-        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "flow" / name).read_bytes(), name
+        assert (tmp_path / "cli" / name).read_bytes() == (ws / "data" / "dataset" / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("behaviour, timeout_s, reason", [
     ("echo worker exploded >&2; exit 3", 3600.0, r"failed before rendering \(exit 3\):\nworker exploded"),
     ("exec sleep 60", 1.0, r"failed before rendering \(exit -9\)"),
 ])
-def test_prefect_shards_get_the_stage_checks(tmp_path, monkeypatch, prefect_api, behaviour, timeout_s, reason):
+def test_prefect_shards_get_the_stage_checks(repo_root, tmp_path, monkeypatch, prefect_api, behaviour, timeout_s,
+                                             reason):
     """A broken render interpreter, or one stuck past render.shard_timeout_s: the flow fails with the stage's
-    error (no retry of a worker that never started), like the CLI."""
-    from flows.pipeline import render_flow
+    error (no retry of a worker that never started), like the CLI, and DVC records no render."""
+    from flows.render import render_flow
 
     fake = tmp_path / "python"
     fake.write_text(f"#!/bin/sh\n{behaviour}\n")
     fake.chmod(0o755)
     monkeypatch.setenv("GET3D_RENDER_PYTHON", str(fake))
-    manifest = make_test_assets(tmp_path / "assets", n=2)
-    params = _params(tmp_path, shard_timeout_s=timeout_s)
+    ws = _workspace(repo_root, tmp_path, shard_timeout_s=timeout_s)
     t0 = time.monotonic()
     with calls_of(stage.render_dataset, stage.render_shard) as seen, \
             pytest.raises(stage.RenderError, match=reason):
-        render_flow(str(params), str(manifest), str(tmp_path / "work"), str(tmp_path / "out" / "dataset.h5"))
+        render_flow(root=str(ws))
     assert seen == {"render_dataset": 1, "render_shard": 1}
-    assert time.monotonic() - t0 < 40
-    assert not (tmp_path / "out" / "dataset.h5").exists()
+    assert time.monotonic() - t0 < 60
+    assert not (ws / "data" / "dataset" / "dataset.h5").exists()
+    assert "render" not in yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
