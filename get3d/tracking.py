@@ -63,6 +63,22 @@ def _local_db_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
+def _set_global_uris(uri: str) -> None:
+    """Point mlflow's fluent API at ``uri`` without leaving it in ``MLFLOW_TRACKING_URI``: mlflow exports the
+    URI it is given to the environment, which :func:`resolve_uri` would then prefer over every later
+    configuration of a long-lived process (a Prefect worker, a test session)."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def connect(cfg) -> MlflowClient:
     """A client on the configured store, after checking that it answers (raises :class:`TrackingError`)."""
     uri = resolve_uri(cfg)
@@ -84,8 +100,7 @@ def connect(cfg) -> MlflowClient:
         db = _local_db_path(uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    _set_global_uris(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         client.search_experiments(max_results=1)

@@ -23,7 +23,8 @@ def detect_changes_task(root: str) -> dict:
 def assets_task(root: str, force: bool = False) -> dict:
     """The ``assets`` stage; ``force`` rebuilds it when the source changed outside DVC's view."""
     ws = workspace(root)
-    run = run_stage(ws, "assets", lambda: build_assets(params(ws, "assets").assets, path(ws, "assets")),
+    p = params(ws, "assets", "render")  # render.untextured: what the render stage will do with untextured items
+    run = run_stage(ws, "assets", lambda: build_assets(p.assets, path(ws, "assets"), untextured=p.render.untextured),
                     force=force)
     manifest = read_json(path(ws, "manifest"))
     get_run_logger().info("assets: %s, %d items", "rebuilt" if run.ran else "up to date", manifest["counts"]["ok"])
