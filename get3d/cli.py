@@ -23,6 +23,14 @@ def command(name: str, help: str):
     return wrap
 
 
+def _print_result(stage: str, metrics: dict, warnings: list[str]) -> None:
+    """One line of metrics, then the first warnings."""
+    print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in sorted(metrics.items())))
+    for w in warnings[:10]:
+        print(f"  warning: {w}")
+
+
 def _params_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
 
@@ -144,10 +152,7 @@ def run_evaluate(args) -> int:
     res = evaluate(args.model, args.dataset, args.manifest, args.reference, args.out, params.evaluate, params.perf,
                    tracking=params.tracking)
     shown = {k: v for k, v in res["metrics"].items() if not k.endswith("_time_s")}
-    print("evaluate: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                   for k, v in sorted(shown.items())))
-    for w in res.get("warnings", [])[:10]:
-        print(f"  warning: {w}")
+    _print_result("evaluate", shown, res.get("warnings", []))
     return 0
 
 
@@ -210,10 +215,7 @@ def run_export_cmd(args) -> int:
 
     cfg = load_params(args.params, only=["export"]).export
     res = run_export(args.model, args.out, cfg, dataset_h5=args.dataset, reference_dir=args.reference)
-    m = res["metrics"]
-    print("export: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(m.items())))
-    for w in res.get("warnings", [])[:10]:
-        print(f"  warning: {w}")
+    _print_result("export", res["metrics"], res.get("warnings", []))
     return 0
 
 
