@@ -32,17 +32,18 @@ def read_history(path: Path) -> list[dict]:
 
 
 def update_history(path: Path, kimg, metrics: dict, comparison_key: str, snapshot_sha256: str | None) -> list[dict]:
-    """Add this evaluation's row (skipped when it has no finite FID or no kimg); returns the rows written."""
+    """Add this evaluation's row; returns the rows written.  An evaluation without a finite FID (FID not among
+    the metrics) or without a kimg adds no row, but the file is still written (header only when new): it is a
+    declared output of the stage."""
     fid = metrics.get("fid")
-    if kimg is None or not isinstance(fid, (int, float)) or not math.isfinite(fid):
-        return read_history(path)
-    rows = [r for r in read_history(path)
-            if r["comparison_key"] == comparison_key and float(r["kimg"]) < float(kimg)]
-    fid_3d = metrics.get("fid_3d")
-    rows.append({"kimg": f"{float(kimg):.6f}", "fid": repr(float(fid)),
-                 "fid_3d": repr(float(fid_3d)) if isinstance(fid_3d, (int, float)) and math.isfinite(fid_3d)
-                 else "",
-                 "comparison_key": comparison_key, "snapshot_sha256": snapshot_sha256 or ""})
+    rows = read_history(path)
+    if kimg is not None and isinstance(fid, (int, float)) and math.isfinite(fid):
+        rows = [r for r in rows if r["comparison_key"] == comparison_key and float(r["kimg"]) < float(kimg)]
+        fid_3d = metrics.get("fid_3d")
+        rows.append({"kimg": f"{float(kimg):.6f}", "fid": repr(float(fid)),
+                     "fid_3d": repr(float(fid_3d)) if isinstance(fid_3d, (int, float)) and math.isfinite(fid_3d)
+                     else "",
+                     "comparison_key": comparison_key, "snapshot_sha256": snapshot_sha256 or ""})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()

@@ -48,3 +48,10 @@ def test_history_grows_with_kimg_and_drops_rows_of_a_replaced_run(tmp_path):
     assert [r["fid"] for r in _rows(path)] == ["9.0"]
     history.update_history(path, 2.0, {"fid": 8.0}, "other protocol", "s")  # not comparable: starts over
     assert [(r["kimg"], r["comparison_key"]) for r in _rows(path)] == [("2.000000", "other protocol")]
+
+
+def test_an_evaluation_without_fid_still_writes_the_declared_output(tmp_path):
+    """Mesh-only evaluations (no FID) leave a header-only history: DVC needs the stage output to exist."""
+    path = tmp_path / history.HISTORY_FILE
+    assert history.update_history(path, 1.0, {"mmd_cd": 2.5}, "k", "sha") == []
+    assert path.read_text().splitlines() == [",".join(history.COLUMNS)]
