@@ -28,6 +28,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _process_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: read once at import: os.umask can only be read by setting it, which would race with other threads
+_UMASK = _process_umask()
+
+
+def file_mode() -> int:
+    """The mode a plainly created file gets (0o666 less the umask): temp files of atomic writes are created 0600
+    by ``mkstemp`` and are given this mode before they replace the target, so outputs stay readable to others."""
+    return 0o666 & ~_UMASK
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically.
 
@@ -37,6 +53,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
+        os.chmod(tmp, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

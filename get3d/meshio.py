@@ -21,18 +21,14 @@ from typing import Self
 
 import numpy as np
 
+from get3d.io import file_mode
+
 
 class MeshIOError(RuntimeError):
     """A mesh file cannot be read or written; the message names the file and the reason."""
 
 
 # ------------------------------------------------------------------------------------------------ staging
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
 
 class StagedFiles:
     """Write several files, then rename them into place together (``with`` block); on an exception none of
@@ -50,7 +46,7 @@ class StagedFiles:
         except OSError as exc:
             raise MeshIOError(f"{path}: cannot write ({exc.strerror or exc})") from None
         self._pending.append((Path(tmp), path))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; exported files are for sharing
+        os.chmod(tmp, file_mode())  # mkstemp creates 0600; exported files are for sharing
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if self.fsync:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from get3d.io import atomic_write_bytes
+from get3d.io import atomic_write_bytes, file_mode
 
 
 def grid(images: Sequence[np.ndarray], cols: int, pad: int = 2, background: int = 255) -> np.ndarray:
@@ -68,7 +68,7 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int) -
         for f in frames:
             writer.send(np.ascontiguousarray(f[..., :3]))
         writer.close()
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
