@@ -1,4 +1,4 @@
-"""Parameter counts at the public GET3D configuration (REFERENCE.md), built on the meta device."""
+"""Parameter counts at the public GET3D configuration (the published architecture), built on the meta device."""
 import pytest
 
 from get3d.nn import ModelConfig, build_discriminators, build_generator, count_parameters
