@@ -6,10 +6,6 @@ function), and follows every import of every reached module, module level or ins
 ``importlib.import_module("get3d....")`` calls with a literal name.  Importing ``a.b.c`` also runs
 ``a/__init__.py`` and ``a/b/__init__.py``, so those count too.  Only files inside the repository count.
 
-Observers (``OBSERVERS``: the MLflow adapter and its config) are neither required nor followed, except for the
-stages whose product they are (``OBSERVER_STAGES``): they log a run somewhere else and cannot change a stage's
-outputs, so where runs are logged must not re-run training or evaluation.
-
 Not followed: module names built at run time (``get3d.config.SECTIONS`` names each stage's config class as a
 string; every such class lives in the package of its stage).
 
@@ -26,10 +22,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "get3d"
-#: modules that only report a run elsewhere (MLflow); see the module docstring
-OBSERVERS = {"get3d.tracking", "get3d.tracking_config"}
-#: stages whose output *is* what the observers write
-OBSERVER_STAGES = {"register"}
 
 
 def module_file(name: str, root: Path = REPO) -> Path | None:
@@ -76,16 +68,12 @@ def with_parents(name: str) -> list[str]:
     return [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
 
 
-def closure(start: set[str], root: Path = REPO, skip: frozenset[str] = frozenset()) -> set[Path]:
-    """Files of the repository modules reachable from the module names ``start`` (modules in ``skip``: neither
-    counted nor followed)."""
+def closure(start: set[str], root: Path = REPO) -> set[Path]:
+    """Files of the repository modules reachable from the module names ``start``."""
     seen: set[Path] = set()
     todo = [n for s in start for n in with_parents(s)]
     while todo:
-        name = todo.pop()
-        if name in skip:
-            continue
-        f = module_file(name, root)
+        f = module_file(todo.pop(), root)
         if f is None or f in seen:
             continue
         seen.add(f)
@@ -115,8 +103,7 @@ def stage_files(cmd: str, root: Path = REPO) -> set[Path]:
     if len(words) < 2 or words[0] != PACKAGE:
         raise ValueError(f"stage command {cmd!r} is not a `get3d <stage>` call")
     runner = cli_runner(words[1], root / PACKAGE / "cli.py")
-    skip = frozenset() if words[1] in OBSERVER_STAGES else frozenset(OBSERVERS)
-    return closure(imported_names(runner, f"{PACKAGE}.cli", False), root, skip)
+    return closure(imported_names(runner, f"{PACKAGE}.cli", False), root)
 
 
 def covered(f: Path, deps: list[str], root: Path) -> bool:

@@ -109,11 +109,3 @@ def test_closure_follows_lazy_and_relative_imports(tmp_path):
     with pytest.raises(ValueError, match="not a `get3d <stage>` call"):
         dvc_deps.stage_files("python train.py", tmp_path)
 
-
-def test_observers_are_deps_of_register_only():
-    """The MLflow adapter reports runs elsewhere: train/evaluate/export do not depend on it, register does."""
-    files = {name: {str(f.relative_to(REPO)) for f in dvc_deps.stage_files(" ".join(st["cmd"].split()))}
-             for name, st in _stages().items()}
-    for name in ("train", "evaluate", "export"):
-        assert "get3d/tracking.py" not in files[name] and "get3d/export/bake.py" not in files["evaluate"]
-    assert {"get3d/tracking.py", "get3d/register.py", "get3d/export/sample.py"} <= files["register"]
