@@ -65,7 +65,14 @@ def test_pipeline_logs_registers_and_serves_through_a_server(server, tmp_path, m
     assert reg2["decision"] == ("promoted" if fid2 < fid1 else "rejected")
     assert reg2["champion_version"] == expected_champion
 
-    # ---- REST: the run (params, per-tick + evaluation metrics, artifacts)
+    run, previews = _check_run_over_rest(server, run_id, fid1, fid2)
+    _check_registry_over_rest(server, cfg, run_id, ev["comparison_key"], fid1, fid2, expected_champion)
+    _check_fresh_process_loads_champion(server, cfg, tmp_path)
+    _check_ui(server, cfg, tmp_path, run, run_id, previews)
+
+
+def _check_run_over_rest(server, run_id, fid1, fid2):
+    """The run: params, per-tick + evaluation metrics, artifacts (previews, GLBs, card)."""
     run = rest(server, "runs/get", run_id=run_id)["run"]
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
@@ -85,8 +92,11 @@ def test_pipeline_logs_registers_and_serves_through_a_server(server, tmp_path, m
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     glb = get_bytes(server, "get-artifact", path=glbs[0], run_uuid=run_id)
     assert glb[:4] == b"glTF"
+    return run, previews
 
-    # ---- REST: the registered model, its versions (card, gate tags) and aliases
+
+def _check_registry_over_rest(server, cfg, run_id, reference_key, fid1, fid2, expected_champion):
+    """The registered model, its versions (card, gate tags) and aliases."""
     rm = rest(server, "registered-models/get", name=cfg.model_name)["registered_model"]
     aliases = {a["alias"]: a["version"] for a in rm["aliases"]}
     assert aliases == {"champion": expected_champion, "challenger": "2"}
@@ -99,14 +109,16 @@ def test_pipeline_logs_registers_and_serves_through_a_server(server, tmp_path, m
         assert mv["run_id"] == run_id and mv["status"] == "READY"
         assert "## Metrics" in mv["description"] and "## Limits" in mv["description"]
         assert float(vtags["get3d.metric.fid"]) == pytest.approx(fid)
-        assert vtags["get3d.reference_key"] == ev["comparison_key"]
+        assert vtags["get3d.reference_key"] == reference_key
         assert vtags["get3d.gate.decision"] in ("promoted", "rejected")
     assert versions["2"]["tags"] and {t["key"]: t["value"] for t in versions["2"]["tags"]}[
         "get3d.gate.champion_version"] == "1"
     by_alias = rest(server, "registered-models/alias", name=cfg.model_name, alias="champion")["model_version"]
     assert by_alias["version"] == expected_champion
 
-    # ---- a fresh process, no project code on its path, no network but the server: load @champion, generate
+
+def _check_fresh_process_loads_champion(server, cfg, tmp_path):
+    """A fresh process, no project code on its path, no network but the server: load @champion, generate."""
     out_glb = tmp_path / "fresh.glb"
     code = ("import json, sys, mlflow\n"
             f"m = mlflow.pyfunc.load_model('models:/{cfg.model_name}@champion')\n"
@@ -132,7 +144,9 @@ def test_pipeline_logs_registers_and_serves_through_a_server(server, tmp_path, m
     assert len(geom.faces) == info["faces"][0]
     assert geom.visual.kind == "texture" and geom.visual.material.baseColorTexture is not None
 
-    # ---- the UI in headless Chromium: model page (versions + aliases), run page (preview image)
+
+def _check_ui(server, cfg, tmp_path, run, run_id, previews):
+    """The UI in headless Chromium: model page (versions + aliases), run page (preview image)."""
     img_dir = Path(os.environ.get("GET3D_DOCS_IMG", tmp_path / "img"))
     dom = chromium(f"{server}/#/models/{cfg.model_name}", tmp_path / "chromium",
                    img_dir / "mlflow-registered-model.png")
