@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from offline_browser import offline_chromium
 from PIL import Image
 
 from get3d.evaluate import history
@@ -22,15 +23,7 @@ WINDOW = (900, 2400)
 
 
 def _chromium(page: Path, profile: Path, *args):
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("chromium not installed (scripts/setup.sh installs the Debian package)")
-    cmd = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
-           "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update",
-           "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
-           "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",  # no network
-           "--virtual-time-budget=15000", f"--window-size={WINDOW[0]},{WINDOW[1]}", *args, page.as_uri()]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    return offline_chromium(page, profile, *args, window=WINDOW, budget_ms=15000)
 
 
 def _chart_blocks(png: Path) -> list[int]:

@@ -4,27 +4,17 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
+from offline_browser import offline_chromium
 from PIL import Image
 
 WINDOW = (1400, 1000)
 
 
 def _chromium(page, profile, *args, budget: int = 20000):
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("chromium not installed (scripts/setup.sh installs the Debian package)")
-    cmd = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
-           "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update",
-           "--no-first-run", "--disable-sync", f"--user-data-dir={profile}", "--allow-file-access-from-files",
-           # no network: every host resolves to nothing and any proxied request goes nowhere
-           "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",
-           f"--virtual-time-budget={budget}", f"--window-size={WINDOW[0]},{WINDOW[1]}", *args, page.as_uri()]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    return offline_chromium(page, profile, *args, window=WINDOW, budget_ms=budget, allow_file_access=True)
 
 
 def test_gallery_draws_every_mesh_offline(export_run, tmp_path):
