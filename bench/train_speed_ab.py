@@ -38,17 +38,19 @@ def run_variant(label: str, flags: str, common: list[str], log_dir: Path) -> dic
 
 def table(rows: list[dict]) -> str:
     base = next((r for r in rows if "error" not in r), None)
-    head = ("variant", "s/kimg", "median-step s/kimg", "img/s", "ratio", "steady GiB", "first GiB", "flags")
+    head = ("variant", "s/kimg", "median-step s/kimg", "img/s", "ratio", "steady GiB", "first GiB", "host syncs",
+            "flags")
     lines = [head]
     for r in rows:
         if "error" in r:
-            lines.append((r["label"], r["error"], "", "", "", "", "", r["flags"]))
+            lines.append((r["label"], r["error"], "", "", "", "", "", "", r["flags"]))
             continue
         ratio = r["sec_per_kimg"] / base["sec_per_kimg"]
         fmt = (lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "-")
         lines.append((r["label"], f"{r['sec_per_kimg']:.1f}", f"{r['sec_per_kimg_median_step']:.1f}",
                       f"{r['img_per_sec']:.2f}", f"{ratio:.3f}", fmt(r["peak_mem_gib_steady"]),
-                      fmt(r["peak_mem_gib_first_steps"]), r["flags"] or "(defaults)"))
+                      fmt(r["peak_mem_gib_first_steps"]), str(r.get("host_syncs_one_step") or "-"),
+                      r["flags"] or "(defaults)"))
     widths = [max(len(str(x[i])) for x in lines) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(x, widths)) for x in lines)
 

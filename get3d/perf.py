@@ -49,6 +49,12 @@ class PerfConfig:
     triplane_sampler: str = spec(
         "triton", choices=("triton", "grid_sample"),
         help="CUDA tri-plane sampling: Triton gather/atomic kernels, or PyTorch's grid_sample (the CPU path)")
+    padded_surface: bool = spec(
+        False, help="train, CUDA or CPU, DMTet: marching tets into fixed-capacity buffers with the sizes kept on "
+                    "the device (no host syncs; a sample that does not fit is detected and the phase re-run with "
+                    "a larger capacity); false: exactly sized meshes (sizes read by the host)")
+    surface_capacity: int = spec(
+        65536, min=1, help="padded_surface: starting faces (and vertices) per sample; grown after an overflow")
     lfd_sweep: str = spec(
         "triton", choices=("triton", "torch"),
         help="CUDA LFD flood-fill sweeps: Triton kernels, or PyTorch scans (the CPU path)")

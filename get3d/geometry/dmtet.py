@@ -169,12 +169,14 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) ->
 
 
 def dmtet_extract(grid: TetGrid, sdf: torch.Tensor, deformation: torch.Tensor | None = None,
-                  multiplier: float = 1.0, guard: bool = True) -> dict:
+                  multiplier: float = 1.0, guard: bool = True, capacity=None) -> dict:
     """Full DMTet step for a batch: deform the grid, apply the empty-shape guard, march tets, regularise.
 
     ``sdf [B,V]`` (raw network output, > 0 inside), ``deformation [B,V,3]`` raw (or None).  Returns a dict with
     ``meshes`` (list of ``(verts, faces)``), ``verts`` [B,V,3] deformed grid, ``sdf`` (guarded),
     ``sdf_reg`` (BCE regulariser, unweighted; GET3D weight :data:`SDF_REG_WEIGHT`), ``empty_loss`` [B].
+    With a ``capacity`` (:class:`get3d.geometry.padded.SurfaceCapacity`) the meshes are a
+    :class:`~get3d.geometry.padded.PaddedMeshes` batch extracted without host syncs (check its ``overflow``).
     """
     if sdf.dim() == 1:
         sdf = sdf[None]
@@ -185,5 +187,9 @@ def dmtet_extract(grid: TetGrid, sdf: torch.Tensor, deformation: torch.Tensor | 
     if guard:
         sdf, empty_loss = empty_shape_guard(sdf, grid.centre, grid.boundary.to(sdf.device))
     reg = sdf_reg_loss(sdf, grid.edges.to(sdf.device))
-    meshes = marching_tets(verts, sdf, grid.tets)
+    if capacity is None:
+        meshes = marching_tets(verts, sdf, grid.tets)
+    else:
+        from .padded import marching_tets_padded
+        meshes = marching_tets_padded(verts, sdf, grid.tets, grid.edges, capacity)
     return {"meshes": meshes, "verts": verts, "sdf": sdf, "sdf_reg": reg, "empty_loss": empty_loss}

@@ -291,6 +291,19 @@ class GET3DGenerator(nn.Module):
             return surface.make_raster_backend(self.raster_backend, device)
         return self.raster_backend
 
+    def padded_capacity(self):
+        """The fixed-capacity extraction's slots when ``perf.padded_surface`` is on (training, DMTet), else None.
+        Held by this module (an EMA copy has its own) and grown by the training loop after an overflow."""
+        from get3d import perf
+        if not (self.training and self.iso_surface == "dmtet" and perf.active().padded_surface):
+            return None
+        cap = getattr(self, "_surface_capacity", None)
+        if cap is None:
+            from get3d.geometry.padded import SurfaceCapacity
+            n = perf.active().surface_capacity
+            cap = self._surface_capacity = SurfaceCapacity(verts=n, faces=n)
+        return cap
+
     # -- mapping --------------------------------------------------------------------------------------
     def mapping(self, z_tex: torch.Tensor, z_geo: torch.Tensor, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, style_mixing: bool | float = False,
@@ -318,7 +331,8 @@ class GET3DGenerator(nn.Module):
         if need_feats:
             weights = self.backbone.cube_weights(surface.cube_features(out[2], grid), state["w_geo"])
         res = surface.extract_surface(self.iso_surface, grid, out[0], out[1], self.tet_res,
-                                      self.deformation_multiplier, weights, training=self.training)
+                                      self.deformation_multiplier, weights, training=self.training,
+                                      capacity=self.padded_capacity())
         res["deformation"] = res["verts"] - verts
         return res
 

@@ -73,11 +73,14 @@ def cube_features(feats: torch.Tensor, grid) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- extraction
 
 def extract_surface(iso_surface: str, grid, sdf: torch.Tensor, deformation: torch.Tensor, tet_res: int,
-                    multiplier: float, cube_weights: torch.Tensor | None = None, training: bool = True) -> dict:
+                    multiplier: float, cube_weights: torch.Tensor | None = None, training: bool = True,
+                    capacity=None) -> dict:
     """Raw network SDF [B, V] and deformation [B, V, 3] → dict(meshes, verts (deformed grid), sdf (guarded),
     sdf_reg_loss (scalar, unweighted), empty_shape_loss (scalar, mean over the batch); FlexiCubes adds
     flexicubes_dev_loss (L_dev, scalar).  ``training``: FlexiCubes' differentiable 4-triangle quad split; else
-    the 2-triangle split by the larger γ product (what evaluation and export use)."""
+    the 2-triangle split by the larger γ product (what evaluation and export use).  ``capacity`` (DMTet only):
+    fixed-capacity meshes without host syncs (:mod:`get3d.geometry.padded`), plus ``surface_overflow`` (number
+    of samples that did not fit, device scalar) and ``surface_need`` (largest vertex and face counts, [2])."""
     if iso_surface == "flexicubes":
         # FlexiCubes' convention is sdf < 0 inside; the raw network output is used as that field directly (as
         # in the public code), with Δv = tanh(x)/(2n) fixed by get3d.geometry.flexicubes.  No empty-shape guard.
@@ -89,9 +92,13 @@ def extract_surface(iso_surface: str, grid, sdf: torch.Tensor, deformation: torc
         from get3d.geometry.dmtet import dmtet_extract
         if grid.res != tet_res:
             raise ValueError(f"tet grid resolution {grid.res} does not match the generator's tet_res {tet_res}")
-        out = dmtet_extract(grid, sdf, deformation, multiplier=multiplier, guard=True)
+        out = dmtet_extract(grid, sdf, deformation, multiplier=multiplier, guard=True, capacity=capacity)
     res = {"meshes": out["meshes"], "verts": out["verts"], "sdf": out["sdf"], "sdf_reg_loss": out["sdf_reg"],
            "empty_shape_loss": out["empty_loss"].mean()}
+    m = out["meshes"]
+    if hasattr(m, "overflow"):
+        res["surface_overflow"] = m.overflow.sum()
+        res["surface_need"] = torch.stack([m.num_verts.max(), m.num_faces.max()])
     if "dev_loss" in out:
         res["flexicubes_dev_loss"] = out["dev_loss"]
     return res

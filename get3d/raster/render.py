@@ -12,6 +12,8 @@ import torch
 
 from get3d.cameras import flip_rows, look_at
 
+from get3d.geometry.padded import PaddedMeshes
+
 from .base import RasterBackend
 
 TextureFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -27,7 +29,8 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
     """Render ``B`` meshes, mesh ``b`` seen through ``mvp[b]`` (world → clip, e.g. ``cameras.mvp_from_c2w``).
 
     Args:
-        meshes: ``B`` pairs ``(verts [Vi,3] world, faces [Fi,3] long)``; ``Fi`` may be 0.
+        meshes: ``B`` pairs ``(verts [Vi,3] world, faces [Fi,3] long)``; ``Fi`` may be 0.  Or a
+            :class:`~get3d.geometry.padded.PaddedMeshes` batch, drawn without reading its sizes from the device.
         mvp: ``[B,4,4]``.
         resolution: square image size.
         texture_fn: ``(points [N,3] world, sample_index [N] long) -> [N,C]``, called once with only the covered
@@ -46,24 +49,10 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
         raise ValueError("render_meshes: need at least one mesh")
     dev = mvp.device
     h = w = int(resolution)
-    verts, faces, sid, ranges = [], [], [], []
-    v_off = f_off = 0
-    for i, (v, f) in enumerate(meshes):
-        if v.dim() != 2 or v.shape[-1] != 3 or f.dim() != 2 or f.shape[-1] != 3:
-            raise ValueError(f"render_meshes: mesh {i} must be (verts [V,3], faces [F,3]), got "
-                             f"{tuple(v.shape)}, {tuple(f.shape)}")
-        verts.append(v.to(device=dev, dtype=torch.float32))
-        faces.append(f.to(device=dev, dtype=torch.long) + v_off)
-        sid.append(torch.full((v.shape[0],), i, dtype=torch.long, device=dev))
-        ranges.append((f_off, f.shape[0]))
-        v_off += v.shape[0]
-        f_off += f.shape[0]
-    v_all = torch.cat(verts, 0)
-    tri = torch.cat(faces, 0).to(torch.int32)
-    sid_all = torch.cat(sid, 0)
-    ranges_t = torch.tensor(ranges, dtype=torch.int32)
-    vh = torch.cat([v_all, torch.ones_like(v_all[:, :1])], 1)
-    pos_clip = torch.einsum("vij,vj->vi", mvp.to(torch.float32)[sid_all], vh).contiguous()
+    if isinstance(meshes, PaddedMeshes):
+        v_all, tri, ranges_t, pos_clip, f_off = _concat_padded(meshes, mvp)
+    else:
+        v_all, tri, ranges_t, pos_clip, f_off = _concat_list(meshes, mvp)
 
     out: dict = {"pos_clip": pos_clip, "tri": tri, "ranges": ranges_t}
     if f_off == 0:
@@ -94,6 +83,44 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
             img = backend.antialias(img.contiguous(), rast, pos_clip, tri)
         out["rgb"] = _to_hw(img)
     return out
+
+
+def _concat_list(meshes, mvp: torch.Tensor):
+    """Exactly sized meshes → one vertex/triangle list with per-image triangle ranges."""
+    dev = mvp.device
+    verts, faces, sid, ranges = [], [], [], []
+    v_off = f_off = 0
+    for i, (v, f) in enumerate(meshes):
+        if v.dim() != 2 or v.shape[-1] != 3 or f.dim() != 2 or f.shape[-1] != 3:
+            raise ValueError(f"render_meshes: mesh {i} must be (verts [V,3], faces [F,3]), got "
+                             f"{tuple(v.shape)}, {tuple(f.shape)}")
+        verts.append(v.to(device=dev, dtype=torch.float32))
+        faces.append(f.to(device=dev, dtype=torch.long) + v_off)
+        sid.append(torch.full((v.shape[0],), i, dtype=torch.long, device=dev))
+        ranges.append((f_off, f.shape[0]))
+        v_off += v.shape[0]
+        f_off += f.shape[0]
+    v_all = torch.cat(verts, 0)
+    tri = torch.cat(faces, 0).to(torch.int32)
+    sid_all = torch.cat(sid, 0)
+    ranges_t = torch.tensor(ranges, dtype=torch.int32)
+    vh = torch.cat([v_all, torch.ones_like(v_all[:, :1])], 1)
+    pos_clip = torch.einsum("vij,vj->vi", mvp.to(torch.float32)[sid_all], vh).contiguous()
+    return v_all, tri, ranges_t, pos_clip, f_off
+
+
+def _concat_padded(meshes: PaddedMeshes, mvp: torch.Tensor):
+    """Fixed-capacity meshes → the same layout with static sizes: every image owns ``Cf`` triangle slots (the
+    unused ones zero-area), so the ranges are known on the host without reading any count from the device."""
+    b, cv, _ = meshes.verts.shape
+    cf = meshes.faces.shape[1]
+    v = meshes.verts.to(torch.float32)
+    vh = torch.cat([v, torch.ones_like(v[..., :1])], -1)                   # [B,Cv,4]
+    pos_clip = torch.einsum("bij,bvj->bvi", mvp.to(torch.float32), vh).reshape(b * cv, 4).contiguous()
+    offs = torch.arange(b, device=v.device, dtype=torch.long)[:, None, None] * cv
+    tri = (meshes.faces + offs).reshape(b * cf, 3).to(torch.int32)
+    ranges_t = torch.tensor([(i * cf, cf) for i in range(b)], dtype=torch.int32)
+    return v.reshape(b * cv, 3), tri, ranges_t, pos_clip, b * cf
 
 
 def ortho_projection(half_width: float = 0.5 * math.sqrt(3.0), near: float = 0.1, far: float = 10.0,

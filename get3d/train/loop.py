@@ -40,13 +40,21 @@ from get3d.train import checkpoint as ckpt
 from get3d.train import distributed as dist_util
 from get3d.train.config import TrainConfig
 from get3d.train.ema import ema_beta, make_ema, update_ema
-from get3d.train.losses import FakeInputs, GET3DLoss, RealInputs, grads_finite_flag, sanitize_grads
+from get3d.train.losses import (
+    SURFACE_KEYS,
+    FakeInputs,
+    GET3DLoss,
+    RealInputs,
+    grads_finite_flag,
+    sanitize_grads,
+)
 from get3d.train.rundir import RunDir
 from get3d.train.sampler import ResumableBatchSampler
 
 log = logging.getLogger("get3d.train")
 
 PHASE_IDS = {"Gmain": 1, "Dmain": 2, "Dreg": 3, "fakes": 4, "preview": 5}
+MAX_SURFACE_RERUNS = 4     # padded surfaces: larger capacities tried before a phase gives up
 
 
 class NonFiniteError(RuntimeError):
@@ -441,7 +449,46 @@ def _h2d(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float = 1.0) -> bool:
     """Accumulate ``phase`` over this rank's chunks, all-reduce, and step ``opt`` if every loss term is finite
-    (their global sums then go into the tick stats). Returns whether it was finite."""
+    (their global sums then go into the tick stats). Returns whether it was finite.
+
+    With ``perf.padded_surface`` a surface that did not fit its fixed capacity is reported with the loss sums
+    (same host read); the phase is then undone (gradients, the running ``w_avg``) and re-run with a capacity
+    that fits, so no triangle is ever dropped."""
+    for attempt in range(MAX_SURFACE_RERUNS + 1):
+        w_avg = _w_avg_state(r.nets.G) if phase == "Gmain" else None
+        keys, vals, grads_ok = _accumulate_phase(r, st, phase, module_params, opt, reals, fakes, gain)
+        surf = {}
+        for k in SURFACE_KEYS:
+            if k in keys:
+                i = keys.index(k)
+                keys.pop(i)
+                surf[k] = vals.pop(i)
+        if surf.get("surface/overflow", 0) > 0 and attempt < MAX_SURFACE_RERUNS:
+            cap = r.nets.G.padded_capacity()
+            old = (cap.verts, cap.faces)
+            cap.grow(int(surf["surface/need_verts"]), int(surf["surface/need_faces"]))
+            log.info("%s step %d: a surface needed %d vertices / %d faces (capacity %d / %d); re-running the "
+                     "phase with capacity %d / %d", phase, st.step, surf["surface/need_verts"],
+                     surf["surface/need_faces"], *old, cap.verts, cap.faces)
+            _restore_w_avg(r.nets.G, w_avg)
+            continue
+        if surf.get("surface/overflow", 0) > 0:
+            raise RuntimeError(f"{phase} step {st.step}: the padded surface still overflowed after "
+                               f"{MAX_SURFACE_RERUNS} larger capacities")
+        break
+    finite = all(math.isfinite(v) for v in vals)
+    if finite:
+        sanitize_grads(module_params, r.cfg.grad_clamp, all_finite=grads_ok)
+        opt.step()
+        st.tick_stats.add(dict(zip(keys, vals)), r.B)
+    else:
+        opt.zero_grad(set_to_none=False)
+    return finite
+
+
+def _accumulate_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float):
+    """Zero the gradients, accumulate ``phase`` over this rank's chunks, all-reduce; one host read of the loss
+    sums and the gradients' finiteness. Returns ``(keys, values, grads_finite or None)``."""
     opt.zero_grad(set_to_none=False)
     sums: dict[str, torch.Tensor] = {}
     for i, c in enumerate(r.my_chunks):
@@ -460,14 +507,19 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
         vec = torch.cat([vec, flag.to(vec.dtype).reshape(1)])
     vals = vec.tolist()
     grads_ok = bool(vals.pop()) if flag is not None else None
-    finite = all(math.isfinite(v) for v in vals)
-    if finite:
-        sanitize_grads(module_params, r.cfg.grad_clamp, all_finite=grads_ok)
-        opt.step()
-        st.tick_stats.add(dict(zip(keys, vals)), r.B)
-    else:
-        opt.zero_grad(set_to_none=False)
-    return finite
+    return keys, vals, grads_ok
+
+
+def _w_avg_state(G) -> list[torch.Tensor]:
+    return [b.detach().clone() for n, b in G.named_buffers() if n.endswith("w_avg")]
+
+
+def _restore_w_avg(G, saved: list[torch.Tensor] | None) -> None:
+    if saved is None:
+        return
+    with torch.no_grad():
+        for b, v in zip([b for n, b in G.named_buffers() if n.endswith("w_avg")], saved):
+            b.copy_(v)
 
 
 def _check_nonfinite(r: _Run, st: _TrainState, step_ok: bool) -> None:

@@ -144,7 +144,7 @@ class GET3DLoss:
             (total * gain).backward()
             return {"G/adv_rgb": loss_rgb.detach().sum(), "G/adv_mask": loss_mask.detach().sum(),
                     "G/sdf_reg": sdf_sum.detach(), "G/empty_shape": empty_sum.detach(), **stats,
-                    "G/total": total.detach() * norm}
+                    "G/total": total.detach() * norm, **surface_terms(out)}
         if phase == "Dmain":
             with torch.no_grad():
                 out = self.run_G(fake, update_w_avg=False)
@@ -167,7 +167,8 @@ class GET3DLoss:
                 lr_r, lm_r = self.run_D(real.image, real.mask, real.camera, graph_phase="D")
                 real_total, real_stats = self._d_terms("real", lr_r, lm_r, norm)
                 (real_total * gain).backward()
-            return {**fake_stats, **real_stats, "D/total": (fake_total + real_total).detach() * norm}
+            return {**fake_stats, **real_stats, "D/total": (fake_total + real_total).detach() * norm,
+                    **surface_terms(out)}
         if phase == "Dreg":
             x = real.image.detach().requires_grad_(True)
             m = real.mask.detach().requires_grad_(True)
@@ -194,6 +195,18 @@ class GET3DLoss:
         total = (rgb.sum() + mask.sum()) / norm
         return total, {f"D/{kind}_rgb": rgb.detach().sum(), f"D/{kind}_mask": mask.detach().sum(),
                        f"scores/{kind}_rgb": lr.detach().sum()}
+
+
+SURFACE_KEYS = ("surface/overflow", "surface/need_verts", "surface/need_faces")
+
+
+def surface_terms(out: dict) -> dict[str, torch.Tensor]:
+    """The fixed-capacity extraction's overflow count and largest sizes (device scalars), when it ran: the phase
+    reads them with its loss sums and re-runs after an overflow (:func:`get3d.train.loop._run_phase`)."""
+    if "surface_overflow" not in out:
+        return {}
+    need = out["surface_need"].detach()
+    return dict(zip(SURFACE_KEYS, (out["surface_overflow"].detach(), need[0], need[1])))
 
 
 def _grads(params) -> list[torch.Tensor]:

@@ -1,0 +1,182 @@
+"""Marching tets into fixed-capacity buffers, with no host synchronisation.
+
+:func:`get3d.geometry.dmtet.marching_tets` returns exactly sized meshes, so the host must learn the sizes (a few
+``nonzero``/``unique`` calls and one copy of the counts per call): the CPU waits for the GPU twice per training
+step and nothing after the extraction can be captured.  This variant writes every sample into slots of a fixed
+capacity (``[B, Cv, 3]`` vertices, ``[B, Cf, 3]`` faces) using only dense, shape-static operations over the grid:
+
+- a surface vertex for every grid edge whose endpoints differ in occupancy; its slot is the running count of such
+  edges (a cumulative sum over the grid's static unique edge list), so vertices keep the edge order;
+- every valid tet's 1 or 2 triangles, at the running count of triangles over the tets (tet order, then table
+  order), with vertex ids looked up through the grid's static tet → edge map.
+
+The surface is therefore the same as :func:`~get3d.geometry.dmtet.marching_tets`'s (same vertices in the same
+order, same faces in the same order; a test checks it), followed by padding: unused vertex slots at the origin,
+unused face slots ``(0, 0, 0)`` (zero area: a rasterizer draws nothing).  Counts and an overflow flag stay on the
+device.  A sample whose surface does not fit is **flagged, never cut silently**: the caller reads the flag with
+values it reads anyway and re-runs with a larger :class:`SurfaceCapacity`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .dmtet import NUM_TRIS, TET_EDGES, TRI_TABLE
+
+_TET_EDGE_CACHE: dict = {}
+_TABLES: dict = {}
+
+
+def _tables(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The case tables on ``dev``, copied once (a copy from pageable host memory is itself a host sync)."""
+    key = str(dev)
+    if key not in _TABLES:
+        _TABLES[key] = (NUM_TRIS.to(dev), TRI_TABLE.to(dev), torch.tensor([1, 2, 4, 8], device=dev))
+    return _TABLES[key]
+
+
+def tet_edge_ids(tets: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """``[T, 6]`` index into the sorted unique ``edges [E, 2]`` of each tet's edges, in :data:`TET_EDGES` order
+    (cached per grid tensor)."""
+    key = (tets.data_ptr(), tuple(tets.shape), edges.data_ptr(), tuple(edges.shape), str(tets.device))
+    hit = _TET_EDGE_CACHE.get(key)
+    if hit is not None:
+        return hit
+    nv = int(max(int(tets.max()), int(edges.max())) + 1)
+    le = torch.tensor(TET_EDGES, device=tets.device)
+    ev = torch.sort(tets.long()[:, le], -1).values                        # [T,6,2]
+    key_t = ev[..., 0] * nv + ev[..., 1]
+    key_e = edges.long()[:, 0] * nv + edges.long()[:, 1]
+    if not bool((key_e[1:] > key_e[:-1]).all()):
+        raise ValueError("tet_edge_ids: edges must be unique and sorted (as TetGrid.edges)")
+    ids = torch.searchsorted(key_e, key_t.reshape(-1)).reshape(-1, 6)
+    if not bool((key_e[ids.clamp(max=key_e.numel() - 1)] == key_t).all()):
+        raise ValueError("tet_edge_ids: a tet edge is missing from the grid's edge list")
+    _TET_EDGE_CACHE[key] = ids
+    return ids
+
+
+@dataclass
+class SurfaceCapacity:
+    """Per-sample slot counts of the padded extraction; grown after an overflow (the caller re-runs)."""
+
+    verts: int
+    faces: int
+
+    def __post_init__(self):
+        if self.verts < 1 or self.faces < 1:
+            raise ValueError(f"SurfaceCapacity: verts and faces must be >= 1, got {self.verts}, {self.faces}")
+
+    def grow(self, need_verts: int, need_faces: int, factor: float = 1.5) -> None:
+        """At least ``factor`` × what was needed (rounded up to a multiple of 1,024: fewer distinct shapes)."""
+        def up(x: int) -> int:
+            return math.ceil(max(1, x) * factor / 1024.0) * 1024
+        self.verts = max(self.verts, up(need_verts))
+        self.faces = max(self.faces, up(need_faces))
+
+
+class PaddedMeshes(Sequence):
+    """A batch of meshes in fixed-capacity slots.
+
+    ``verts [B, Cv, 3]``, ``faces [B, Cf, 3]`` (int64, indices local to the sample; unused slots ``(0, 0, 0)``),
+    ``num_verts [B]`` / ``num_faces [B]`` (device tensors: the sizes the surface really has) and ``overflow [B]``
+    (bool: the sample's surface needed more slots than it got, so its slots hold only part of it).
+
+    It is also a sequence of ``(verts [Vi, 3], faces [Fi, 3])`` pairs cut to the real sizes, so code written for
+    lists of meshes takes it unchanged (indexing reads the sizes: a host sync; the renderer does not index).
+    """
+
+    def __init__(self, verts: torch.Tensor, faces: torch.Tensor, num_verts: torch.Tensor, num_faces: torch.Tensor,
+                 overflow: torch.Tensor):
+        self.verts, self.faces = verts, faces
+        self.num_verts, self.num_faces, self.overflow = num_verts, num_faces, overflow
+        self._sizes: list[tuple[int, int]] | None = None
+
+    @property
+    def capacity(self) -> SurfaceCapacity:
+        return SurfaceCapacity(int(self.verts.shape[1]), int(self.faces.shape[1]))
+
+    def __len__(self) -> int:
+        return int(self.verts.shape[0])
+
+    def _real_sizes(self) -> list[tuple[int, int]]:
+        if self._sizes is None:
+            if bool(self.overflow.any()):
+                raise OverflowError(f"PaddedMeshes: {int(self.overflow.sum())} sample(s) did not fit capacity "
+                                    f"{self.capacity}; re-run with a larger capacity")
+            nv, nf = torch.stack([self.num_verts, self.num_faces]).tolist()
+            self._sizes = list(zip(nv, nf))
+        return self._sizes
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        nv, nf = self._real_sizes()[i]
+        return self.verts[i, :nv], self.faces[i, :nf]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor, edges: torch.Tensor,
+                         capacity: SurfaceCapacity) -> PaddedMeshes:
+    """:func:`~get3d.geometry.dmtet.marching_tets` into fixed-capacity slots (see the module docstring).
+
+    ``verts [V,3]`` or ``[B,V,3]``, ``sdf [B,V]`` (> 0 inside), the grid's ``tets [T,4]`` and sorted unique
+    ``edges [E,2]``.  Differentiable w.r.t. ``verts`` and ``sdf`` like the exact version."""
+    if sdf.dim() == 1:
+        sdf = sdf[None]
+    b, nv = sdf.shape
+    if verts.dim() == 2:
+        verts = verts[None].expand(b, -1, -1)
+    if verts.shape[:2] != (b, nv) or verts.shape[-1] != 3:
+        raise ValueError(f"marching_tets_padded: verts {tuple(verts.shape)} does not match sdf {tuple(sdf.shape)}")
+    dev = sdf.device
+    cv, cf = int(capacity.verts), int(capacity.faces)
+    tets = tets.to(dev)
+    edges = edges.to(dev).long()
+    te = tet_edge_ids(tets, edges)                                        # [T,6]
+    bidx = torch.arange(b, device=dev)[:, None]
+    with torch.no_grad():
+        occ = sdf > 0                                                     # [B,V]
+        crossing = occ[:, edges[:, 0]] != occ[:, edges[:, 1]]             # [B,E]
+        vid = torch.cumsum(crossing, 1) - 1                               # slot of each crossing edge
+        num_verts = crossing.sum(1)
+        dump_v = b * cv                                                   # one spare slot takes what does not fit
+        to_slot = torch.where(crossing & (vid < cv), bidx * cv + vid, dump_v).reshape(-1)
+        slot_edge = torch.zeros(b * cv + 1, dtype=torch.long, device=dev)
+        slot_edge.scatter_(0, to_slot, torch.arange(edges.shape[0], device=dev).repeat(b))
+        slot_edge = slot_edge[:-1].reshape(b, cv)
+        slot_used = torch.arange(cv, device=dev)[None] < num_verts[:, None]
+
+        num_tris, tri_table, bits = _tables(dev)
+        code = (occ[:, tets].long() * bits).sum(-1)                       # [B,T]
+        ntri = num_tris[code]                                             # [B,T]
+        first = torch.cumsum(ntri, 1) - ntri                              # slot of the tet's first triangle
+        num_faces = ntri.sum(1)
+        table = tri_table[code]                                           # [B,T,2,3] local edge ids (-1 unused)
+        gedge = torch.gather(te[None, :, None, :].expand(b, -1, 2, -1), 3, table.clamp(min=0))   # [B,T,2,3]
+        tri_v = torch.gather(vid, 1, gedge.reshape(b, -1)).reshape(gedge.shape)
+        tri_v = torch.where(tri_v < cv, tri_v, 0)       # an overflowing sample's faces stay indexable
+        pos = first[..., None] + torch.arange(2, device=dev)              # [B,T,2]
+        dump_f = b * cf
+        keep = (torch.arange(2, device=dev) < ntri[..., None]) & (pos < cf)
+        to_face = torch.where(keep, bidx[..., None] * cf + pos, dump_f).reshape(-1)
+        faces = torch.zeros(b * cf + 1, 3, dtype=torch.long, device=dev)
+        faces.scatter_(0, to_face[:, None].expand(-1, 3), tri_v.reshape(-1, 3))
+        faces = faces[:-1].reshape(b, cf, 3)
+        overflow = (num_verts > cv) | (num_faces > cf)
+
+    ea, eb = edges[slot_edge, 0], edges[slot_edge, 1]                     # [B,Cv]
+    sa = torch.gather(sdf, 1, ea)[..., None]
+    sb = torch.gather(sdf, 1, eb)[..., None]
+    va = torch.gather(verts, 1, ea[..., None].expand(-1, -1, 3))
+    vb = torch.gather(verts, 1, eb[..., None].expand(-1, -1, 3))
+    used = slot_used[..., None]
+    denom = torch.where(used, sa - sb, torch.ones_like(sa))              # unused slots: no 0/0 in the backward
+    pts = torch.where(used, (va * (-sb) + vb * sa) / denom, torch.zeros_like(va))
+    return PaddedMeshes(pts, faces, num_verts, num_faces, overflow)

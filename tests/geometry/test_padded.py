@@ -1,0 +1,112 @@
+"""Fixed-capacity marching tets: the same surface as the exact extraction, sizes kept on the device, overflow
+flagged (never a silent cut), and the renderer drawing padded batches like lists."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from get3d.geometry.dmtet import dmtet_extract, marching_tets
+from get3d.geometry.padded import PaddedMeshes, SurfaceCapacity, marching_tets_padded, tet_edge_ids
+from get3d.geometry.tetgrid import load_tet_grid
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    return load_tet_grid(16, cache_dir=tmp_path_factory.mktemp("tetgrids"))
+
+
+def _fields(grid, b: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    v = grid.verts[None].expand(b, -1, -1) + 0.01 * torch.randn(b, grid.verts.shape[0], 3, generator=g)
+    r = grid.verts.norm(dim=-1)[None]
+    sdf = 0.3 - r + 0.08 * torch.randn(b, grid.verts.shape[0], generator=g)   # noisy ball: many components
+    sdf[b - 1] = -1.0                                                         # last sample: empty
+    return v.requires_grad_(True), sdf.requires_grad_(True)
+
+
+def test_same_surface_and_gradients_as_the_exact_extraction(grid):
+    v, sdf = _fields(grid)
+    exact = marching_tets(v, sdf, grid.tets)
+    padded = marching_tets_padded(v, sdf, grid.tets, grid.edges, SurfaceCapacity(4096, 8192))
+    assert not padded.overflow.any()
+    assert padded.num_faces.tolist() == [f.shape[0] for _, f in exact]
+    assert padded.num_faces[:-1].min() > 100 and padded.num_faces[-1] == 0
+    for (ve, fe), (vp, fp) in zip(exact, padded):
+        assert torch.equal(fe, fp)                                   # same faces in the same order
+        assert torch.equal(ve, vp)                                   # same vertices, bit for bit
+    # padding: unused vertex slots at the origin, unused face slots (0, 0, 0)
+    n0 = int(padded.num_faces[0])
+    assert (padded.faces[0, n0:] == 0).all() and (padded.verts[0, int(padded.num_verts[0]):] == 0).all()
+    # gradients through both are the same (and finite: padding slots divide by 1, not 0/0)
+    w = torch.randn(4096, 3, generator=torch.Generator().manual_seed(1))
+    ge = torch.autograd.grad(sum((ve * w[: ve.shape[0]]).sum() for ve, _ in exact), [v, sdf])
+    gp = torch.autograd.grad((padded.verts * w[None]).sum(), [v, sdf])
+    for a, b in zip(ge, gp):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_overflow_is_flagged_never_cut_silently(grid):
+    v, sdf = _fields(grid)
+    exact_faces = [f.shape[0] for _, f in marching_tets(v, sdf, grid.tets)]
+    cap = SurfaceCapacity(64, max(exact_faces[1:3]) - 1)            # samples 1..2 do not fit one way or another
+    padded = marching_tets_padded(v, sdf, grid.tets, grid.edges, cap)
+    assert padded.overflow[:3].all() and not padded.overflow[3]
+    assert padded.num_faces.tolist() == exact_faces                  # the real sizes, not the capacity
+    with pytest.raises(OverflowError, match="did not fit capacity"):
+        padded[0]
+    # growing to what was needed makes it fit, and the surface is the exact one again
+    cap.grow(int(padded.num_verts.max()), int(padded.num_faces.max()))
+    assert cap.faces >= 1.5 * max(exact_faces) and cap.faces % 1024 == 0
+    again = marching_tets_padded(v, sdf, grid.tets, grid.edges, cap)
+    assert not again.overflow.any()
+    assert [f.shape[0] for _, f in again] == exact_faces
+
+
+def test_capacity_and_edge_map_validation(grid):
+    with pytest.raises(ValueError, match="must be >= 1"):
+        SurfaceCapacity(0, 10)
+    te = tet_edge_ids(grid.tets, grid.edges)
+    assert te.shape == (grid.tets.shape[0], 6)
+    a, b = grid.edges[te[:, 0], 0], grid.edges[te[:, 0], 1]
+    t01 = torch.sort(grid.tets[:, [0, 1]], 1).values
+    assert torch.equal(torch.stack([a, b], 1), t01)
+    with pytest.raises(ValueError, match="missing from the grid's edge list"):
+        tet_edge_ids(grid.tets, grid.edges[1:].clone())
+
+
+def test_dmtet_extract_with_capacity_returns_a_padded_batch(grid):
+    _, sdf = _fields(grid, b=2)
+    out = dmtet_extract(grid, sdf.detach(), None, capacity=SurfaceCapacity(4096, 8192))
+    ref = dmtet_extract(grid, sdf.detach(), None)
+    assert isinstance(out["meshes"], PaddedMeshes) and len(out["meshes"]) == 2
+    torch.testing.assert_close(out["sdf_reg"], ref["sdf_reg"])
+    for (va, fa), (vb, fb) in zip(out["meshes"], ref["meshes"]):
+        assert torch.equal(fa, fb) and torch.equal(va, vb)
+
+
+def test_renderer_draws_a_padded_batch_like_the_list(grid):
+    from get3d import cameras
+    from get3d.raster.render import render_meshes
+    from get3d.raster.torch_backend import TorchRasterBackend
+
+    v, sdf = _fields(grid, b=3)
+    exact = marching_tets(v, sdf, grid.tets)
+    padded = marching_tets_padded(v, sdf, grid.tets, grid.edges, SurfaceCapacity(4096, 8192))
+    c2w = torch.from_numpy(cameras.camera_to_world([0.3, 1.9, 4.0], [1.2, 1.0, 1.4])).float()
+    mvp = cameras.mvp_from_c2w(c2w)
+
+    def tex(p, s):
+        return torch.cat([p.abs(), s[:, None].float()], 1)
+
+    be = TorchRasterBackend("cpu")
+    a = render_meshes(be, exact, mvp, 48, tex)
+    b = render_meshes(be, padded, mvp, 48, tex)
+    assert a["hard_mask"][:2].sum() > 100 and b["hard_mask"][2].sum() == 0
+    assert torch.equal(a["hard_mask"], b["hard_mask"])
+    for k in ("mask", "depth", "rgb"):      # same values up to float32 rounding (batched vs gathered transform)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    ga = torch.autograd.grad(a["rgb"].sum() + a["mask"].sum(), [v, sdf])
+    gb = torch.autograd.grad(b["rgb"].sum() + b["mask"].sum(), [v, sdf])
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-5)
