@@ -55,6 +55,10 @@ class PerfConfig:
                     "a larger capacity); false: exactly sized meshes (sizes read by the host)")
     surface_capacity: int = spec(
         65536, min=1, help="padded_surface: starting faces (and vertices) per sample; grown after an overflow")
+    pixel_capacity: float = spec(
+        0.5, min=0.0, max=1.0,
+        help="padded_surface: starting share of an image's pixels whose colour is queried without a host sync "
+             "(grown after an overflow; 1 = every pixel, which never overflows)")
     lfd_sweep: str = spec(
         "triton", choices=("triton", "torch"),
         help="CUDA LFD flood-fill sweeps: Triton kernels, or PyTorch scans (the CPU path)")

@@ -61,21 +61,26 @@ def tet_edge_ids(tets: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SurfaceCapacity:
-    """Per-sample slot counts of the padded extraction; grown after an overflow (the caller re-runs)."""
+    """Per-sample slot counts of the padded extraction (vertices, faces) and of the covered pixels whose colour
+    the renderer queries (``pixels``; 0 = every pixel); grown after an overflow (the caller re-runs)."""
 
     verts: int
     faces: int
+    pixels: int = 0
 
     def __post_init__(self):
-        if self.verts < 1 or self.faces < 1:
-            raise ValueError(f"SurfaceCapacity: verts and faces must be >= 1, got {self.verts}, {self.faces}")
+        if self.verts < 1 or self.faces < 1 or self.pixels < 0:
+            raise ValueError(f"SurfaceCapacity: verts and faces must be >= 1 and pixels >= 0, got {self.verts}, "
+                             f"{self.faces}, {self.pixels}")
 
-    def grow(self, need_verts: int, need_faces: int, factor: float = 1.5) -> None:
+    def grow(self, need_verts: int, need_faces: int, need_pixels: int = 0, factor: float = 1.5) -> None:
         """At least ``factor`` × what was needed (rounded up to a multiple of 1,024: fewer distinct shapes)."""
         def up(x: int) -> int:
             return math.ceil(max(1, x) * factor / 1024.0) * 1024
         self.verts = max(self.verts, up(need_verts))
         self.faces = max(self.faces, up(need_faces))
+        if self.pixels and need_pixels > self.pixels:
+            self.pixels = up(need_pixels)
 
 
 class PaddedMeshes(Sequence):
@@ -90,14 +95,12 @@ class PaddedMeshes(Sequence):
     """
 
     def __init__(self, verts: torch.Tensor, faces: torch.Tensor, num_verts: torch.Tensor, num_faces: torch.Tensor,
-                 overflow: torch.Tensor):
+                 overflow: torch.Tensor, capacity: SurfaceCapacity | None = None):
         self.verts, self.faces = verts, faces
         self.num_verts, self.num_faces, self.overflow = num_verts, num_faces, overflow
+        #: the capacity object these slots came from (the renderer reads its ``pixels``)
+        self.capacity = capacity or SurfaceCapacity(int(verts.shape[1]), int(faces.shape[1]))
         self._sizes: list[tuple[int, int]] | None = None
-
-    @property
-    def capacity(self) -> SurfaceCapacity:
-        return SurfaceCapacity(int(self.verts.shape[1]), int(self.faces.shape[1]))
 
     def __len__(self) -> int:
         return int(self.verts.shape[0])
@@ -179,4 +182,4 @@ def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Ten
     used = slot_used[..., None]
     denom = torch.where(used, sa - sb, torch.ones_like(sa))              # unused slots: no 0/0 in the backward
     pts = torch.where(used, (va * (-sb) + vb * sa) / denom, torch.zeros_like(va))
-    return PaddedMeshes(pts, faces, num_verts, num_faces, overflow)
+    return PaddedMeshes(pts, faces, num_verts, num_faces, overflow, capacity)

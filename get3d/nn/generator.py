@@ -300,8 +300,9 @@ class GET3DGenerator(nn.Module):
         cap = getattr(self, "_surface_capacity", None)
         if cap is None:
             from get3d.geometry.padded import SurfaceCapacity
-            n = perf.active().surface_capacity
-            cap = self._surface_capacity = SurfaceCapacity(verts=n, faces=n)
+            n, share = perf.active().surface_capacity, perf.active().pixel_capacity
+            pixels = max(1, math.ceil(share * self.img_resolution ** 2)) if share < 1 else 0
+            cap = self._surface_capacity = SurfaceCapacity(verts=n, faces=n, pixels=pixels)
         return cap
 
     # -- mapping --------------------------------------------------------------------------------------
@@ -352,7 +353,14 @@ class GET3DGenerator(nn.Module):
         def texture_fn(points: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
             return flat_query(lambda p: self.backbone.query_texture(state, p), points, sample_index, b)
 
+        texture_fn.batched = lambda p: self.backbone.query_texture(state, p)   # [B, N, 3] → [B, N, C]
         r = surface.render(self.backend(device), out["meshes"], cam.mvp, res, texture_fn)
+        if "surface_overflow" in out:     # padded extraction: the renderer's pixel slots can overflow too
+            over = r.get("pixel_overflow")
+            if over is not None:
+                out["surface_overflow"] = out["surface_overflow"] + over.sum()
+            need = r.get("pixel_need", out["surface_need"].new_zeros(()))
+            out["surface_need"] = torch.cat([out["surface_need"], need.reshape(1).to(out["surface_need"].dtype)])
         mask, rgb = r["mask"], r["rgb"]
         img = torch.cat([rgb * 2 - 1, mask], dim=1)  # black (−1) background where rgb is 0
         out.update(img=img, mask=mask, rgb=rgb, camera=cam, camera_condition=cam.condition)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 import torch
 
 from get3d.cameras import flip_rows, look_at
-
 from get3d.geometry.padded import PaddedMeshes
 
 from .base import RasterBackend
@@ -71,14 +70,20 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
     if texture_fn is not None:
         world = backend.interpolate(v_all.contiguous(), rast, tri)             # [B,H,W,3]
         covered = rast[..., 3] > 0
-        idx = torch.nonzero(covered.reshape(-1)).squeeze(1)
-        sample_index = torch.div(idx, h * w, rounding_mode="floor")
-        pts = world.reshape(-1, 3)[idx]
-        feats = texture_fn(pts, sample_index)
-        if feats.dim() != 2 or feats.shape[0] != idx.shape[0]:
-            raise ValueError(f"render_meshes: texture_fn must return [N={idx.shape[0]}, C], got {tuple(feats.shape)}")
-        img = torch.zeros(b * h * w, feats.shape[1], device=dev, dtype=feats.dtype).index_put((idx,), feats)
-        img = img.reshape(b, h, w, -1)
+        batched = getattr(texture_fn, "batched", None)
+        if isinstance(meshes, PaddedMeshes) and batched is not None:
+            img, out["pixel_overflow"], out["pixel_need"] = _shade_compacted(world, covered, batched,
+                                                                             meshes.capacity.pixels)
+        else:
+            idx = torch.nonzero(covered.reshape(-1)).squeeze(1)
+            sample_index = torch.div(idx, h * w, rounding_mode="floor")
+            pts = world.reshape(-1, 3)[idx]
+            feats = texture_fn(pts, sample_index)
+            if feats.dim() != 2 or feats.shape[0] != idx.shape[0]:
+                raise ValueError(f"render_meshes: texture_fn must return [N={idx.shape[0]}, C], got "
+                                 f"{tuple(feats.shape)}")
+            img = torch.zeros(b * h * w, feats.shape[1], device=dev, dtype=feats.dtype).index_put((idx,), feats)
+            img = img.reshape(b, h, w, -1)
         if antialias:
             img = backend.antialias(img.contiguous(), rast, pos_clip, tri)
         out["rgb"] = _to_hw(img)
@@ -121,6 +126,31 @@ def _concat_padded(meshes: PaddedMeshes, mvp: torch.Tensor):
     tri = (meshes.faces + offs).reshape(b * cf, 3).to(torch.int32)
     ranges_t = torch.tensor([(i * cf, cf) for i in range(b)], dtype=torch.int32)
     return v.reshape(b * cv, 3), tri, ranges_t, pos_clip, b * cf
+
+
+def _shade_compacted(world: torch.Tensor, covered: torch.Tensor, query, capacity: int):
+    """Colour the covered pixels without reading their number on the host: per image, covered pixels go to
+    slots ``0..n-1`` of a ``[B, P, 3]`` buffer (a running count), ``query`` colours the buffer (``[B, P, 3] →
+    [B, P, C]``) and the colours go back to their pixels.  ``P`` is ``capacity`` (0: every pixel; at most H·W);
+    an image with more covered pixels is flagged (``overflow [B]``), and ``need`` is the largest count."""
+    b, h, w, _ = world.shape
+    n_pix = h * w
+    p = n_pix if capacity <= 0 else min(int(capacity), n_pix)
+    flat = covered.reshape(b, n_pix)
+    slot = torch.cumsum(flat, 1) - 1
+    count = flat.sum(1)
+    bidx = torch.arange(b, device=world.device)[:, None]
+    dest = torch.where(flat & (slot < p), bidx * p + slot, b * p).reshape(-1)
+    src = torch.zeros(b * p + 1, dtype=torch.long, device=world.device)
+    src.scatter_(0, dest, torch.arange(n_pix, device=world.device).repeat(b))
+    src = src[:-1].reshape(b, p)                                          # pixel of each slot (0 when unused)
+    used = torch.arange(p, device=world.device)[None] < count[:, None]
+    pts = torch.gather(world.reshape(b, n_pix, 3), 1, src[..., None].expand(-1, -1, 3))
+    feats = query(pts)                                                    # [B,P,C]
+    back = torch.where(used, src, n_pix)                                  # unused slots land in a spare column
+    img = feats.new_zeros(b, n_pix + 1, feats.shape[-1]).scatter(1, back[..., None].expand(-1, -1, feats.shape[-1]),
+                                                                  feats)
+    return img[:, :n_pix].reshape(b, h, w, -1), count > p, count.max()
 
 
 def ortho_projection(half_width: float = 0.5 * math.sqrt(3.0), near: float = 0.1, far: float = 10.0,

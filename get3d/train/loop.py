@@ -465,11 +465,12 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
                 surf[k] = vals.pop(i)
         if surf.get("surface/overflow", 0) > 0 and attempt < MAX_SURFACE_RERUNS:
             cap = r.nets.G.padded_capacity()
-            old = (cap.verts, cap.faces)
-            cap.grow(int(surf["surface/need_verts"]), int(surf["surface/need_faces"]))
-            log.info("%s step %d: a surface needed %d vertices / %d faces (capacity %d / %d); re-running the "
-                     "phase with capacity %d / %d", phase, st.step, surf["surface/need_verts"],
-                     surf["surface/need_faces"], *old, cap.verts, cap.faces)
+            old = (cap.verts, cap.faces, cap.pixels)
+            need = [int(surf[k]) for k in SURFACE_KEYS[1:]]
+            cap.grow(*need)
+            log.info("%s step %d: a sample needed %d vertices / %d faces / %d shaded pixels (capacity %d / %d / "
+                     "%d); re-running the phase with capacity %d / %d / %d", phase, st.step, *need, *old,
+                     cap.verts, cap.faces, cap.pixels)
             _restore_w_avg(r.nets.G, w_avg)
             continue
         if surf.get("surface/overflow", 0) > 0:

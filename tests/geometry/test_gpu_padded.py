@@ -29,19 +29,24 @@ def _scene(res: int = 90, b: int = 4):
 def test_padded_extraction_and_rendering_never_sync():
     grid, v, sdf, mvp = _scene()
     be = get_backend("nvdiffrast", "cuda")
-    cap = SurfaceCapacity(200_000, 400_000)
+    cap = SurfaceCapacity(200_000, 400_000, pixels=256 * 256)
     tet_edge_ids(grid.tets, grid.edges)                       # the static map is built once per grid (syncs)
     marching_tets_padded(v, sdf, grid.tets, grid.edges, cap)  # warm-up
+
+    def tex(p, s):
+        raise AssertionError("the padded path shades through the batched field")
+
+    tex.batched = lambda p: torch.cat([p.abs(), p.sum(-1, keepdim=True).sin()], -1)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")                   # any host sync below raises
     try:
         pm = marching_tets_padded(v, sdf, grid.tets, grid.edges, cap)
-        out = render_meshes(be, pm, mvp, 256, texture_fn=None)
-        loss = out["mask"].sum()
+        out = render_meshes(be, pm, mvp, 256, texture_fn=tex)
+        loss = out["mask"].sum() + out["rgb"].sum()
         loss.backward()
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    assert not pm.overflow.any() and out["hard_mask"].sum() > 1000
+    assert not pm.overflow.any() and not out["pixel_overflow"].any() and out["hard_mask"].sum() > 1000
     assert torch.isfinite(sdf.grad).all() and sdf.grad.abs().sum() > 0
 
 
@@ -58,10 +63,15 @@ def test_nvdiffrast_draws_padded_like_list():
 
     a = render_meshes(be, exact, mvp, 512, tex)
     b = render_meshes(be, pm, mvp, 512, tex)
-    assert torch.equal(a["hard_mask"], b["hard_mask"])
-    for k in ("mask", "depth", "rgb"):
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
-    ga = torch.autograd.grad(a["rgb"].sum() + a["mask"].sum(), [v, sdf])
-    gb = torch.autograd.grad(b["rgb"].sum() + b["mask"].sum(), [v, sdf])
-    for x, y in zip(ga, gb):
-        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)
+    tex.batched = lambda p: tex(p, None)
+    pm.capacity.pixels = 512 * 512 // 2
+    c = render_meshes(be, pm, mvp, 512, tex)
+    assert not c["pixel_overflow"].any()
+    ga = torch.autograd.grad(a["rgb"].sum() + a["mask"].sum(), [v, sdf], retain_graph=True)
+    for r in (b, c):
+        assert torch.equal(a["hard_mask"], r["hard_mask"])
+        for k in ("mask", "depth", "rgb"):
+            torch.testing.assert_close(a[k], r[k], rtol=1e-4, atol=1e-5)
+        gr = torch.autograd.grad(r["rgb"].sum() + r["mask"].sum(), [v, sdf], retain_graph=True)
+        for x, y in zip(ga, gr):
+            torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)

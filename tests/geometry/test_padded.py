@@ -96,17 +96,31 @@ def test_renderer_draws_a_padded_batch_like_the_list(grid):
     c2w = torch.from_numpy(cameras.camera_to_world([0.3, 1.9, 4.0], [1.2, 1.0, 1.4])).float()
     mvp = cameras.mvp_from_c2w(c2w)
 
-    def tex(p, s):
-        return torch.cat([p.abs(), s[:, None].float()], 1)
+    def field(p):                                  # a colour field, batched [B, N, 3] → [B, N, 4]
+        return torch.cat([p.abs(), p.sum(-1, keepdim=True).sin()], -1)
+
+    def tex(p, s):                                 # its flat form (points [N,3], sample index [N])
+        return field(p)
 
     be = TorchRasterBackend("cpu")
     a = render_meshes(be, exact, mvp, 48, tex)
-    b = render_meshes(be, padded, mvp, 48, tex)
+    b = render_meshes(be, padded, mvp, 48, tex)                       # padded meshes, flat shading
+    tex.batched = field
+    c = render_meshes(be, padded, mvp, 48, tex)                       # padded meshes, compacted pixel slots
+    assert "pixel_overflow" not in b and not c["pixel_overflow"].any()
+    assert int(c["pixel_need"]) == int(a["hard_mask"].flatten(1).sum(1).max())
     assert a["hard_mask"][:2].sum() > 100 and b["hard_mask"][2].sum() == 0
-    assert torch.equal(a["hard_mask"], b["hard_mask"])
-    for k in ("mask", "depth", "rgb"):      # same values up to float32 rounding (batched vs gathered transform)
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
-    ga = torch.autograd.grad(a["rgb"].sum() + a["mask"].sum(), [v, sdf])
-    gb = torch.autograd.grad(b["rgb"].sum() + b["mask"].sum(), [v, sdf])
-    for x, y in zip(ga, gb):
-        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-5)
+    for r in (b, c):
+        assert torch.equal(a["hard_mask"], r["hard_mask"])
+        for k in ("mask", "depth", "rgb"):  # same values up to float32 rounding (batched vs gathered transform)
+            torch.testing.assert_close(a[k], r[k], rtol=1e-4, atol=1e-5)
+    ga = torch.autograd.grad(a["rgb"].sum() + a["mask"].sum(), [v, sdf], retain_graph=True)
+    for r in (b, c):
+        gr = torch.autograd.grad(r["rgb"].sum() + r["mask"].sum(), [v, sdf], retain_graph=True)
+        for x, y in zip(ga, gr):
+            torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-5)
+    # too few pixel slots: flagged with the count that was needed, never cut silently
+    padded.capacity.pixels = 16
+    d = render_meshes(be, padded, mvp, 48, tex)
+    assert d["pixel_overflow"][:2].all() and not d["pixel_overflow"][2]
+    assert int(d["pixel_need"]) == int(c["pixel_need"])

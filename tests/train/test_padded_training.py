@@ -26,9 +26,10 @@ def _run(tiny_dataset, run_dir, **changes):
 def test_padded_run_matches_the_exact_run_through_overflows(tiny_dataset, tmp_path, caplog):
     _, stats_a, state_a = _run(tiny_dataset, tmp_path / "exact", padded_surface=False)
     with caplog.at_level(logging.INFO, logger="get3d.train"):
-        res, stats_b, state_b = _run(tiny_dataset, tmp_path / "padded", padded_surface=True, surface_capacity=8)
+        res, stats_b, state_b = _run(tiny_dataset, tmp_path / "padded", padded_surface=True, surface_capacity=8,
+                                     pixel_capacity=0.01)
     reruns = [r.getMessage() for r in caplog.records if "re-running the phase" in r.getMessage()]
-    assert reruns and "capacity 8 / 8" in reruns[0]                 # the tiny start overflowed and grew
+    assert reruns and "(capacity 8 / 8 / 11)" in reruns[0]          # the tiny start overflowed and grew
     assert res["status"] == "completed" and len(stats_b) == len(stats_a) == 3
     for a, b in zip(stats_a, stats_b):
         for k in ("loss/G", "loss/D", "loss/sdf_reg", "loss/r1"):
