@@ -12,7 +12,7 @@ capacity (``[B, Cv, 3]`` vertices, ``[B, Cf, 3]`` faces) using only dense, shape
 
 The surface is therefore the same as :func:`~get3d.geometry.dmtet.marching_tets`'s (same vertices in the same
 order, same faces in the same order; a test checks it), followed by padding: unused vertex slots at the origin,
-unused face slots ``(0, 0, 0)`` (zero area: a rasterizer draws nothing).  Counts and an overflow flag stay on the
+unused face slots ``(k, k, k)`` (zero area: a rasterizer draws nothing).  Counts and an overflow flag stay on the
 device.  A sample whose surface does not fit is **flagged, never cut silently**: the caller reads the flag with
 values it reads anyway and re-runs with a larger :class:`SurfaceCapacity`.
 """
@@ -86,7 +86,7 @@ class SurfaceCapacity:
 class PaddedMeshes(Sequence):
     """A batch of meshes in fixed-capacity slots.
 
-    ``verts [B, Cv, 3]``, ``faces [B, Cf, 3]`` (int64, indices local to the sample; unused slots ``(0, 0, 0)``),
+    ``verts [B, Cv, 3]``, ``faces [B, Cf, 3]`` (int64, indices local to the sample; unused slots ``(k, k, k)``),
     ``num_verts [B]`` / ``num_faces [B]`` (device tensors: the sizes the surface really has) and ``overflow [B]``
     (bool: the sample's surface needed more slots than it got, so its slots hold only part of it).
 
@@ -169,7 +169,9 @@ def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Ten
         dump_f = b * cf
         keep = (torch.arange(2, device=dev) < ntri[..., None]) & (pos < cf)
         to_face = torch.where(keep, bidx[..., None] * cf + pos, dump_f).reshape(-1)
-        faces = torch.zeros(b * cf + 1, 3, dtype=torch.long, device=dev)
+        # unused slots (k, k, k), k = slot mod Cv: zero area, and no two share an edge key (a rasterizer's
+        # edge hash, e.g. nvdiffrast's antialias, would chain thousands of identical (0, 0) keys)
+        faces = (torch.arange(b * cf + 1, device=dev) % cv)[:, None].repeat(1, 3)
         faces.scatter_(0, to_face[:, None].expand(-1, 3), tri_v.reshape(-1, 3))
         faces = faces[:-1].reshape(b, cf, 3)
         overflow = (num_verts > cv) | (num_faces > cf)

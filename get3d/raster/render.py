@@ -119,13 +119,15 @@ def _concat_padded(meshes: PaddedMeshes, mvp: torch.Tensor):
     unused ones zero-area), so the ranges are known on the host without reading any count from the device."""
     b, cv, _ = meshes.verts.shape
     cf = meshes.faces.shape[1]
-    v = meshes.verts.to(torch.float32)
-    vh = torch.cat([v, torch.ones_like(v[..., :1])], -1)                   # [B,Cv,4]
-    pos_clip = torch.einsum("bij,bvj->bvi", mvp.to(torch.float32), vh).reshape(b * cv, 4).contiguous()
+    v = meshes.verts.to(torch.float32).reshape(b * cv, 3)
+    vh = torch.cat([v, torch.ones_like(v[:, :1])], 1)
+    sid = torch.arange(b, device=v.device).repeat_interleave(cv)          # an int count: no device read
+    # the same per-vertex product as the list path, so the same vertices land on bit-identical clip positions
+    pos_clip = torch.einsum("vij,vj->vi", mvp.to(torch.float32)[sid], vh).contiguous()
     offs = torch.arange(b, device=v.device, dtype=torch.long)[:, None, None] * cv
     tri = (meshes.faces + offs).reshape(b * cf, 3).to(torch.int32)
     ranges_t = torch.tensor([(i * cf, cf) for i in range(b)], dtype=torch.int32)
-    return v.reshape(b * cv, 3), tri, ranges_t, pos_clip, b * cf
+    return v, tri, ranges_t, pos_clip, b * cf
 
 
 def _shade_compacted(world: torch.Tensor, covered: torch.Tensor, query, capacity: int):

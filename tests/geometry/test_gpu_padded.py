@@ -59,7 +59,7 @@ def test_nvdiffrast_draws_padded_like_list():
         assert torch.equal(fe, fp) and torch.equal(ve, vp)
 
     def tex(p, s):
-        return torch.cat([p.abs(), s[:, None].float()], 1)
+        return torch.cat([p.abs(), p.sum(-1, keepdim=True).sin()], -1)
 
     a = render_meshes(be, exact, mvp, 512, tex)
     b = render_meshes(be, pm, mvp, 512, tex)
@@ -71,7 +71,7 @@ def test_nvdiffrast_draws_padded_like_list():
     for r in (b, c):
         assert torch.equal(a["hard_mask"], r["hard_mask"])
         for k in ("mask", "depth", "rgb"):
-            torch.testing.assert_close(a[k], r[k], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(a[k], r[k], rtol=1e-5, atol=1e-6)
         gr = torch.autograd.grad(r["rgb"].sum() + r["mask"].sum(), [v, sdf], retain_graph=True)
-        for x, y in zip(ga, gr):
-            torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)
+        for x, y in zip(ga, gr):               # silhouette gradients amplify that rounding: compare as a whole
+            assert (x - y).norm() <= 1e-3 * x.norm(), float((x - y).norm() / x.norm())
