@@ -2,11 +2,12 @@
 
     python bench/export_speed.py                 # CPU: the smoke model (params.yaml), 256² textures
     python bench/export_speed.py --paper         # + on CUDA: the paper model (tet grid 90), 1024² textures
+    python bench/export_speed.py --model data/train/checkpoints/network-....pt   # + a trained generator's meshes
 
 Each setting runs the real export path (get3d.export.sample.sample_meshes: generation → clean-up → xatlas in a
 process pool → UV-space baking on the raster backend → GLB + OBJ/MTL/PNG files) on a freshly initialised
-generator (throughput depends on the mesh sizes: an untrained generator's surfaces are more fragmented than a
-trained one's) after one warm-up batch.  Prints one row per setting: device, model, texture size, batch, shapes,
+generator, or with ``--model`` on a trained one, after one warm-up batch.  Throughput depends on the meshes: an
+untrained generator's surfaces are noisy (thousands of UV charts per mesh), a trained one's smooth.  Prints one row per setting: device, model, texture size, batch, shapes,
 shapes/s and the seconds spent in generation / uv_atlas / bake / write.
 """
 from __future__ import annotations
@@ -39,9 +40,10 @@ def snapshot(path: Path, model_cfg) -> Path:
                                                 "train_config": {}})
 
 
-def run(label: str, model_cfg, device: str, texture: int, batch: int, shapes: int, workers: int) -> dict:
+def run(label: str, model_cfg, device: str, texture: int, batch: int, shapes: int, workers: int,
+        model: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        snap = snapshot(Path(tmp) / "generator.pt", model_cfg)
+        snap = model if model is not None else snapshot(Path(tmp) / "generator.pt", model_cfg)
         cfg = ExportConfig(seeds=f"0-{batch - 1}", texture_size=texture, batch_size=batch, device=device,
                            atlas_workers=workers, gallery=True)
         sample_meshes(snap, Path(tmp) / "warmup", cfg)                    # JIT builds, caches, pool start-up
@@ -62,11 +64,22 @@ def main() -> None:
     ap.add_argument("--shapes", type=int, default=8, help="shapes per CPU setting")
     ap.add_argument("--gpu-shapes", type=int, default=64, help="shapes per GPU setting")
     ap.add_argument("--workers", type=int, default=0, help="xatlas processes (0 = one per core)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="also a trained generator snapshot (network-*.pt): its meshes, not an untrained one's")
+    ap.add_argument("--model-texture", type=int, default=1024, help="texture size for --model")
     args = ap.parse_args()
     root = Path(__file__).resolve().parents[1]
     smoke = load_params(root / "params.yaml", only=["model"]).model
     paper = load_params(root / "profiles" / "paper.yaml", only=["model"]).model
     rows = [run("smoke, CPU", smoke, "cpu", 256, 4, args.shapes, args.workers)]
+    if args.model is not None:
+        from get3d.nn.config import ModelConfig
+        from get3d.schema import parse_section
+        from get3d.train.checkpoint import load_checkpoint
+        trained = parse_section(ModelConfig, load_checkpoint(args.model, "network")[1]["model_config"], "model")
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        rows.append(run(f"trained {args.model.name}", trained, dev, args.model_texture, 4, args.shapes,
+                        args.workers, model=args.model))
     if torch.cuda.is_available():
         rows.append(run("smoke, GPU", smoke, "cuda", 256, 16, args.gpu_shapes, args.workers))
         if args.paper:
