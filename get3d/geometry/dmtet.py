@@ -106,16 +106,23 @@ def _sdf_reg_masked(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (torch.where(mask, la, 0.0).sum() + torch.where(mask, lb, 0.0).sum()) / cnt
 
 
-def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Iso-surfaces ``sdf = 0`` of a batch: ``verts [V,3]`` (shared) or ``[B,V,3]``, ``sdf [V]`` or ``[B,V]``.
-    Returns ``B`` pairs ``(verts [Ni,3], faces [Fi,3] long)``; ``Fi`` may be 0."""
+def batched_field(verts: torch.Tensor, sdf: torch.Tensor, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(verts [B,V,3], sdf [B,V])`` from a shared ``verts [V,3]`` and/or an unbatched ``sdf [V]``; checked."""
     if sdf.dim() == 1:
         sdf = sdf[None]
     b, nv = sdf.shape
     if verts.dim() == 2:
         verts = verts[None].expand(b, -1, -1)
     if verts.shape[:2] != (b, nv) or verts.shape[-1] != 3:
-        raise ValueError(f"marching_tets: verts {tuple(verts.shape)} does not match sdf {tuple(sdf.shape)}")
+        raise ValueError(f"{who}: verts {tuple(verts.shape)} does not match sdf {tuple(sdf.shape)}")
+    return verts, sdf
+
+
+def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Iso-surfaces ``sdf = 0`` of a batch: ``verts [V,3]`` (shared) or ``[B,V,3]``, ``sdf [V]`` or ``[B,V]``.
+    Returns ``B`` pairs ``(verts [Ni,3], faces [Fi,3] long)``; ``Fi`` may be 0."""
+    verts, sdf = batched_field(verts, sdf, "marching_tets")
+    b, nv = sdf.shape
     dev = sdf.device
     tets = tets.to(dev).long()
     with torch.no_grad():

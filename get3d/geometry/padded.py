@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .dmtet import NUM_TRIS, TET_EDGES, TRI_TABLE
+from .dmtet import NUM_TRIS, TET_EDGES, TRI_TABLE, batched_field
 
 _TET_EDGE_CACHE: dict = {}
 _TABLES: dict = {}
@@ -131,13 +131,8 @@ def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Ten
 
     ``verts [V,3]`` or ``[B,V,3]``, ``sdf [B,V]`` (> 0 inside), the grid's ``tets [T,4]`` and sorted unique
     ``edges [E,2]``.  Differentiable w.r.t. ``verts`` and ``sdf`` like the exact version."""
-    if sdf.dim() == 1:
-        sdf = sdf[None]
-    b, nv = sdf.shape
-    if verts.dim() == 2:
-        verts = verts[None].expand(b, -1, -1)
-    if verts.shape[:2] != (b, nv) or verts.shape[-1] != 3:
-        raise ValueError(f"marching_tets_padded: verts {tuple(verts.shape)} does not match sdf {tuple(sdf.shape)}")
+    verts, sdf = batched_field(verts, sdf, "marching_tets_padded")
+    b = sdf.shape[0]
     dev = sdf.device
     cv, cf = int(capacity.verts), int(capacity.faces)
     tets = tets.to(dev)
