@@ -355,12 +355,10 @@ class GET3DGenerator(nn.Module):
 
         texture_fn.batched = lambda p: self.backbone.query_texture(state, p)   # [B, N, 3] → [B, N, C]
         r = surface.render(self.backend(device), out["meshes"], cam.mvp, res, texture_fn)
-        if "surface_overflow" in out:     # padded extraction: the renderer's pixel slots can overflow too
-            over = r.get("pixel_overflow")
-            if over is not None:
-                out["surface_overflow"] = out["surface_overflow"] + over.sum()
-            need = r.get("pixel_need", out["surface_need"].new_zeros(()))
-            out["surface_need"] = torch.cat([out["surface_need"], need.reshape(1).to(out["surface_need"].dtype)])
+        if "pixel_overflow" in r:         # padded extraction: the renderer's pixel slots can overflow too
+            need = out["surface_need"]
+            out["surface_overflow"] = out["surface_overflow"] + r["pixel_overflow"].sum()
+            out["surface_need"] = torch.cat([need[:2], r["pixel_need"].reshape(1).to(need.dtype)])
         mask, rgb = r["mask"], r["rgb"]
         img = torch.cat([rgb * 2 - 1, mask], dim=1)  # black (−1) background where rgb is 0
         out.update(img=img, mask=mask, rgb=rgb, camera=cam, camera_condition=cam.condition)

@@ -80,7 +80,8 @@ def extract_surface(iso_surface: str, grid, sdf: torch.Tensor, deformation: torc
     flexicubes_dev_loss (L_dev, scalar).  ``training``: FlexiCubes' differentiable 4-triangle quad split; else
     the 2-triangle split by the larger γ product (what evaluation and export use).  ``capacity`` (DMTet only):
     fixed-capacity meshes without host syncs (:mod:`get3d.geometry.padded`), plus ``surface_overflow`` (number
-    of samples that did not fit, device scalar) and ``surface_need`` (largest vertex and face counts, [2])."""
+    of samples that did not fit, device scalar) and ``surface_need`` (largest vertex, face and shaded-pixel
+    counts, [3]; the renderer fills in the pixels)."""
     if iso_surface == "flexicubes":
         # FlexiCubes' convention is sdf < 0 inside; the raw network output is used as that field directly (as
         # in the public code), with Δv = tanh(x)/(2n) fixed by get3d.geometry.flexicubes.  No empty-shape guard.
@@ -98,7 +99,7 @@ def extract_surface(iso_surface: str, grid, sdf: torch.Tensor, deformation: torc
     m = out["meshes"]
     if hasattr(m, "overflow"):
         res["surface_overflow"] = m.overflow.sum()
-        res["surface_need"] = torch.stack([m.num_verts.max(), m.num_faces.max()])
+        res["surface_need"] = torch.stack([m.num_verts.max(), m.num_faces.max(), m.num_faces.new_zeros(())])
     if "dev_loss" in out:
         res["flexicubes_dev_loss"] = out["dev_loss"]
     return res

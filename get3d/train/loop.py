@@ -454,29 +454,27 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
     With ``perf.padded_surface`` a surface that did not fit its fixed capacity is reported with the loss sums
     (same host read); the phase is then undone (gradients, the running ``w_avg``) and re-run with a capacity
     that fits, so no triangle is ever dropped."""
+    cap = r.nets.G.padded_capacity()
     for attempt in range(MAX_SURFACE_RERUNS + 1):
-        w_avg = _w_avg_state(r.nets.G) if phase == "Gmain" else None
+        w_avg = [b.clone() for b in _w_avg_buffers(r.nets.G)] if cap is not None and phase == "Gmain" else []
         keys, vals, grads_ok = _accumulate_phase(r, st, phase, module_params, opt, reals, fakes, gain)
-        surf = {}
-        for k in SURFACE_KEYS:
-            if k in keys:
-                i = keys.index(k)
-                keys.pop(i)
-                surf[k] = vals.pop(i)
-        if surf.get("surface/overflow", 0) > 0 and attempt < MAX_SURFACE_RERUNS:
-            cap = r.nets.G.padded_capacity()
-            old = (cap.verts, cap.faces, cap.pixels)
-            need = [int(surf[k]) for k in SURFACE_KEYS[1:]]
-            cap.grow(*need)
-            log.info("%s step %d: a sample needed %d vertices / %d faces / %d shaded pixels (capacity %d / %d / "
-                     "%d); re-running the phase with capacity %d / %d / %d", phase, st.step, *need, *old,
-                     cap.verts, cap.faces, cap.pixels)
-            _restore_w_avg(r.nets.G, w_avg)
-            continue
-        if surf.get("surface/overflow", 0) > 0:
+        surf = {k: v for k, v in zip(keys, vals) if k in SURFACE_KEYS}
+        vals = [v for k, v in zip(keys, vals) if k not in surf]
+        keys = [k for k in keys if k not in surf]
+        if not surf.get("surface/overflow", 0):
+            break
+        if attempt == MAX_SURFACE_RERUNS:
             raise RuntimeError(f"{phase} step {st.step}: the padded surface still overflowed after "
                                f"{MAX_SURFACE_RERUNS} larger capacities")
-        break
+        old = (cap.verts, cap.faces, cap.pixels)
+        need = [int(surf[k]) for k in SURFACE_KEYS[1:]]
+        cap.grow(*need)
+        log.info("%s step %d: a sample needed %d vertices / %d faces / %d shaded pixels (capacity %d / %d / "
+                 "%d); re-running the phase with capacity %d / %d / %d", phase, st.step, *need, *old,
+                 cap.verts, cap.faces, cap.pixels)
+        with torch.no_grad():
+            for b, v in zip(_w_avg_buffers(r.nets.G), w_avg):
+                b.copy_(v)
     finite = all(math.isfinite(v) for v in vals)
     if finite:
         sanitize_grads(module_params, r.cfg.grad_clamp, all_finite=grads_ok)
@@ -511,16 +509,9 @@ def _accumulate_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, 
     return keys, vals, grads_ok
 
 
-def _w_avg_state(G) -> list[torch.Tensor]:
-    return [b.detach().clone() for n, b in G.named_buffers() if n.endswith("w_avg")]
-
-
-def _restore_w_avg(G, saved: list[torch.Tensor] | None) -> None:
-    if saved is None:
-        return
-    with torch.no_grad():
-        for b, v in zip([b for n, b in G.named_buffers() if n.endswith("w_avg")], saved):
-            b.copy_(v)
+def _w_avg_buffers(G) -> list[torch.Tensor]:
+    """The mapping networks' running ``w_avg`` (Gmain moves it; an undone phase puts it back)."""
+    return [b for n, b in G.named_buffers() if n.endswith("w_avg")]
 
 
 def _check_nonfinite(r: _Run, st: _TrainState, step_ok: bool) -> None:

@@ -205,9 +205,8 @@ def surface_terms(out: dict) -> dict[str, torch.Tensor]:
     reads them with its loss sums and re-runs after an overflow (:func:`get3d.train.loop._run_phase`)."""
     if "surface_overflow" not in out:
         return {}
-    need = out["surface_need"].detach()                   # [verts, faces] (+ [pixels] after rendering)
-    need = torch.cat([need, need.new_zeros(3 - need.shape[0])])
-    return dict(zip(SURFACE_KEYS, (out["surface_overflow"].detach(), need[0], need[1], need[2])))
+    need = out["surface_need"].detach()                   # [verts, faces, shaded pixels]
+    return dict(zip(SURFACE_KEYS, (out["surface_overflow"].detach(), *need.unbind())))
 
 
 def _grads(params) -> list[torch.Tensor]:
