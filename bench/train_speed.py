@@ -87,10 +87,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--count-syncs", action="store_true",
                     help="count host syncs (torch.cuda.set_sync_debug_mode) in the last *untimed* warm-up step "
                          "and print the top call sites")
+    ap.add_argument("--phase-peaks", action="store_true",
+                    help="GPU memory peak of each training phase (Gmain, Dmain, Dreg) over the timed steps")
     ap.add_argument("--cprofile", type=Path, default=None, metavar="FILE",
                     help="cProfile the timed steps (host-side Python cost); top functions written to FILE")
     ap.add_argument("--torch-profile", type=Path, default=None, metavar="DIR",
-                    help="profile 2 timed steps (no R1) with torch.profiler; tables + trace go to DIR")
+                    help="profile 2 timed steps (no R1) with torch.profiler; tables, GPU idle fraction and the "
+                         "gzipped Chrome trace go to DIR")
     args = ap.parse_args(argv)
     return args
 
@@ -211,18 +214,92 @@ def make_probe(args, device: str, warmup: int, experiments: list[str]):
                     + ka.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=80))
             (d / "train_profile.txt").write_text(text)
             if device == "cuda":
-                evs = [e for e in p.events() if e.device_type.name == "CUDA"]
+                all_evs = p.events()
+                evs = [e for e in all_evs if e.device_type.name == "CUDA"]
                 n_k = len(evs)
                 short = sum(1 for e in evs if e.device_time < 5)
                 busy = sum(e.device_time for e in evs) / 1e3
                 syncs = sum(e.count for e in ka if "Synchronize" in e.key or e.key == "aten::item"
                             or e.key == "aten::_local_scalar_dense")
+                idle = gpu_idle(all_evs)
+                sync["idle"] = idle
                 print(f"profile: {n_k} CUDA kernels/2 steps ({short} < 5 µs), GPU busy {busy:.0f} ms, "
                       f"item/sync-like calls {syncs}", flush=True)
+                print(f"GPU idle: {idle['idle_fraction']:.1%} of {idle['window_ms']:.0f} ms "
+                      f"(kernels cover {idle['busy_ms']:.0f} ms); per phase, GPU ms: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in phase_gpu_ms(ka).items()), flush=True)
+                text += f"\n\n# GPU idle\n{json.dumps(idle)}\n"
+                (d / "train_profile.txt").write_text(text)
+                import gzip
+                import shutil
+                p.export_chrome_trace(str(d / "trace.json"))   # chrome://tracing or ui.perfetto.dev
+                with open(d / "trace.json", "rb") as src, gzip.open(d / "trace.json.gz", "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                (d / "trace.json").unlink()
             print(ka.table(sort_by=sort, row_limit=25, max_name_column_width=70), flush=True)
 
     on_progress.prof = prof
     return on_progress, ticks, first_peak, sync
+
+
+def gpu_idle(events) -> dict:
+    """Fraction of the profiled steps' time in which no kernel or copy ran on the GPU: the union of the device
+    intervals (overlapping streams are not counted twice) over the window from the first to the last kernel,
+    leaving out the bench's per-step tick bookkeeping (``bench/end_tick``: stats files, which real training does
+    once per 4 kimg, not per step)."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type.name == "CUDA")
+    if not spans:
+        return {"window_ms": 0.0, "busy_ms": 0.0, "idle_fraction": 0.0}
+    lo, hi = spans[0][0], spans[-1][1]
+    skip = [(e.time_range.start, e.time_range.end) for e in events if e.name == "bench/end_tick"]
+    merged: list[list[float]] = []
+    for s, e in spans:
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+
+    def overlap(a0, a1, ranges):
+        return sum(max(0.0, min(a1, b1) - max(a0, b0)) for b0, b1 in ranges)
+
+    window = (hi - lo) - overlap(lo, hi, skip)
+    busy = sum(e - s for s, e in merged) - sum(overlap(s, e, skip) for s, e in merged)
+    return {"window_ms": window / 1e3, "busy_ms": busy / 1e3, "idle_fraction": 1.0 - busy / max(window, 1e-9)}
+
+
+def phase_gpu_ms(key_averages) -> dict:
+    """GPU time of the kernels launched inside each training phase's ``phase/...`` range, per step."""
+    return {e.key.split("/", 1)[1]: e.device_time_total / 2e3 for e in key_averages if e.key.startswith("phase/")}
+
+
+def record_phase_peaks(timed) -> dict:
+    """Wrap the loop's phases: the GPU memory peak of each phase over the steps for which ``timed()`` holds.
+    (It resets the allocator's peak counter per phase; the steady peak is then the largest of these.)"""
+    from get3d.train import loop
+    run_phase = loop._run_phase
+    peaks: dict[str, float] = {}
+
+    def measured(r, st, phase, *a, **kw):
+        torch.cuda.reset_peak_memory_stats()
+        ok = run_phase(r, st, phase, *a, **kw)
+        if timed():
+            peaks[phase] = max(peaks.get(phase, 0.0), torch.cuda.max_memory_allocated() / 2**30)
+        return ok
+
+    loop._run_phase = measured
+    return peaks
+
+
+def label_tick_bookkeeping() -> None:
+    """Wrap the loop's end-of-tick work in a profiler range (the bench makes every step a tick)."""
+    from get3d.train import loop
+    end_tick = loop._end_tick
+
+    def labelled(*a, **kw):
+        with torch.profiler.record_function("bench/end_tick"):
+            return end_tick(*a, **kw)
+
+    loop._end_tick = labelled
 
 
 def write_cprofile(prof: dict, path: Path) -> None:
@@ -256,6 +333,7 @@ def summarize(args, profile, device, cfg_model, batch, warmup, experiments, tick
         "peak_mem_gib_first_steps": first_peak.get("gib"),
         "host_rss_peak_gib": timed[-1]["mem/host_rss_peak_gib"], "wall_sec": wall,
         "torch": torch.__version__, "experiments": experiments, "host_syncs_one_step": sync.get("n"),
+        "gpu_idle": sync.get("idle"),
     }
     return res
 
@@ -291,6 +369,9 @@ def main(argv=None) -> int:
     device, cfg_model, cfg_train, batch, warmup = build_configs(args, profile)
     experiments = apply_experiments(args, cfg_train)
     on_progress, ticks, first_peak, sync = make_probe(args, device, warmup, experiments)
+    if args.torch_profile is not None:
+        label_tick_bookkeeping()
+    phase_peaks = record_phase_peaks(lambda: len(ticks) >= warmup) if args.phase_peaks and device == "cuda" else None
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_dataset(Path(tmp) / "data.h5", cfg_model.img_resolution)
         t0 = time.perf_counter()
@@ -299,6 +380,10 @@ def main(argv=None) -> int:
     if args.cprofile is not None:
         write_cprofile(on_progress.prof, args.cprofile)
     res = summarize(args, profile, device, cfg_model, batch, warmup, experiments, ticks, first_peak, sync, wall)
+    if phase_peaks is not None:
+        res["phase_peak_gib"] = phase_peaks
+        res["peak_mem_gib_steady"] = max(phase_peaks.values(), default=None)
+        print("steady peak per phase, GiB: " + ", ".join(f"{k} {v:.2f}" for k, v in phase_peaks.items()))
     print_table(res, args, profile, device, cfg_model, batch, warmup, experiments)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")

@@ -6,6 +6,10 @@ every row reports its ratio to it.  Variants run in the order given, then once m
 
     python bench/train_speed_ab.py --profile paper \\
         "ref=--bias-act ref" "fused=" --json $OUT/ab.json
+
+A label may name another checkout of the project as ``LABEL@DIR=FLAGS``: that variant runs *this* bench script
+against ``DIR``'s library (e.g. the previous commit, ``git archive HEAD~1 get3d | tar -x -C DIR``), so a change
+that has no switch is compared with the code before it on the same machine.
 """
 from __future__ import annotations
 
@@ -20,9 +24,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run_variant(label: str, flags: str, common: list[str], log_dir: Path) -> dict:
+def run_variant(label: str, flags: str, common: list[str], log_dir: Path, library: Path | None = None) -> dict:
     out = log_dir / f"{label}.json"
-    cmd = [sys.executable, "-u", str(HERE / "train_speed.py"), *common, *shlex.split(flags), "--json", str(out)]
+    script = HERE / "train_speed.py"
+    if library is not None:  # this bench script, importing the other checkout's get3d
+        (library / "bench").mkdir(exist_ok=True)
+        script = library / "bench" / "train_speed.py"
+        script.write_text((HERE / "train_speed.py").read_text())
+    cmd = [sys.executable, "-u", str(script), *common, *shlex.split(flags), "--json", str(out)]
     print(f"## {label}: {' '.join(cmd[2:])}", flush=True)
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     (log_dir / f"{label}.log").write_text(proc.stdout + proc.stderr)
@@ -39,17 +48,18 @@ def run_variant(label: str, flags: str, common: list[str], log_dir: Path) -> dic
 def table(rows: list[dict]) -> str:
     base = next((r for r in rows if "error" not in r), None)
     head = ("variant", "s/kimg", "median-step s/kimg", "img/s", "ratio", "steady GiB", "first GiB", "host syncs",
-            "flags")
+            "GPU idle", "flags")
     lines = [head]
     for r in rows:
         if "error" in r:
-            lines.append((r["label"], r["error"], "", "", "", "", "", "", r["flags"]))
+            lines.append((r["label"], r["error"], "", "", "", "", "", "", "", r["flags"]))
             continue
         ratio = r["sec_per_kimg"] / base["sec_per_kimg"]
         fmt = (lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "-")
         lines.append((r["label"], f"{r['sec_per_kimg']:.1f}", f"{r['sec_per_kimg_median_step']:.1f}",
                       f"{r['img_per_sec']:.2f}", f"{ratio:.3f}", fmt(r["peak_mem_gib_steady"]),
                       fmt(r["peak_mem_gib_first_steps"]), str(r.get("host_syncs_one_step") or "-"),
+                      f"{r['gpu_idle']['idle_fraction']:.1%}" if r.get("gpu_idle") else "-",
                       r["flags"] or "(defaults)"))
     widths = [max(len(str(x[i])) for x in lines) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(x, widths)) for x in lines)
@@ -73,15 +83,18 @@ def main(argv=None) -> int:
         if "=" not in v:
             ap.error(f"variant {v!r} must be LABEL=FLAGS (FLAGS may be empty)")
         label, flags = v.split("=", 1)
-        variants.append((label, flags))
+        label, _, library = label.partition("@")
+        if library and not (Path(library) / "get3d").is_dir():
+            ap.error(f"variant {v!r}: {library} holds no get3d/ library")
+        variants.append((label, flags, Path(library).resolve() if library else None))
     order = variants + (list(reversed(variants)) if args.repeat else [])
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = args.logs or Path(tmp)
         log_dir.mkdir(parents=True, exist_ok=True)
         rows = []
-        for i, (label, flags) in enumerate(order):
+        for i, (label, flags, library) in enumerate(order):
             suffix = "" if i < len(variants) else " (2)"
-            rows.append(run_variant(label + suffix, flags, common, log_dir))
+            rows.append(run_variant(label + suffix, flags, common, log_dir, library))
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -64,10 +64,11 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
 
     rast = backend.rasterize(pos_clip, tri, (h, w), ranges=ranges_t)
     hard = (rast[..., 3:4] > 0).to(torch.float32)
-    mask = backend.antialias(hard, rast, pos_clip, tri) if antialias else hard
     depth = backend.interpolate(pos_clip[:, 3:4].contiguous(), rast, tri)
-    out.update(rast=rast, hard_mask=_to_hw(hard), mask=_to_hw(mask), depth=_to_hw(depth))
-    if texture_fn is not None:
+    out.update(rast=rast, hard_mask=_to_hw(hard), depth=_to_hw(depth))
+    if texture_fn is None:
+        out["mask"] = _to_hw(backend.antialias(hard, rast, pos_clip, tri) if antialias else hard)
+    else:
         world = backend.interpolate(v_all.contiguous(), rast, tri)             # [B,H,W,3]
         covered = rast[..., 3] > 0
         batched = getattr(texture_fn, "batched", None)
@@ -84,9 +85,13 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
                                  f"{tuple(feats.shape)}")
             img = torch.zeros(b * h * w, feats.shape[1], device=dev, dtype=feats.dtype).index_put((idx,), feats)
             img = img.reshape(b, h, w, -1)
+        mask = hard
         if antialias:
-            img = backend.antialias(img.contiguous(), rast, pos_clip, tri)
-        out["rgb"] = _to_hw(img)
+            # One pass for mask and colour: antialiasing finds silhouette edges from the geometry alone and blends
+            # every channel with the same weights, so the channels of one call equal those of two calls.
+            both = backend.antialias(torch.cat([hard, img.to(hard.dtype)], -1), rast, pos_clip, tri)
+            mask, img = both[..., :1], both[..., 1:].to(img.dtype)
+        out.update(mask=_to_hw(mask), rgb=_to_hw(img))
     return out
 
 

@@ -102,16 +102,17 @@ class GET3DLoss:
                                   style_mixing_prob=self.cfg.style_mixing_prob, mix_seed=fake.mix_seed,
                                   update_w_avg=update_w_avg)
 
-    def run_D(self, rgb: torch.Tensor, mask: torch.Tensor, camera: torch.Tensor, autocast: bool = True,
-              graph_phase: str | None = None):
-        """Both discriminators' logits [B] (float32).  ``graph_phase`` ("G" / "D") replays the captured graph of
-        that phase when graphs are on; its outputs live in static buffers, so backward before the next call."""
+    def run_D(self, rgb: torch.Tensor | None, mask: torch.Tensor | None, camera: torch.Tensor,
+              autocast: bool = True, graph_phase: str | None = None):
+        """Both discriminators' logits [B] (float32); a ``None`` input skips its discriminator (its logits are
+        ``None``).  ``graph_phase`` ("G" / "D") replays the captured graph of that phase when graphs are on; its
+        outputs live in static buffers, so backward before the next call."""
         if graph_phase is not None and self.graphs is not None:
             return self.graphs(graph_phase, rgb, mask, camera)
         with self._d_autocast(autocast):
-            lr = self.nets.D_rgb(rgb, camera)
-            lm = self.nets.D_mask(mask, camera)
-        return lr.float().reshape(-1), lm.float().reshape(-1)
+            lr = None if rgb is None else self.nets.D_rgb(rgb, camera).float().reshape(-1)
+            lm = None if mask is None else self.nets.D_mask(mask, camera).float().reshape(-1)
+        return lr, lm
 
     # ---------------------------------------------------------------- phases
     def accumulate(self, phase: str, real: RealInputs | None, fake: FakeInputs | None, norm: float,
@@ -170,23 +171,30 @@ class GET3DLoss:
             return {**fake_stats, **real_stats, "D/total": (fake_total + real_total).detach() * norm,
                     **surface_terms(out)}
         if phase == "Dreg":
-            x = real.image.detach().requires_grad_(True)
-            m = real.mask.detach().requires_grad_(True)
+            return self._r1(real, norm, gain)
+        raise ValueError(f"unknown phase {phase!r}; expected Gmain, Dmain or Dreg")
+
+    def _r1(self, real: RealInputs, norm: float, gain: float) -> dict[str, torch.Tensor]:
+        """Lazy R1 ``gamma/2 * ||∇_x D(x)||²``, one discriminator at a time: the two are independent networks, so
+        each one's double backward runs (and frees its activations) before the other's starts, and the step's
+        memory peak holds one discriminator's R1 graph instead of both (the gradients are the same)."""
+        stats, total = {}, 0.0
+        for name, x in (("rgb", real.image), ("mask", real.mask)):
+            x = x.detach().requires_grad_(True)
             # Same functions, but FIR filtering and convolutions whose double backward is cheap: PyTorch's
             # generic one ran the depthwise FIR as one convolution per channel (~44 s per R1 step at 1024²).
             with double_backward_kernels():
                 # R1 needs a double backward: keep it in fp32 (bf16 gradient penalties are not safe).
-                lr_r, lm_r = self.run_D(x, m, real.camera, autocast=False)
-                g_rgb, g_mask = torch.autograd.grad([lr_r.sum(), lm_r.sum()], [x, m], create_graph=True)
-                pen_rgb = g_rgb.square().sum(dim=[1, 2, 3])
-                pen_mask = g_mask.square().sum(dim=[1, 2, 3])
-                r1 = (pen_rgb + pen_mask) * (self.cfg.r1_gamma / 2)
+                logits = self.run_D(x if name == "rgb" else None, x if name == "mask" else None, real.camera,
+                                    autocast=False)[name == "mask"]
+                (grad,) = torch.autograd.grad(logits.sum(), [x], create_graph=True)
+                pen = grad.square().sum(dim=[1, 2, 3])
                 # "+ 0 * logits" keeps every D parameter in the graph (as StyleGAN2 does).
-                total = (r1.sum() + 0.0 * (lr_r.sum() + lm_r.sum())) / norm
-                (total * gain).backward()
-            return {"D/r1_rgb": pen_rgb.detach().sum(), "D/r1_mask": pen_mask.detach().sum(),
-                    "D/reg_total": total.detach() * norm}
-        raise ValueError(f"unknown phase {phase!r}; expected Gmain, Dmain or Dreg")
+                part = (pen.sum() * (self.cfg.r1_gamma / 2) + 0.0 * logits.sum()) / norm
+                (part * gain).backward()
+            stats[f"D/r1_{name}"] = pen.detach().sum()
+            total = total + part.detach()
+        return {**stats, "D/reg_total": total * norm}
 
     @staticmethod
     def _d_terms(kind: str, lr: torch.Tensor, lm: torch.Tensor, norm: float):

@@ -281,3 +281,35 @@ def test_get_backend_errors():
         get_backend("opengl", "cpu")
     with pytest.raises(RuntimeError):
         get_backend("nvdiffrast", "cpu")
+
+
+def test_render_antialiases_mask_and_colour_in_one_call_like_two():
+    """render_meshes antialiases mask and colour together; each channel equals its own antialias call, and the
+    vertex gradients of a loss on both are the same."""
+    import trimesh
+    ico = trimesh.creation.icosphere(2, radius=0.4)
+    f = torch.tensor(ico.faces)
+    c2w = cameras.camera_to_world(torch.tensor([0.3, 1.1]), torch.tensor([1.2, 0.9]))
+    mvp = cameras.mvp_from_c2w(c2w)
+
+    def tex(p, s):
+        return torch.sigmoid(p @ torch.tensor([[1.0, -2.0, 0.5], [0.3, 1.0, -1.0], [2.0, 0.1, 1.0]]))
+
+    def loss(out):
+        return (out["rgb"] * torch.linspace(0, 1, 32)).sum() + (out["mask"] ** 2).sum()
+
+    v = torch.tensor(ico.vertices, dtype=torch.float32).requires_grad_(True)
+    out = render_meshes(BK, [(v, f), (v * 0.8, f)], mvp, 32, texture_fn=tex)
+    loss(out).backward()
+
+    v2 = torch.tensor(ico.vertices, dtype=torch.float32).requires_grad_(True)
+    plain = render_meshes(BK, [(v2, f), (v2 * 0.8, f)], mvp, 32, texture_fn=tex, antialias=False)
+    rast, pos, tri = plain["rast"], plain["pos_clip"], plain["tri"]
+    hw = lambda x: cameras.flip_rows(x).permute(0, 3, 1, 2)  # rasterizer layout → [B,C,H,W]
+    mask = hw(BK.antialias((rast[..., 3:] > 0).float(), rast, pos, tri))
+    rgb = hw(BK.antialias(cameras.flip_rows(plain["rgb"].permute(0, 2, 3, 1)).contiguous(), rast, pos, tri))
+    assert (mask != plain["mask"]).any()                       # the antialiasing does something here
+    torch.testing.assert_close(out["mask"], mask, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out["rgb"], rgb, rtol=0, atol=1e-6)
+    loss({"rgb": rgb, "mask": mask}).backward()
+    torch.testing.assert_close(v.grad, v2.grad, rtol=1e-5, atol=1e-6)

@@ -139,15 +139,16 @@ def _nan_after(monkeypatch, start_call: int, stop_call: int | None = None):
         lr, lm = orig(self, *a, **kw)
         n["c"] += 1
         if n["c"] >= start_call and (stop_call is None or n["c"] < stop_call):
-            lr = lr * float("nan")
+            lr, lm = (lr * float("nan"), lm) if lr is not None else (lr, lm * float("nan"))
         return lr, lm
 
     monkeypatch.setattr(losses_mod.GET3DLoss, "run_D", run_D)
 
 
 def test_nonfinite_guard_stops_and_keeps_last_good_state(tiny_dataset, tmp_path, monkeypatch):
-    # run_D calls per step (1 chunk): Gmain 1, Dmain 2, Dreg 1 on even steps → step 0 uses calls 1..4.
-    _nan_after(monkeypatch, start_call=5)
+    # run_D calls per step (1 chunk): Gmain 1, Dmain 2, Dreg 2 (one per discriminator) on even steps → step 0
+    # uses calls 1..5.
+    _nan_after(monkeypatch, start_call=6)
     cm, ct = tiny_configs(total_kimg=0.04, max_nonfinite_steps=2, deterministic=False, batch_size=2,
                           batch_per_gpu=2, snapshot_kimg=0.002)
     run_dir = tmp_path / "r"
@@ -163,7 +164,7 @@ def test_nonfinite_guard_stops_and_keeps_last_good_state(tiny_dataset, tmp_path,
 
 
 def test_transient_nonfinite_step_is_skipped(tiny_dataset, tmp_path, monkeypatch):
-    _nan_after(monkeypatch, start_call=5, stop_call=6)  # one NaN: step 1's Gmain only
+    _nan_after(monkeypatch, start_call=6, stop_call=7)  # one NaN: step 1's Gmain only
     cm, ct = tiny_configs(total_kimg=0.006, max_nonfinite_steps=2, deterministic=False, batch_size=2,
                           batch_per_gpu=2, kimg_per_tick=0.002, snapshot_kimg=0.0)
     res = train(cm, ct, tiny_dataset, tmp_path / "r")
