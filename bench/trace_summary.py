@@ -1,0 +1,132 @@
+"""Where a profiled training step's GPU time and GPU idle time go, from the Chrome trace that
+``bench/train_speed.py --torch-profile DIR`` writes (``DIR/trace.json.gz``).
+
+Prints, per training phase (the loop's ``phase/...`` ranges; "outside" is EMA, data and bookkeeping):
+the GPU time of its kernels by kind, the idle time on the GPU within it, and the longest idle gaps with the host
+call that was running when the GPU went idle (a sync, a launch-bound stretch, the data loader...).
+
+    python bench/trace_summary.py bench-out/prof/trace.json.gz --top 15
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+GPU_CATS = {"kernel", "gpu_memcpy", "gpu_memset"}
+
+KINDS = [  # (label, regex on the kernel name), first match wins
+    ("Triton (get3d's fused kernels)", r"^_\w+_kernel$|^triton_"),
+    ("conv (cuDNN / cutlass)", r"conv|implicit_gemm|xmma_fprop|xmma_dgrad|xmma_wgrad|sm90_.*conv|cudnn|wgrad|dgrad"),
+    ("GEMM", r"gemm|sm90_xmma|cutlass|ampere_|cublas"),
+    ("nvdiffrast", r"Rasterize|Antialias|Interpolate|triangleSetup|binRaster|coarseRaster|fineRaster|Rast"),
+    ("scan / sort / nonzero / unique", r"scan|Scan|sort|Sort|radix|nonzero|unique|select_if|cub::"),
+    ("reduction", r"reduce|Reduce|norm|sum"),
+    ("index / gather / scatter", r"index|gather|scatter|Index"),
+    ("copy / layout", r"copy|Copy|transpose|Transform|nchw|nhwc|memcpy|Memcpy|memset|Memset|cat|Cat"),
+    ("elementwise", r"elementwise|vectorized|unrolled|Elementwise"),
+]
+
+
+def kind_of(name: str) -> str:
+    for label, rx in KINDS:
+        if re.search(rx, name):
+            return label
+    return "other"
+
+
+def load(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        data = json.load(f)
+    return [e for e in data.get("traceEvents", data) if e.get("ph") == "X"]
+
+
+def phase_ranges(events: list[dict]) -> list[tuple[float, float, str]]:
+    """GPU-side spans of the ``phase/...`` ranges (the profiler mirrors them onto the GPU timeline)."""
+    spans = [(e["ts"], e["ts"] + e["dur"], e["name"].split("/", 1)[1]) for e in events
+             if e.get("cat") == "gpu_user_annotation" and e["name"].startswith("phase/")]
+    return sorted(spans)
+
+
+def phase_of(t: float, spans) -> str:
+    for s, e, name in spans:
+        if s <= t < e:
+            return name
+    return "outside"
+
+
+def host_call_at(t: float, host: list[dict]) -> str:
+    """The innermost host event (op or CUDA runtime call) running at time ``t``."""
+    best = None
+    for e in host:
+        if e["ts"] <= t < e["ts"] + e["dur"] and (best is None or e["dur"] < best["dur"]):
+            best = e
+    return best["name"] if best else "-"
+
+
+def summarize(events: list[dict], top: int) -> str:
+    gpu = sorted((e for e in events if e.get("cat") in GPU_CATS), key=lambda e: e["ts"])
+    host = [e for e in events if e.get("cat") in ("cpu_op", "cuda_runtime", "user_annotation", "python_function")
+            and not e["name"].startswith("ProfilerStep")]
+    spans = phase_ranges(events)
+    skip = [(e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "bench/end_tick"]
+    by_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for e in gpu:
+        by_phase[phase_of(e["ts"], spans)][kind_of(e["name"])] += e["dur"]
+    gaps = []
+    end = gpu[0]["ts"] + gpu[0]["dur"] if gpu else 0.0
+    for e in gpu[1:]:
+        if e["ts"] > end and not any(s <= end < t for s, t in skip):
+            gaps.append((e["ts"] - end, end, phase_of(end, spans)))
+        end = max(end, e["ts"] + e["dur"])
+    idle_by_phase: dict[str, float] = defaultdict(float)
+    for d, _, ph in gaps:
+        idle_by_phase[ph] += d
+    lines = []
+    phases = sorted(by_phase, key=lambda p: -sum(by_phase[p].values()))
+    kinds = sorted({k for p in phases for k in by_phase[p]}, key=lambda k: -sum(by_phase[p][k] for p in phases))
+    head = ["GPU ms (2 steps)"] + phases + ["total"]
+    rows = [head]
+    for k in kinds:
+        vals = [by_phase[p][k] / 1e3 for p in phases]
+        rows.append([k] + [f"{v:.1f}" for v in vals] + [f"{sum(vals):.1f}"])
+    busy = [sum(by_phase[p].values()) / 1e3 for p in phases]
+    rows.append(["kernels, all"] + [f"{v:.1f}" for v in busy] + [f"{sum(busy):.1f}"])
+    idle = [idle_by_phase[p] / 1e3 for p in phases]
+    rows.append(["GPU idle in gaps"] + [f"{v:.1f}" for v in idle] + [f"{sum(idle):.1f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.append("")
+    lines.append(f"longest idle gaps (of {len(gaps)}; {sum(d for d, _, _ in gaps) / 1e3:.1f} ms in all):")
+    for d, t, ph in sorted(gaps, reverse=True)[:top]:
+        lines.append(f"  {d / 1e3:7.2f} ms  {ph:<8} host: {host_call_at(t, host)[:90]}")
+    by_call: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for d, t, _ in gaps:
+        if d >= 20:  # µs: ignore launch-latency-sized gaps
+            c = by_call[host_call_at(t, host)[:70]]
+            c[0] += 1
+            c[1] += d
+    lines.append("idle gaps ≥ 20 µs by the host call running when the GPU went idle:")
+    for name, (n, d) in sorted(by_call.items(), key=lambda kv: -kv[1][1])[:top]:
+        lines.append(f"  {d / 1e3:7.2f} ms  ×{n:<4d} {name}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("trace", type=Path, help="trace.json.gz written by bench/train_speed.py --torch-profile")
+    ap.add_argument("--top", type=int, default=12)
+    args = ap.parse_args(argv)
+    if not args.trace.exists():
+        ap.error(f"{args.trace}: no such file")
+    print(summarize(load(args.trace), args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
