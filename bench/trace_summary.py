@@ -60,13 +60,18 @@ def phase_of(t: float, spans) -> str:
     return "outside"
 
 
-def host_call_at(t: float, host: list[dict]) -> str:
-    """The innermost host event (op or CUDA runtime call) running at time ``t``."""
-    best = None
-    for e in host:
-        if e["ts"] <= t < e["ts"] + e["dur"] and (best is None or e["dur"] < best["dur"]):
-            best = e
-    return best["name"] if best else "-"
+def host_calls_at(times: list[float], host: list[dict]) -> dict[float, str]:
+    """The innermost host event (op or CUDA runtime call) running at each of ``times``: one sweep over the events
+    sorted by start, keeping those still open (events nest, so the latest-started open one is the innermost)."""
+    events = sorted(host, key=lambda e: e["ts"])
+    out, open_, k = {}, [], 0
+    for t in sorted(times):
+        while k < len(events) and events[k]["ts"] <= t:
+            open_.append(events[k])
+            k += 1
+        open_ = [e for e in open_ if e["ts"] + e["dur"] > t]
+        out[t] = open_[-1]["name"] if open_ else "-"
+    return out
 
 
 def summarize(events: list[dict], top: int) -> str:
@@ -102,15 +107,17 @@ def summarize(events: list[dict], top: int) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.append("")
+    longest = sorted(gaps, reverse=True)[:top]
+    real_gaps = [g for g in gaps if g[0] >= 20]  # µs: launch-latency-sized gaps left out
+    calls = host_calls_at([t for _, t, _ in longest + real_gaps], host)
     lines.append(f"longest idle gaps (of {len(gaps)}; {sum(d for d, _, _ in gaps) / 1e3:.1f} ms in all):")
-    for d, t, ph in sorted(gaps, reverse=True)[:top]:
-        lines.append(f"  {d / 1e3:7.2f} ms  {ph:<8} host: {host_call_at(t, host)[:90]}")
+    for d, t, ph in longest:
+        lines.append(f"  {d / 1e3:7.2f} ms  {ph:<8} host: {calls[t][:90]}")
     by_call: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    for d, t, _ in gaps:
-        if d >= 20:  # µs: ignore launch-latency-sized gaps
-            c = by_call[host_call_at(t, host)[:70]]
-            c[0] += 1
-            c[1] += d
+    for d, t, _ in real_gaps:
+        c = by_call[calls[t][:70]]
+        c[0] += 1
+        c[1] += d
     lines.append("idle gaps ≥ 20 µs by the host call running when the GPU went idle:")
     for name, (n, d) in sorted(by_call.items(), key=lambda kv: -kv[1][1])[:top]:
         lines.append(f"  {d / 1e3:7.2f} ms  ×{n:<4d} {name}")

@@ -212,7 +212,6 @@ def make_probe(args, device: str, warmup: int, experiments: list[str]):
             text = (f"# 2 training steps ({', '.join(experiments) or 'default'})\n"
                     + ka.table(sort_by=sort, row_limit=40, max_name_column_width=80) + "\n\n# by self CPU time\n"
                     + ka.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=80))
-            (d / "train_profile.txt").write_text(text)
             if device == "cuda":
                 all_evs = p.events()
                 evs = [e for e in all_evs if e.device_type.name == "CUDA"]
@@ -229,13 +228,8 @@ def make_probe(args, device: str, warmup: int, experiments: list[str]):
                       f"(kernels cover {idle['busy_ms']:.0f} ms); per phase, GPU ms: "
                       + ", ".join(f"{k} {v:.1f}" for k, v in phase_gpu_ms(ka).items()), flush=True)
                 text += f"\n\n# GPU idle\n{json.dumps(idle)}\n"
-                (d / "train_profile.txt").write_text(text)
-                import gzip
-                import shutil
-                p.export_chrome_trace(str(d / "trace.json"))   # chrome://tracing or ui.perfetto.dev
-                with open(d / "trace.json", "rb") as src, gzip.open(d / "trace.json.gz", "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                (d / "trace.json").unlink()
+                p.export_chrome_trace(str(d / "trace.json.gz"))   # gzipped by torch; ui.perfetto.dev reads it
+            (d / "train_profile.txt").write_text(text)
             print(ka.table(sort_by=sort, row_limit=25, max_name_column_width=70), flush=True)
 
     on_progress.prof = prof

@@ -179,14 +179,14 @@ class GET3DLoss:
         each one's double backward runs (and frees its activations) before the other's starts, and the step's
         memory peak holds one discriminator's R1 graph instead of both (the gradients are the same)."""
         stats, total = {}, 0.0
-        for name, x in (("rgb", real.image), ("mask", real.mask)):
+        for i, (name, x) in enumerate((("rgb", real.image), ("mask", real.mask))):
             x = x.detach().requires_grad_(True)
+            only = (x, None) if i == 0 else (None, x)           # run_D's (rgb, mask): this discriminator only
             # Same functions, but FIR filtering and convolutions whose double backward is cheap: PyTorch's
             # generic one ran the depthwise FIR as one convolution per channel (~44 s per R1 step at 1024²).
             with double_backward_kernels():
                 # R1 needs a double backward: keep it in fp32 (bf16 gradient penalties are not safe).
-                logits = self.run_D(x if name == "rgb" else None, x if name == "mask" else None, real.camera,
-                                    autocast=False)[name == "mask"]
+                logits = self.run_D(*only, real.camera, autocast=False)[i]
                 (grad,) = torch.autograd.grad(logits.sum(), [x], create_graph=True)
                 pen = grad.square().sum(dim=[1, 2, 3])
                 # "+ 0 * logits" keeps every D parameter in the graph (as StyleGAN2 does).
