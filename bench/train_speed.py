@@ -328,6 +328,9 @@ def summarize(args, profile, device, cfg_model, batch, warmup, experiments, tick
         "host_rss_peak_gib": timed[-1]["mem/host_rss_peak_gib"], "wall_sec": wall,
         "torch": torch.__version__, "experiments": experiments, "host_syncs_one_step": sync.get("n"),
         "gpu_idle": sync.get("idle"),
+        # every step's loss means (warm-up included): runs with the same seed and the same function agree, so
+        # train_speed_ab.py can show that a faster step still computes the same losses
+        "losses": [{k: v for k, v in r.items() if k.startswith("loss/")} for r in ticks],
     }
     return res
 

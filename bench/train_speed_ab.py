@@ -10,6 +10,10 @@ every row reports its ratio to it.  Variants run in the order given, then once m
 A label may name another checkout of the project as ``LABEL@DIR=FLAGS``: that variant runs *this* bench script
 against ``DIR``'s library (e.g. the previous commit, ``git archive HEAD~1 get3d | tar -x -C DIR``), so a change
 that has no switch is compared with the code before it on the same machine.
+
+Every run uses the same seed, so the ``loss Δ`` column also shows whether a variant computes the same step as
+the first row with its generator: the largest relative difference of the loss means at the first step (~1e-7
+for an equal computation in another order) and over the whole run (where rounding differences grow).
 """
 from __future__ import annotations
 
@@ -45,21 +49,48 @@ def run_variant(label: str, flags: str, common: list[str], log_dir: Path, librar
     return res
 
 
+def loss_difference(row: dict, ref: dict) -> tuple[float, float] | None:
+    """Largest relative differences between two runs' per-step loss means (same seed): at the first step (the
+    same weights: ~1e-6 for a reordered but equal computation, large for a different function) and over the run
+    (rounding differences grow through the GAN updates, so this is the drift, not a test)."""
+    a, b = row.get("losses"), ref.get("losses")
+    if not a or not b or len(a) != len(b):
+        return None
+
+    def rel(x: dict, y: dict) -> float:
+        return max((abs(x[k] - y[k]) / max(abs(y[k]), 1e-3) for k in x.keys() & y.keys()), default=0.0)
+
+    return rel(a[0], b[0]), max(rel(x, y) for x, y in zip(a, b))
+
+
+def loss_reference(row: dict, rows: list[dict]) -> dict | None:
+    """The first earlier successful row with the same generator (losses of different networks do not compare)."""
+    for r in rows:
+        if r is row:
+            return None
+        if "error" not in r and r.get("generator") == row.get("generator"):
+            return r
+    return None
+
+
 def table(rows: list[dict]) -> str:
     base = next((r for r in rows if "error" not in r), None)
     head = ("variant", "s/kimg", "median-step s/kimg", "img/s", "ratio", "steady GiB", "first GiB", "host syncs",
-            "GPU idle", "flags")
+            "GPU idle", "loss Δ first/all (vs)", "flags")
     lines = [head]
     for r in rows:
         if "error" in r:
-            lines.append((r["label"], r["error"], "", "", "", "", "", "", "", r["flags"]))
+            lines.append((r["label"], r["error"], "", "", "", "", "", "", "", "", r["flags"]))
             continue
+        ref = loss_reference(r, rows)
+        diff = loss_difference(r, ref) if ref is not None else None
+        loss_col = f"{diff[0]:.0e}/{diff[1]:.0e} ({ref['label']})" if diff is not None else "-"
         ratio = r["sec_per_kimg"] / base["sec_per_kimg"]
         fmt = (lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "-")
         lines.append((r["label"], f"{r['sec_per_kimg']:.1f}", f"{r['sec_per_kimg_median_step']:.1f}",
                       f"{r['img_per_sec']:.2f}", f"{ratio:.3f}", fmt(r["peak_mem_gib_steady"]),
                       fmt(r["peak_mem_gib_first_steps"]), str(r.get("host_syncs_one_step") or "-"),
-                      f"{r['gpu_idle']['idle_fraction']:.1%}" if r.get("gpu_idle") else "-",
+                      f"{r['gpu_idle']['idle_fraction']:.1%}" if r.get("gpu_idle") else "-", loss_col,
                       r["flags"] or "(defaults)"))
     widths = [max(len(str(x[i])) for x in lines) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(x, widths)) for x in lines)
