@@ -81,6 +81,9 @@ def _bwd_kernel(DT, P, DOUT, NTOT, NPER, R, C, CP: tl.constexpr, BLOCK_N: tl.con
     pz = tl.load(P + n * 3 + 2, mask=nm, other=0.0)
     b = (n // NPER).to(tl.int64)
     g = tl.load(DOUT + n.to(tl.int64)[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
+    # A point whose gradient is all zero adds nothing: skip its atomics. The padded renderer's unused pixel slots
+    # all sit at one position, so their zero adds would otherwise queue on the same few rows. (NaN rows still add.)
+    m2 = m2 & (tl.sum(tl.abs(g), 1) != 0.0)[:, None]
     for k in tl.static_range(3):
         if k == 0:
             pu, pv = px, py
