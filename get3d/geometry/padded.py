@@ -82,6 +82,23 @@ class SurfaceCapacity:
         if self.pixels and need_pixels > self.pixels:
             self.pixels = up(need_pixels)
 
+    def fit(self, need_verts: int, need_faces: int, need_pixels: int = 0, factor: float = 1.5,
+            slack: float = 1.5) -> bool:
+        """Shrink each capacity above ``slack`` × the grown size (``factor`` × need, rounded like :meth:`grow`)
+        to that size, so the dense padded work follows the surfaces' real size instead of the generous start;
+        the slack keeps a capacity from shrinking and growing on every small change. ``pixels`` 0 (every pixel)
+        stays. Returns whether anything changed."""
+        def up(x: int) -> int:
+            return math.ceil(max(1, x) * factor / 1024.0) * 1024
+        before = (self.verts, self.faces, self.pixels)
+        if self.verts > slack * up(need_verts):
+            self.verts = up(need_verts)
+        if self.faces > slack * up(need_faces):
+            self.faces = up(need_faces)
+        if self.pixels and self.pixels > slack * up(need_pixels):
+            self.pixels = up(need_pixels)
+        return (self.verts, self.faces, self.pixels) != before
+
 
 class PaddedMeshes(Sequence):
     """A batch of meshes in fixed-capacity slots.

@@ -462,6 +462,11 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
         vals = [v for k, v in zip(keys, vals) if k not in surf]
         keys = [k for k in keys if k not in surf]
         if not surf.get("surface/overflow", 0):
+            if cap is not None and surf and perf.active().fit_capacity:
+                old = (cap.verts, cap.faces, cap.pixels)
+                if cap.fit(*(int(surf[k]) for k in SURFACE_KEYS[1:])):
+                    log.debug("%s step %d: padded capacity %d / %d / %d fitted to %d / %d / %d", phase, st.step,
+                              *old, cap.verts, cap.faces, cap.pixels)
             break
         if attempt == MAX_SURFACE_RERUNS:
             raise RuntimeError(f"{phase} step {st.step}: the padded surface still overflowed after "

@@ -65,6 +65,18 @@ def test_overflow_is_flagged_never_cut_silently(grid):
     assert [f.shape[0] for _, f in again] == exact_faces
 
 
+def test_capacity_fits_down_to_the_need_with_slack():
+    cap = SurfaceCapacity(verts=65536, faces=65536, pixels=524288)
+    assert cap.fit(10_000, 20_000, 100_000)                       # all far above 1.5 x 1.5 x need
+    assert (cap.verts, cap.faces, cap.pixels) == (15360, 30720, 150528)   # 1.5 x need, rounded up to 1,024
+    assert not cap.fit(12_000, 25_000, 120_000)                   # within the slack: unchanged
+    assert (cap.verts, cap.faces, cap.pixels) == (15360, 30720, 150528)
+    assert not cap.fit(20_000, 40_000, 200_000)                   # a larger need is grow's job (after an overflow)
+    every_pixel = SurfaceCapacity(verts=4096, faces=4096, pixels=0)
+    every_pixel.fit(100, 100, 100)
+    assert every_pixel.pixels == 0 and every_pixel.verts == 1024  # 0 = every pixel: never shrunk
+
+
 def test_capacity_and_edge_map_validation(grid):
     with pytest.raises(ValueError, match="must be >= 1"):
         SurfaceCapacity(0, 10)

@@ -40,3 +40,21 @@ def test_padded_run_matches_the_exact_run_through_overflows(tiny_dataset, tmp_pa
     for k, v in state_a["G"].items():
         if v.is_floating_point():
             torch.testing.assert_close(state_b["G"][k], v, rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_padded_capacity_fits_down_from_a_generous_start(tiny_dataset, tmp_path, caplog):
+    """A start far above the need shrinks after the first phase (the need comes with the loss read) and the run
+    is still the exact one; with fitting off the capacity stays."""
+    _, stats_a, _ = _run(tiny_dataset, tmp_path / "exact", padded_surface=False)
+    with caplog.at_level(logging.DEBUG, logger="get3d.train"):
+        _, stats_b, _ = _run(tiny_dataset, tmp_path / "fit", padded_surface=True, surface_capacity=100_000)
+    fitted = [r.getMessage() for r in caplog.records if "fitted to" in r.getMessage()]
+    assert fitted and "capacity 100000 / 100000 /" in fitted[0]
+    for a, b in zip(stats_a, stats_b):
+        for k in ("loss/G", "loss/D", "loss/sdf_reg"):
+            if k in a:
+                assert abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(a[k])), (k, a[k], b[k])
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="get3d.train"):
+        _run(tiny_dataset, tmp_path / "nofit", padded_surface=True, surface_capacity=100_000, fit_capacity=False)
+    assert not [r for r in caplog.records if "fitted to" in r.getMessage()]
