@@ -59,6 +59,11 @@ def tet_edge_ids(tets: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     return ids
 
 
+def _slots(need: int, factor: float) -> int:
+    """``factor`` × ``need`` slots, rounded up to a multiple of 1,024 (fewer distinct buffer shapes)."""
+    return math.ceil(max(1, need) * factor / 1024.0) * 1024
+
+
 @dataclass
 class SurfaceCapacity:
     """Per-sample slot counts of the padded extraction (vertices, faces) and of the covered pixels whose colour
@@ -75,12 +80,10 @@ class SurfaceCapacity:
 
     def grow(self, need_verts: int, need_faces: int, need_pixels: int = 0, factor: float = 1.5) -> None:
         """At least ``factor`` × what was needed (rounded up to a multiple of 1,024: fewer distinct shapes)."""
-        def up(x: int) -> int:
-            return math.ceil(max(1, x) * factor / 1024.0) * 1024
-        self.verts = max(self.verts, up(need_verts))
-        self.faces = max(self.faces, up(need_faces))
+        self.verts = max(self.verts, _slots(need_verts, factor))
+        self.faces = max(self.faces, _slots(need_faces, factor))
         if self.pixels and need_pixels > self.pixels:
-            self.pixels = up(need_pixels)
+            self.pixels = _slots(need_pixels, factor)
 
     def fit(self, need_verts: int, need_faces: int, need_pixels: int = 0, factor: float = 1.5,
             slack: float = 1.5) -> bool:
@@ -88,16 +91,13 @@ class SurfaceCapacity:
         to that size, so the dense padded work follows the surfaces' real size instead of the generous start;
         the slack keeps a capacity from shrinking and growing on every small change. ``pixels`` 0 (every pixel)
         stays. Returns whether anything changed."""
-        def up(x: int) -> int:
-            return math.ceil(max(1, x) * factor / 1024.0) * 1024
-        before = (self.verts, self.faces, self.pixels)
-        if self.verts > slack * up(need_verts):
-            self.verts = up(need_verts)
-        if self.faces > slack * up(need_faces):
-            self.faces = up(need_faces)
-        if self.pixels and self.pixels > slack * up(need_pixels):
-            self.pixels = up(need_pixels)
-        return (self.verts, self.faces, self.pixels) != before
+        changed = False
+        for name, need in (("verts", need_verts), ("faces", need_faces), ("pixels", need_pixels)):
+            have, size = getattr(self, name), _slots(need, factor)
+            if have and have > slack * size:
+                setattr(self, name, size)
+                changed = True
+        return changed
 
 
 class PaddedMeshes(Sequence):
