@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 import torch
 from train_helpers import tiny_configs
 
@@ -23,8 +24,15 @@ def _run(tiny_dataset, run_dir, **changes):
     return res, stats, state
 
 
-def test_padded_run_matches_the_exact_run_through_overflows(tiny_dataset, tmp_path, caplog):
-    _, stats_a, state_a = _run(tiny_dataset, tmp_path / "exact", padded_surface=False)
+@pytest.fixture(scope="module")
+def exact_run(tiny_dataset, tmp_path_factory):
+    """The exactly sized run every padded run is compared with: (stats, state)."""
+    _, stats, state = _run(tiny_dataset, tmp_path_factory.mktemp("exact"), padded_surface=False)
+    return stats, state
+
+
+def test_padded_run_matches_the_exact_run_through_overflows(tiny_dataset, exact_run, tmp_path, caplog):
+    stats_a, state_a = exact_run
     with caplog.at_level(logging.INFO, logger="get3d.train"):
         res, stats_b, state_b = _run(tiny_dataset, tmp_path / "padded", padded_surface=True, surface_capacity=8,
                                      pixel_capacity=0.01)
@@ -42,10 +50,10 @@ def test_padded_run_matches_the_exact_run_through_overflows(tiny_dataset, tmp_pa
             torch.testing.assert_close(state_b["G"][k], v, rtol=1e-4, atol=1e-6, msg=k)
 
 
-def test_padded_capacity_fits_down_from_a_generous_start(tiny_dataset, tmp_path, caplog):
+def test_padded_capacity_fits_down_from_a_generous_start(tiny_dataset, exact_run, tmp_path, caplog):
     """A start far above the need shrinks after the first phase (the need comes with the loss read) and the run
     is still the exact one; with fitting off the capacity stays."""
-    _, stats_a, _ = _run(tiny_dataset, tmp_path / "exact", padded_surface=False)
+    stats_a = exact_run[0]
     with caplog.at_level(logging.DEBUG, logger="get3d.train"):
         _, stats_b, _ = _run(tiny_dataset, tmp_path / "fit", padded_surface=True, surface_capacity=100_000)
     fitted = [r.getMessage() for r in caplog.records if "fitted to" in r.getMessage()]
