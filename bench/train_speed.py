@@ -328,6 +328,9 @@ def summarize(args, profile, device, cfg_model, batch, warmup, experiments, tick
         "host_rss_peak_gib": timed[-1]["mem/host_rss_peak_gib"], "wall_sec": wall,
         "torch": torch.__version__, "experiments": experiments, "host_syncs_one_step": sync.get("n"),
         "gpu_idle": sync.get("idle"),
+        # padded_surface: phases re-run after a capacity overflow during the timed steps (None: exact path)
+        "surface_reruns": (timed[-1]["surface/reruns"] - (ticks[warmup - 1]["surface/reruns"] if warmup else 0)
+                           if "surface/reruns" in timed[-1] else None),
         # every step's loss means (warm-up included): runs with the same seed and the same function agree, so
         # train_speed_ab.py can show that a faster step still computes the same losses
         "losses": [{k: v for k, v in r.items() if k.startswith("loss/")} for r in ticks],
@@ -351,6 +354,8 @@ def print_table(res: dict, args, profile, device, cfg_model, batch, warmup, expe
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
     if profile != "paper":
         print("(the small profile is not comparable with the public number; it checks that the bench runs)")
+    if res["surface_reruns"] is not None:
+        print(f"padded surface: {res['surface_reruns']} phase(s) re-run after a capacity overflow in the timed steps")
     if res["peak_mem_gib_first_steps"] is not None:
         print(f"first {warmup} step(s) peak: {res['peak_mem_gib_first_steps']:.2f} GiB")
 

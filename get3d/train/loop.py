@@ -123,6 +123,8 @@ def _fmt_progress(rec: dict) -> str:
         parts.append(f"rss {rec['mem/host_rss_peak_gib']:.2f}GiB")
     if rec.get("nonfinite/steps_skipped"):
         parts.append(f"nonfinite-skips {rec['nonfinite/steps_skipped']}")
+    if rec.get("surface/reruns"):
+        parts.append(f"surface-reruns {rec['surface/reruns']}")
     return "  ".join(parts)
 
 
@@ -247,6 +249,7 @@ class _TrainState:
     tick_start_nimg: int = 0
     nonfinite_run: int = 0
     nonfinite_total: int = 0
+    surface_reruns: int = 0
     tick_stats: _TickStats = field(default_factory=_TickStats)
     last_state_path: Path | None = None
     resumed_from: str | None = None
@@ -259,12 +262,14 @@ class _TrainState:
     def counters(self) -> dict:
         return {"cur_nimg": self.cur_nimg, "step": self.step, "tick": self.tick,
                 "tick_start_nimg": self.tick_start_nimg,
-                "nonfinite_run": self.nonfinite_run, "nonfinite_total": self.nonfinite_total}
+                "nonfinite_run": self.nonfinite_run, "nonfinite_total": self.nonfinite_total,
+                "surface_reruns": self.surface_reruns}
 
     def load_counters(self, c: dict) -> None:
         self.cur_nimg, self.step, self.tick, self.tick_start_nimg = (c["cur_nimg"], c["step"], c["tick"],
                                                                      c["tick_start_nimg"])
         self.nonfinite_run, self.nonfinite_total = c.get("nonfinite_run", 0), c.get("nonfinite_total", 0)
+        self.surface_reruns = c.get("surface_reruns", 0)
 
 
 def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> dict:
@@ -474,6 +479,7 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
         old = (cap.verts, cap.faces, cap.pixels)
         need = [int(surf[k]) for k in SURFACE_KEYS[1:]]
         cap.grow(*need)
+        st.surface_reruns += 1
         log.info("%s step %d: a sample needed %d vertices / %d faces / %d shaded pixels (capacity %d / %d / "
                  "%d); re-running the phase with capacity %d / %d / %d", phase, st.step, *need, *old,
                  cap.verts, cap.faces, cap.pixels)
@@ -545,6 +551,8 @@ def _end_tick(r: _Run, st: _TrainState, done: bool) -> None:
            "timing/sec_per_tick": dt, "timing/sec_per_kimg": dt / n * 1000.0,
            "timing/img_per_sec": n / max(dt, 1e-9), "timing/total_sec": time.perf_counter() - st.t_start,
            "nonfinite/steps_skipped": st.nonfinite_total}
+    if r.nets.G.padded_capacity() is not None:
+        rec["surface/reruns"] = st.surface_reruns
     rec.update(_flat_losses(st.tick_stats.means()))
     rec.update(_peak_memory(r.device))
     # Keep buffers (w_avg) identical on every rank.

@@ -43,7 +43,11 @@ def test_padded_run_matches_the_exact_run_through_overflows(tiny_dataset, exact_
         for k in ("loss/G", "loss/D", "loss/sdf_reg", "loss/r1"):
             if k in a:
                 assert abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(a[k])), (k, a[k], b[k])
-        assert not any(k.startswith("surface/") for k in b)     # bookkeeping, not a loss
+        # the surface sums are bookkeeping, not losses; the re-runs are counted (cumulative, like the skips)
+        assert [k for k in b if k.startswith("surface/")] == ["surface/reruns"]
+        assert not any(k.startswith("surface/") for k in a)
+    assert stats_b[-1]["surface/reruns"] == len(reruns) and stats_b[0]["surface/reruns"] >= 1
+    assert state_b["counters"]["surface_reruns"] == len(reruns)     # kept in the state, so a resume goes on
     # same weights and the same running w_avg (restored before each re-run)
     for k, v in state_a["G"].items():
         if v.is_floating_point():
