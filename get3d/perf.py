@@ -60,9 +60,9 @@ class PerfConfig:
         help="padded_surface: starting share of an image's pixels whose colour is queried without a host sync "
              "(grown after an overflow; 1 = every pixel, which never overflows)")
     fit_capacity: bool = spec(
-        True, help="padded_surface: after each phase, shrink a capacity above 2.25x the need just read (with the "
-                   "loss sums, no extra sync) to 1.5x it, so the padded work follows the surfaces' size; an "
-                   "overflow still grows it and re-runs the phase")
+        True, help="padded_surface: after each phase, shrink a capacity above 2.25x the largest recent need (a "
+                   "slowly decaying envelope of the needs read with the loss sums, no extra sync) to 1.5x it, so "
+                   "the padded work follows the surfaces' size; an overflow still grows it (to 2x) and re-runs")
     lfd_sweep: str = spec(
         "triton", choices=("triton", "torch"),
         help="CUDA LFD flood-fill sweeps: Triton kernels, or PyTorch scans (the CPU path)")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -64,36 +64,53 @@ def _slots(need: int, factor: float) -> int:
     return math.ceil(max(1, need) * factor / 1024.0) * 1024
 
 
+#: per phase, how much of the largest recent need the capacity still provisions for (an envelope with a
+#: half-life of ~350 phases): an untrained generator's surfaces swing by more than 2x from one phase to the next,
+#: so sizing to the last need alone overflowed in most steps (13 re-runs in 17 steps on the paper recipe)
+PEAK_DECAY = 0.998
+
+
 @dataclass
 class SurfaceCapacity:
     """Per-sample slot counts of the padded extraction (vertices, faces) and of the covered pixels whose colour
-    the renderer queries (``pixels``; 0 = every pixel); grown after an overflow (the caller re-runs)."""
+    the renderer queries (``pixels``; 0 = every pixel); grown after an overflow (the caller re-runs).
+
+    It also keeps a decaying envelope of the needs it was shown (:meth:`grow`, :meth:`fit`), so that it sizes
+    to the largest recent surface rather than to the last one."""
 
     verts: int
     faces: int
     pixels: int = 0
+    peak: list = field(default_factory=lambda: [0.0, 0.0, 0.0], repr=False)
 
     def __post_init__(self):
         if self.verts < 1 or self.faces < 1 or self.pixels < 0:
             raise ValueError(f"SurfaceCapacity: verts and faces must be >= 1 and pixels >= 0, got {self.verts}, "
                              f"{self.faces}, {self.pixels}")
 
-    def grow(self, need_verts: int, need_faces: int, need_pixels: int = 0, factor: float = 1.5) -> None:
-        """At least ``factor`` × what was needed (rounded up to a multiple of 1,024: fewer distinct shapes)."""
-        self.verts = max(self.verts, _slots(need_verts, factor))
-        self.faces = max(self.faces, _slots(need_faces, factor))
+    def _observe(self, needs) -> list[float]:
+        self.peak = [max(float(n), p * PEAK_DECAY) for n, p in zip(needs, self.peak)]
+        return self.peak
+
+    def grow(self, need_verts: int, need_faces: int, need_pixels: int = 0, factor: float = 2.0) -> None:
+        """At least ``factor`` × the need and the recent envelope (rounded up to a multiple of 1,024: fewer
+        distinct shapes); 2x, so a surface that keeps growing does not overflow on every phase."""
+        pv, pf, pp = self._observe((need_verts, need_faces, need_pixels))
+        self.verts = max(self.verts, _slots(pv, factor))
+        self.faces = max(self.faces, _slots(pf, factor))
         if self.pixels and need_pixels > self.pixels:
-            self.pixels = _slots(need_pixels, factor)
+            self.pixels = max(self.pixels, _slots(pp, factor))
 
     def fit(self, need_verts: int, need_faces: int, need_pixels: int = 0, factor: float = 1.5,
             slack: float = 1.5) -> bool:
-        """Shrink each capacity above ``slack`` × the grown size (``factor`` × need, rounded like :meth:`grow`)
-        to that size, so the dense padded work follows the surfaces' real size instead of the generous start;
-        the slack keeps a capacity from shrinking and growing on every small change. ``pixels`` 0 (every pixel)
-        stays. Returns whether anything changed."""
+        """Shrink each capacity above ``slack`` × the fitted size (``factor`` × the envelope of recent needs,
+        rounded like :meth:`grow`) to that size, so the dense padded work follows the surfaces' real size instead
+        of the generous start; the envelope and the slack keep a capacity from shrinking below a size the
+        surfaces still reach. ``pixels`` 0 (every pixel) stays. Returns whether anything changed."""
         changed = False
-        for name, need in (("verts", need_verts), ("faces", need_faces), ("pixels", need_pixels)):
-            have, size = getattr(self, name), _slots(need, factor)
+        peaks = self._observe((need_verts, need_faces, need_pixels))
+        for name, peak in zip(("verts", "faces", "pixels"), peaks):
+            have, size = getattr(self, name), _slots(peak, factor)
             if have and have > slack * size:
                 setattr(self, name, size)
                 changed = True

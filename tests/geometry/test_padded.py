@@ -77,6 +77,25 @@ def test_capacity_fits_down_to_the_need_with_slack():
     assert every_pixel.pixels == 0 and every_pixel.verts == 1024  # 0 = every pixel: never shrunk
 
 
+def test_capacity_follows_the_envelope_of_recent_needs_not_the_last_one():
+    """Needs that swing by 2-3x between phases (an untrained generator) overflow once, then fit; sizing to the
+    last need alone would overflow on every large phase. Needs that stay small let it shrink, slowly."""
+    cap = SurfaceCapacity(verts=65536, faces=65536, pixels=0)
+    needs = [4000, 11000, 3500, 9000, 12000, 5000, 10500, 4000] * 8
+    overflows = 0
+    for n in needs:
+        if n > cap.faces:
+            overflows += 1
+            cap.grow(n, n)
+        else:
+            cap.fit(n, n)
+    assert overflows == 1 and cap.faces >= 12000
+    small = cap.faces
+    for _ in range(2000):                                           # the surfaces got smaller for good
+        cap.fit(3000, 3000)
+    assert 3000 * 1.5 <= cap.faces < small / 2
+
+
 def test_capacity_and_edge_map_validation(grid):
     with pytest.raises(ValueError, match="must be >= 1"):
         SurfaceCapacity(0, 10)
