@@ -65,8 +65,8 @@ def _slots(need: int, factor: float) -> int:
 
 
 #: per phase, how much of the largest recent need the capacity still provisions for (an envelope with a
-#: half-life of ~350 phases): an untrained generator's surfaces swing by more than 2x from one phase to the next,
-#: so sizing to the last need alone overflowed in most steps (13 re-runs in 17 steps on the paper recipe)
+#: half-life of ~350 phases): an untrained generator's largest surface often grows by more than 1.5x from one
+#: phase to the next, so sizing to the last need alone overflowed in most steps (13 re-runs in 17 on the paper recipe)
 PEAK_DECAY = 0.998
 
 
