@@ -81,7 +81,7 @@ class SurfaceCapacity:
     verts: int
     faces: int
     pixels: int = 0
-    peak: list = field(default_factory=lambda: [0.0, 0.0, 0.0], repr=False)
+    peak: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], repr=False)  # verts, faces, pixels
 
     def __post_init__(self):
         if self.verts < 1 or self.faces < 1 or self.pixels < 0:
