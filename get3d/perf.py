@@ -36,6 +36,11 @@ class PerfConfig:
     synthesis_epilogue: bool = spec(
         True, help="without autograd on CUDA: each synthesis layer's demodulation/noise/bias/activation as one "
                    "Triton kernel")
+    modulation_kernels: str = spec(
+        "torch", choices=("triton", "torch"),
+        help="CUDA with autograd: the modulated layers' per-sample channel scaling and their demodulation/noise/"
+             "bias/activation epilogue as one Triton kernel per direction (triton), or PyTorch's broadcast "
+             "multiplies, adds and reductions (torch)")
     point_mlp_fused: bool = spec(
         True, help="without autograd on CUDA: each point decoder's layers as one Triton kernel")
     point_mlp_precision: str = spec(

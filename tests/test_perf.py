@@ -22,7 +22,8 @@ PREVIOUS_DEFAULTS = {"merged_d_pass": True, "upsample": "triton", "modulated_fc"
                      "fold_downsample_conv": "low_precision", "synthesis_epilogue": True, "point_mlp_fused": True,
                      "point_mlp_precision": "tf32x3", "fused_modconv": "never", "triplane_sampler": "triton",
                      "lfd_sweep": "triton", "lfd_algorithms": "auto", "padded_surface": False,
-                     "surface_capacity": 65536, "pixel_capacity": 0.5, "fit_capacity": True}
+                     "surface_capacity": 65536, "pixel_capacity": 0.5, "fit_capacity": True,
+                     "modulation_kernels": "torch"}
 
 
 def test_defaults_are_what_the_code_ran_before():

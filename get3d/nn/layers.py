@@ -181,6 +181,27 @@ def bias_act_fused(x, b=None, dim=1, act="linear", gain=None, clamp=None):
     return bias_act_ref(x, b, dim=dim, act=act, gain=gain, clamp=clamp)
 
 
+def _modulation_kernels(x: torch.Tensor, dim: int):
+    """The Triton modulation kernels (:mod:`get3d.nn.ops.modulate_triton`) where ``perf.modulation_kernels``
+    selects them and they take ``x``'s layout (CUDA, large enough to pay for a launch), else None."""
+    if perf.active().modulation_kernels != "triton" or x.numel() < FUSED_BIAS_ACT_MIN_NUMEL:
+        return None
+    try:
+        from get3d.nn.ops import modulate_triton
+    except ImportError:  # no Triton
+        return None
+    return modulate_triton if modulate_triton.supports(x, dim) else None
+
+
+def scale_channels(x: torch.Tensor, s: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """``x · s[b, c]`` along channel ``dim`` (1: NCHW, 2: ``[B, N, C]``): the input modulation."""
+    kernels = _modulation_kernels(x, dim)
+    if kernels is not None:
+        return kernels.modulate(x, s, dim=dim)
+    view = [s.shape[0], s.shape[1], 1, 1] if dim == 1 else [s.shape[0], 1, s.shape[1]]
+    return x * s.to(x.dtype).reshape(view)
+
+
 #: Reference implementation of each hot primitive.
 REFERENCE_KERNELS: dict[str, Callable] = {"upfirdn2d": upfirdn2d_ref, "bias_act": bias_act_ref,
                                           "conv2d": conv2d_ref}
@@ -354,7 +375,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         w = weight.unsqueeze(0) * styles.reshape(b, 1, i, 1, 1)  # [B, O, I, k, k]
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [B, O]
     if not fused_modconv:
-        x = x * styles.to(x.dtype).reshape(b, i, 1, 1)
+        x = scale_channels(x, styles)
         x = F.conv2d(x, weight.to(x.dtype), padding=padding)
         if defer_epilogue:
             return x, dcoefs
@@ -406,6 +427,10 @@ class SynthesisLayer(nn.Module):
             y = self._inference_forward(x, styles, noise_mode, gain)
             if y is not None:
                 return y
+        if not fused_modconv:
+            y = self._kernel_forward(x, styles, noise_mode, gain)
+            if y is not None:
+                return y
         noise = None
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
@@ -417,6 +442,28 @@ class SynthesisLayer(nn.Module):
         act_gain = ACTIVATIONS[self.activation][1] * gain
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=clamp)
+
+    def _kernel_forward(self, x, styles, noise_mode: str, gain: float):
+        """Same function with autograd: the input scaling and the epilogue (demodulation, noise, bias,
+        activation, clamp) each one Triton kernel per direction (``perf.modulation_kernels``); None where they
+        do not run."""
+        if _modulation_kernels(x, 1) is None:
+            return None
+        y, dcoefs = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
+                                     resample_filter=self.resample_filter, fused_modconv=False, defer_epilogue=True)
+        kernels = _modulation_kernels(y, 1)
+        if kernels is None:
+            return None
+        noise = strength = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([y.shape[0], 1, self.resolution, self.resolution], device=y.device, dtype=y.dtype)
+            strength = self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise, strength = self.noise_const, self.noise_strength
+        act_gain = ACTIVATIONS[self.activation][1] * gain
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return kernels.modulate(y, dcoefs, noise, strength, self.bias, act=self.activation, gain=act_gain,
+                                clamp=clamp)
 
     def _inference_forward(self, x, styles, noise_mode: str, gain: float):
         """Same function without autograd: demodulation, noise, bias, activation and clamp in one Triton pass
@@ -492,9 +539,13 @@ class ModulatedFullyConnected(nn.Module):
             # Same function with the styles on the activations: x·(W·diag(s))ᵀ·diag(d) = ((x·diag(s))·Wᵀ)·diag(d),
             # d = 1/|W·diag(s)| per output row.  One shared GEMM over all B·N points instead of B skinny
             # per-sample ones (the bmm and its backward ran as small-tile SIMT GEMMs: ~120 ms per training step).
-            x = F.linear(x * styles.unsqueeze(1).to(x.dtype), self.weight.to(x.dtype))
+            x = F.linear(scale_channels(x, styles, dim=2), self.weight.to(x.dtype))
             if self.demodulate:
                 d = (styles.square() @ self.weight.square().t() + 1e-8).rsqrt()  # [B, O]
+                kernels = _modulation_kernels(x, 2)
+                if kernels is not None:
+                    return kernels.modulate(x, d, bias=self.bias, dim=2, act=self.activation,
+                                            gain=ACTIVATIONS[self.activation][1])
                 x = x * d.unsqueeze(1).to(x.dtype)
         return bias_act(x, self.bias, dim=2, act=self.activation)
 
