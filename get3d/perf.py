@@ -33,6 +33,11 @@ class PerfConfig:
         "low_precision", choices=("low_precision", "always", "never"),
         help="discriminator 'blur -> stride-2 conv' as one folded conv: for fp16/bf16 on CUDA (low_precision), "
              "always, or never")
+    fir_filter: str = spec(
+        "reference", choices=("triton", "reference"),
+        help="CUDA: the FIR blur of the discriminators' downsampling (unfolded convs, skip paths) and its "
+             "gradients as one Triton kernel (triton), or the reference (depthwise convolutions; shifted "
+             "multiply-adds inside R1)")
     synthesis_epilogue: bool = spec(
         True, help="without autograd on CUDA: each synthesis layer's demodulation/noise/bias/activation as one "
                    "Triton kernel")

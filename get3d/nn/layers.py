@@ -235,7 +235,19 @@ def double_backward_kernels(enabled: bool = True):
         KERNELS.update(saved)
 
 
+def _triton_fir():
+    try:
+        from get3d.nn.ops import fir_triton
+    except ImportError:  # no Triton: the reference
+        return None
+    return fir_triton
+
+
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
+    if perf.active().fir_filter == "triton":  # differentiable to any order, so R1 takes it too
+        mod = _triton_fir()
+        if mod is not None and mod.supports(x, f, up, down):
+            return mod.upfirdn2d(x, f, up, down, _parse_padding(padding), flip_filter, gain)
     return KERNELS["upfirdn2d"](x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 

@@ -1,0 +1,111 @@
+"""``upfirdn2d`` with a separable filter (StyleGAN's ``[1, 3, 3, 1]`` blur) as one Triton kernel, CUDA.
+
+The discriminators blur before every stride-2 convolution and downsample their skip paths with the same FIR.
+PyTorch runs the blur as a depthwise convolution, whose channels-last half-precision kernel is many times slower
+than the memory traffic it needs; folding the blur into the stride-2 convolution (``perf.fold_downsample_conv``)
+avoids it but makes that convolution 6×6 instead of 3×3 (4× its FLOPs).  Here every output element reads its
+``taps²`` neighbours of the (virtually) zero-inserted, padded input and is written once, in any dense layout (a tile
+of pixels × channels; channels-last keeps the channel loads contiguous).
+
+Per axis: ``out[o] = Σ_k g[k] · xu[o·down + k − p0]`` with ``g`` the filter in correlation order (flipped unless
+``flip_filter``) times ``√gain``, and ``xu[t] = x[t / up]`` where ``up`` divides ``t`` (zero elsewhere and outside).
+The backward is the same operation with ``up`` and ``down`` swapped, the filter flipped and the padding
+transposed, so derivatives of any order work (R1's double backward included).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+TILE = 2048  # elements per program
+
+
+@triton.jit
+def _axis_tap(o, k, p0, size, UP: tl.constexpr, DOWN: tl.constexpr):
+    """Input index and validity of tap ``k`` for output index ``o`` along one axis."""
+    t = o * DOWN + k - p0
+    tc = tl.maximum(t, 0)
+    if UP == 1:
+        return tc, (t >= 0) & (t < size)
+    return tc // UP, (t >= 0) & (tc % UP == 0) & (tc // UP < size)
+
+
+@triton.jit
+def _fir_kernel(X, G, Y, NP, C, OH, OW, H, W, sxb, sxc, sxh, sxw, syb, syc, syh, syw, px0, py0,
+                TAPS: tl.constexpr, UP: tl.constexpr, DOWN: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
+    p = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    pm = p < NP
+    cm = c < C
+    ox = p % OW
+    t = p // OW
+    oy = t % OH
+    b = t // OH
+    xc = X + b[:, None] * sxb + c[None, :].to(tl.int64) * sxc
+    acc = tl.zeros([BP, BC], dtype=tl.float32)
+    for ky in tl.static_range(TAPS):
+        iy, vy = _axis_tap(oy, ky, py0, H, UP, DOWN)
+        gy = tl.load(G + ky)
+        for kx in tl.static_range(TAPS):
+            ix, vx = _axis_tap(ox, kx, px0, W, UP, DOWN)
+            m = (pm & vy & vx)[:, None] & cm[None, :]
+            v = tl.load(xc + (iy * sxh + ix * sxw)[:, None], mask=m, other=0.0).to(tl.float32)
+            acc += v * (gy * tl.load(G + kx))
+    yo = Y + b[:, None] * syb + c[None, :].to(tl.int64) * syc + (oy * syh + ox * syw)[:, None]
+    tl.store(yo, acc.to(Y.dtype.element_ty), mask=pm[:, None] & cm[None, :])
+
+
+def supports(x: torch.Tensor, f: torch.Tensor, up: int, down: int) -> bool:
+    return (x.is_cuda and x.ndim == 4 and f.ndim == 1 and up in (1, 2) and down in (1, 2) and x.numel() > 0
+            and x.dtype in (torch.float32, torch.float16, torch.bfloat16))
+
+
+def _run(x: torch.Tensor, g: torch.Tensor, up: int, down: int, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    px0, px1, py0, py1 = pad
+    b, c, h, w = x.shape
+    taps = int(g.shape[0])
+    oh = (h * up + py0 + py1 - taps) // down + 1
+    ow = (w * up + px0 + px1 - taps) // down + 1
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"upfirdn2d: a filter of {taps} taps leaves no output for {tuple(x.shape)} with "
+                         f"up={up}, down={down}, padding={pad}")
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
+    y = torch.empty([b, c, oh, ow], device=x.device, dtype=x.dtype, memory_format=fmt)
+    bc = min(triton.next_power_of_2(c), 64)
+    bp = TILE // bc
+    n_pix = b * oh * ow
+    _fir_kernel[(triton.cdiv(n_pix, bp), triton.cdiv(c, bc))](
+        x, g, y, n_pix, c, oh, ow, h, w, *x.stride(), *y.stride(), px0, py0, TAPS=taps, UP=up, DOWN=down,
+        BP=bp, BC=bc, num_warps=4)
+    return y
+
+
+class FirFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, f, up: int, down: int, pad: tuple, flip_filter: bool, gain: float):
+        g = f.to(device=x.device, dtype=torch.float32)
+        if not flip_filter:
+            g = g.flip(0)
+        g = (g * (gain ** 0.5)).contiguous()
+        y = _run(x, g, up, down, pad)
+        ctx.meta = (f, up, down, pad, flip_filter, gain, x.shape)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        f, up, down, pad, flip_filter, gain, xs = ctx.meta
+        px0, _, py0, _ = pad
+        taps = int(f.shape[0])
+        oh, ow = dy.shape[2], dy.shape[3]
+        tpad = (taps - px0 - 1, xs[3] * up - ow * down + px0 - up + 1,
+                taps - py0 - 1, xs[2] * up - oh * down + py0 - up + 1)
+        return FirFunction.apply(dy, f, down, up, tpad, not flip_filter, gain), None, None, None, None, None, None
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int, down: int, padding: tuple[int, int, int, int],
+              flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
+    """:func:`get3d.nn.layers.upfirdn2d_ref` for a 1-D filter and ``up, down ∈ {1, 2}``, ``padding`` as
+    ``(x0, x1, y0, y1)``; the caller checks :func:`supports` first."""
+    return FirFunction.apply(x, f, up, down, tuple(padding), flip_filter, gain)

@@ -1,0 +1,105 @@
+"""FIR filtering (Triton) vs the reference ``upfirdn2d``: forward, gradient and second-order gradient.
+
+Runs on CUDA; without a GPU but with Triton installed it runs on the CPU through Triton's interpreter
+(``TRITON_INTERPRET=1`` must be set before Triton is imported).
+"""
+import pytest
+import torch
+from triton_device import triton_test_device
+
+from get3d.nn import layers as L
+
+mod = pytest.importorskip("get3d.nn.ops.fir_triton", reason="needs Triton")
+
+DEVICE = triton_test_device()
+BLUR = [1.0, 3.0, 3.0, 1.0]
+
+CASES = [  # shape, up, down, padding (x0, x1, y0, y1), flip, gain, filter, channels_last
+    ((2, 5, 9, 8), 1, 1, (2, 2, 2, 2), False, 1.0, BLUR, True),     # blur before a 3x3 stride-2 conv
+    ((2, 5, 8, 8), 1, 2, (1, 1, 1, 1), False, 1.0, BLUR, True),     # skip path: downsample2d
+    ((1, 3, 5, 6), 2, 1, (2, 1, 2, 1), False, 4.0, BLUR, False),    # upsample2d
+    ((2, 4, 7, 5), 1, 2, (0, 3, 1, -1), True, 2.0, [1.0, 2.0, 5.0], False),  # odd taps, crop, flip
+    ((1, 70, 6, 6), 2, 2, (1, 2, 2, 1), False, 1.0, [0.5, 1.0, 0.25, 2.0], True),  # C > one channel tile
+]
+
+
+def _inputs(shape, channels_last, dtype=torch.float32):
+    torch.manual_seed(0)
+    x = torch.randn(shape, device=DEVICE, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_(True)
+
+
+@pytest.mark.parametrize("shape,up,down,pad,flip,gain,taps,cl", CASES)
+def test_matches_reference_with_gradients(shape, up, down, pad, flip, gain, taps, cl):
+    f = torch.tensor(taps, device=DEVICE) / sum(taps)
+    x = _inputs(shape, cl)
+    results = []
+    for fn in (L.upfirdn2d_ref, lambda x, f, **k: mod.upfirdn2d(x, f, k["up"], k["down"], k["padding"],
+                                                                 k["flip_filter"], k["gain"])):
+        y = fn(x, f, up=up, down=down, padding=pad, flip_filter=flip, gain=gain)
+        dy = torch.randn(y.shape, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(1))
+        (dx,) = torch.autograd.grad(y, x, dy)
+        results.append((y.detach(), dx, y.is_contiguous(memory_format=torch.channels_last)))
+    (ry, rdx, _), (gy, gdx, gcl) = results
+    assert gy.shape == ry.shape
+    torch.testing.assert_close(gy, ry, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gdx, rdx, atol=1e-5, rtol=1e-5)
+    if cl and shape[1] > 1:
+        assert gcl, "the output keeps the channels-last layout"
+
+
+def test_second_order_gradient_matches_reference():
+    """R1 differentiates the discriminator twice: the backward is itself differentiable."""
+    f = torch.tensor(BLUR, device=DEVICE) / 8
+    x = _inputs((2, 3, 8, 8), True)
+    dy = torch.randn(2, 3, 4, 4, device=DEVICE, requires_grad=True)
+    results = []
+    for fn in (L.upfirdn2d_ref, lambda x, f, **k: mod.upfirdn2d(x, f, 1, 2, (1, 1, 1, 1))):
+        y = fn(x, f, down=2, padding=1)
+        (dx,) = torch.autograd.grad(y, x, dy, create_graph=True)
+        (g2,) = torch.autograd.grad((dx * torch.linspace(0, 1, dx.numel(), device=DEVICE).view_as(dx)).sum(), dy)
+        results.append(g2)
+    torch.testing.assert_close(results[1], results[0], atol=1e-5, rtol=1e-5)
+
+
+def test_half_precision_on_cuda():
+    if DEVICE != "cuda":
+        pytest.skip("half precision is checked on CUDA")
+    f = torch.tensor(BLUR, device=DEVICE) / 8
+    x = _inputs((4, 32, 64, 64), True, torch.float16)
+    ref = L.upfirdn2d_ref(x.float(), f, padding=2)
+    got = mod.upfirdn2d(x, f, 1, 1, (2, 2, 2, 2))
+    assert got.dtype == torch.float16 and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.float(), ref, atol=2e-3, rtol=2e-3)
+
+
+def test_too_small_input_is_named():
+    f = torch.tensor(BLUR, device=DEVICE) / 8
+    with pytest.raises(ValueError, match="leaves no output"):
+        mod.FirFunction.apply(torch.zeros(1, 1, 1, 1, device=DEVICE), f, 1, 2, (0, 0, 0, 0), False, 1.0)
+
+
+@pytest.mark.parametrize("down,kernel_size", [(2, 3), (2, 1)])
+def test_discriminator_layer_is_the_same_function(monkeypatch, set_perf, down, kernel_size):
+    """A downsampling conv layer, unfolded, with the Triton FIR against the reference FIR."""
+    if DEVICE == "cpu":
+        monkeypatch.setattr(mod, "supports", lambda x, f, up, down: x.ndim == 4 and f.ndim == 1)
+    torch.manual_seed(0)
+    layer = L.Conv2dLayer(6, 5, kernel_size, activation="lrelu", down=down, channels_last=True).to(DEVICE)
+    x = torch.randn(2, 6, 8, 8, device=DEVICE).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    calls = []
+    real = mod.FirFunction.apply
+    monkeypatch.setattr(mod.FirFunction, "apply", lambda *a: calls.append(a[2:4]) or real(*a))
+    out = []
+    for fir in ("reference", "triton"):
+        set_perf(fold_downsample_conv="never", fir_filter=fir)
+        layer.zero_grad()
+        x.grad = None
+        y = layer(x)
+        y.square().sum().backward()
+        out.append([y.detach(), x.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
+    assert calls, "the Triton FIR did not run"
+    for r, g in zip(*out):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
