@@ -30,11 +30,12 @@ class PerfConfig:
         help="point-decoder layers: scale activations around one shared GEMM (input) or per-sample modulated "
              "weights and a batched GEMM (weight)")
     fold_downsample_conv: str = spec(
-        "low_precision", choices=("low_precision", "always", "never"),
-        help="discriminator 'blur -> stride-2 conv' as one folded conv: for fp16/bf16 on CUDA (low_precision), "
-             "always, or never")
+        "never", choices=("never", "low_precision", "always"),
+        help="discriminator 'blur -> stride-2 3x3 conv' as one folded 6x6 stride-2 conv (4x the FLOPs, no blur "
+             "pass): never (the blur runs as fir_filter says), for fp16/bf16 on CUDA (low_precision: the faster "
+             "choice with fir_filter=reference), or always")
     fir_filter: str = spec(
-        "reference", choices=("triton", "reference"),
+        "triton", choices=("triton", "reference"),
         help="CUDA: the FIR blur of the discriminators' downsampling (unfolded convs, skip paths) and its "
              "gradients as one Triton kernel (triton), or the reference (depthwise convolutions; shifted "
              "multiply-adds inside R1)")
@@ -42,7 +43,7 @@ class PerfConfig:
         True, help="without autograd on CUDA: each synthesis layer's demodulation/noise/bias/activation as one "
                    "Triton kernel")
     modulation_kernels: str = spec(
-        "torch", choices=("triton", "torch"),
+        "triton", choices=("triton", "torch"),
         help="CUDA with autograd: the modulated layers' per-sample channel scaling and their demodulation/noise/"
              "bias/activation epilogue as one Triton kernel per direction (triton), or PyTorch's broadcast "
              "multiplies, adds and reductions (torch)")

@@ -16,14 +16,14 @@ from get3d.schema import ConfigError, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: What the code ran before the switches moved here (module globals of layers, decoders, triplane, losses,
-#: point_mlp_triton, lfd; lfd.GPU_ALGORITHMS = None was "by device"): the defaults must not change behaviour.
+#: The defaults: the measured-fastest choices (docs/performance.md).  A change of default is deliberate: it is made
+#: here, in params.yaml and the profiles, and in the performance table, with the measurement behind it.
 PREVIOUS_DEFAULTS = {"merged_d_pass": True, "upsample": "triton", "modulated_fc": "input",
-                     "fold_downsample_conv": "low_precision", "synthesis_epilogue": True, "point_mlp_fused": True,
+                     "fold_downsample_conv": "never", "synthesis_epilogue": True, "point_mlp_fused": True,
                      "point_mlp_precision": "tf32x3", "fused_modconv": "never", "triplane_sampler": "triton",
                      "lfd_sweep": "triton", "lfd_algorithms": "auto", "padded_surface": False,
                      "surface_capacity": 65536, "pixel_capacity": 0.5, "fit_capacity": True,
-                     "modulation_kernels": "torch", "fir_filter": "reference"}
+                     "modulation_kernels": "triton", "fir_filter": "triton"}
 
 
 def test_defaults_are_what_the_code_ran_before():

@@ -661,9 +661,9 @@ class Conv2dLayer(nn.Module):
     def _fold(self, x: torch.Tensor) -> bool:
         """``perf.fold_downsample_conv``: "FIR blur → stride-2 k×k conv" as one folded (k+n−1)² stride-2 conv.
 
-        ``low_precision`` (default) folds only fp16/bf16 activations on CUDA (the channels_last D blocks, where
-        the depthwise blur ran cuDNN's slow grouped kernel plus NHWC↔NCHW transforms, ~130 ms/step at 1024²);
-        CPU fp32 keeps the reference order."""
+        ``never`` (default) keeps the blur as its own pass (the Triton FIR kernel on CUDA) and the 3×3 conv;
+        ``low_precision`` folds only fp16/bf16 activations on CUDA, the faster choice where the blur is the
+        reference's depthwise convolution (cuDNN's slow grouped kernel plus NHWC↔NCHW transforms)."""
         mode = perf.active().fold_downsample_conv
         if self.fold_map is None or mode == "never":
             return False

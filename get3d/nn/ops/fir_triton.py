@@ -18,8 +18,6 @@ import torch
 import triton
 import triton.language as tl
 
-TILE = 2048  # elements per program
-
 
 @triton.jit
 def _axis_tap(o, k, p0, size, UP: tl.constexpr, DOWN: tl.constexpr):
@@ -31,7 +29,7 @@ def _axis_tap(o, k, p0, size, UP: tl.constexpr, DOWN: tl.constexpr):
     return tc // UP, (t >= 0) & (tc % UP == 0) & (tc // UP < size)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NP", "OH", "OW", "H", "W"])
 def _fir_kernel(X, G, Y, NP, C, OH, OW, H, W, sxb, sxc, sxh, sxw, syb, syc, syh, syw, px0, py0,
                 TAPS: tl.constexpr, UP: tl.constexpr, DOWN: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
     p = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
@@ -56,6 +54,15 @@ def _fir_kernel(X, G, Y, NP, C, OH, OW, H, W, sxb, sxc, sxh, sxw, syb, syc, syh,
     tl.store(yo, acc.to(Y.dtype.element_ty), mask=pm[:, None] & cm[None, :])
 
 
+#: Pixels per program (× ``BC`` channels) and warps: the fastest of 32/64/128 × 4/8 at every fp16 D shape on an H100
+#: (``bench/fir_kernel.py``): 32 pixels, 4 warps for tiles of up to 32 channels, 8 for wider ones.
+PIXELS_PER_PROGRAM = 32
+
+
+def _warps(bc: int) -> int:
+    return 4 if bc <= 32 else 8
+
+
 def supports(x: torch.Tensor, f: torch.Tensor, up: int, down: int) -> bool:
     return (x.is_cuda and x.ndim == 4 and f.ndim == 1 and up in (1, 2) and down in (1, 2) and x.numel() > 0
             and x.dtype in (torch.float32, torch.float16, torch.bfloat16))
@@ -74,11 +81,11 @@ def _run(x: torch.Tensor, g: torch.Tensor, up: int, down: int, pad: tuple[int, i
         else torch.contiguous_format
     y = torch.empty([b, c, oh, ow], device=x.device, dtype=x.dtype, memory_format=fmt)
     bc = min(triton.next_power_of_2(c), 64)
-    bp = TILE // bc
     n_pix = b * oh * ow
+    bp = PIXELS_PER_PROGRAM
     _fir_kernel[(triton.cdiv(n_pix, bp), triton.cdiv(c, bc))](
-        x, g, y, n_pix, c, oh, ow, h, w, *x.stride(), *y.stride(), px0, py0, TAPS=taps, UP=up, DOWN=down,
-        BP=bp, BC=bc, num_warps=4)
+        x, g, y, n_pix, c, oh, ow, h, w, *x.stride(), *y.stride(), px0, py0, TAPS=taps, UP=up, DOWN=down, BP=bp,
+        BC=bc, num_warps=_warps(bc))
     return y
 
 

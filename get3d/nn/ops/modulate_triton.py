@@ -83,7 +83,7 @@ def _nchw_bwd(DY, X, Y, S, NZ, DX, PX, PB, PN, HW, C, NBLK, gain, alpha, clamp, 
         tl.store(PN + p, tl.sum(g * tl.load(nz, mask=m, other=0.0).to(tl.float32), axis=0))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def _bnc_fwd(X, S, B, Y, N, C, gain, alpha, clamp, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
              HAS_CLAMP: tl.constexpr, BN: tl.constexpr, CP: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
@@ -98,7 +98,7 @@ def _bnc_fwd(X, S, B, Y, N, C, gain, alpha, clamp, HAS_BIAS: tl.constexpr, ACT: 
     tl.store(Y + idx, _act_gain_clamp(v, gain, alpha, clamp, ACT, HAS_CLAMP).to(Y.dtype.element_ty), mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N", "NBLK"])
 def _bnc_bwd(DY, X, Y, S, DX, PX, PB, N, C, NBLK, gain, alpha, clamp, NEED_DX: tl.constexpr,
              HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr, USE_Y: tl.constexpr,
              BN: tl.constexpr, CP: tl.constexpr):
