@@ -457,15 +457,12 @@ class SynthesisLayer(nn.Module):
 
     def _kernel_forward(self, x, styles, noise_mode: str, gain: float):
         """Same function with autograd: the input scaling and the epilogue (demodulation, noise, bias,
-        activation, clamp) each one Triton kernel per direction (``perf.modulation_kernels``); None where they
-        do not run."""
+        activation, clamp) each one Triton kernel per direction (``perf.modulation_kernels``); None where the
+        input is not one the kernels take."""
         if _modulation_kernels(x, 1) is None:
             return None
         y, dcoefs = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
                                      resample_filter=self.resample_filter, fused_modconv=False, defer_epilogue=True)
-        kernels = _modulation_kernels(y, 1)
-        if kernels is None:
-            return None
         noise = strength = None
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([y.shape[0], 1, self.resolution, self.resolution], device=y.device, dtype=y.dtype)
@@ -474,8 +471,14 @@ class SynthesisLayer(nn.Module):
             noise, strength = self.noise_const, self.noise_strength
         act_gain = ACTIVATIONS[self.activation][1] * gain
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return kernels.modulate(y, dcoefs, noise, strength, self.bias, act=self.activation, gain=act_gain,
-                                clamp=clamp)
+        kernels = _modulation_kernels(y, 1)
+        if kernels is not None:
+            return kernels.modulate(y, dcoefs, noise, strength, self.bias, act=self.activation, gain=act_gain,
+                                    clamp=clamp)
+        y = y * dcoefs.to(y.dtype).reshape(y.shape[0], -1, 1, 1)  # an output too small for a launch
+        if noise is not None:
+            y = y + noise.to(y.dtype) * strength.to(y.dtype)
+        return bias_act(y, self.bias, act=self.activation, gain=act_gain, clamp=clamp)
 
     def _inference_forward(self, x, styles, noise_mode: str, gain: float):
         """Same function without autograd: demodulation, noise, bias, activation and clamp in one Triton pass

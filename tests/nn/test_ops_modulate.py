@@ -176,3 +176,23 @@ def test_layers_compute_the_same_with_the_kernels(kernels_here, set_perf, make_l
     assert kernels_here, "the kernels did not run"
     for r, g in zip(ref, got):
         torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4)
+
+
+def test_small_conv_output_falls_back_to_pytorch_ops(kernels_here, set_perf, monkeypatch):
+    """An input the kernels take whose conv output is below the launch threshold: the epilogue runs as PyTorch ops
+    (same function), the input scaling still as the kernel."""
+    torch.manual_seed(0)
+    layer = L.SynthesisLayer(8, 2, 8, resolution=4, conv_clamp=256.0).to(DEVICE)
+    with torch.no_grad():
+        layer.noise_strength.fill_(0.5)
+    monkeypatch.setattr(L, "FUSED_BIAS_ACT_MIN_NUMEL", 2 * 8 * 16)  # x: 2·8·4·4 elements; the output: 2·2·4·4
+
+    def make_inputs():
+        return (torch.randn(2, 8, 4, 4, device=DEVICE, requires_grad=True),
+                torch.randn(2, 8, device=DEVICE, requires_grad=True))
+
+    ref = _layer_run(layer, make_inputs, set_perf, "torch")
+    got = _layer_run(layer, make_inputs, set_perf, "triton")
+    assert kernels_here == [1], "only the input scaling ran as the kernel"
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4)
