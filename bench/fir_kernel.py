@@ -3,8 +3,8 @@
 For each fp16 channels-last D block input (batch 8: Dmain's merged pass) and each use (``blur``: padding 2 before a
 3×3 stride-2 conv; ``skip``: downsampling by 2), the forward of the kernel of ``get3d/nn/ops/fir_triton.py`` at
 each tile size × warps (the sweep behind its ``PIXELS_PER_PROGRAM`` and warp rule), then forward and
-forward+backward as dispatched and of the reference (depthwise convolutions).  Median CUDA-event times; GB/s counts one read of the input and one write of
-the output.
+forward+backward as dispatched and of the reference (depthwise convolutions).  Median CUDA-event times; GB/s
+counts one read of the input and one write of the output.
 
     python3 bench/fir_kernel.py            # CUDA only
 """

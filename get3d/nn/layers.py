@@ -455,6 +455,18 @@ class SynthesisLayer(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=clamp)
 
+    def _epilogue_args(self, y: torch.Tensor, noise_mode: str, gain: float):
+        """(noise or None, its strength or None, activation gain, clamp) of the fused epilogues: the noise
+        unscaled (the kernels multiply by the strength on the device)."""
+        noise = strength = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([y.shape[0], 1, self.resolution, self.resolution], device=y.device, dtype=y.dtype)
+            strength = self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise, strength = self.noise_const, self.noise_strength
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return noise, strength, ACTIVATIONS[self.activation][1] * gain, clamp
+
     def _kernel_forward(self, x, styles, noise_mode: str, gain: float):
         """Same function with autograd: the input scaling and the epilogue (demodulation, noise, bias,
         activation, clamp) each one Triton kernel per direction (``perf.modulation_kernels``); None where the
@@ -463,14 +475,7 @@ class SynthesisLayer(nn.Module):
             return None
         y, dcoefs = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
                                      resample_filter=self.resample_filter, fused_modconv=False, defer_epilogue=True)
-        noise = strength = None
-        if self.use_noise and noise_mode == "random":
-            noise = torch.randn([y.shape[0], 1, self.resolution, self.resolution], device=y.device, dtype=y.dtype)
-            strength = self.noise_strength
-        elif self.use_noise and noise_mode == "const":
-            noise, strength = self.noise_const, self.noise_strength
-        act_gain = ACTIVATIONS[self.activation][1] * gain
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        noise, strength, act_gain, clamp = self._epilogue_args(y, noise_mode, gain)
         kernels = _modulation_kernels(y, 1)
         if kernels is not None:
             return kernels.modulate(y, dcoefs, noise, strength, self.bias, act=self.activation, gain=act_gain,
@@ -491,14 +496,7 @@ class SynthesisLayer(nn.Module):
             return None
         y, dcoefs = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
                                      resample_filter=self.resample_filter, fused_modconv=False, defer_epilogue=True)
-        noise = strength = None
-        if self.use_noise and noise_mode == "random":
-            noise = torch.randn([y.shape[0], 1, self.resolution, self.resolution], device=y.device, dtype=y.dtype)
-            strength = self.noise_strength
-        elif self.use_noise and noise_mode == "const":
-            noise, strength = self.noise_const, self.noise_strength
-        act_gain = ACTIVATIONS[self.activation][1] * gain
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        noise, strength, act_gain, clamp = self._epilogue_args(y, noise_mode, gain)
         return mod.demodulate_noise_bias_act(y, dcoefs, noise, strength, self.bias.to(y.dtype), self.activation,
                                              act_gain, clamp)
 

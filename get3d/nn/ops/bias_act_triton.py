@@ -50,6 +50,19 @@ def _act_gain_clamp(x, gain, alpha, clamp, ACT: tl.constexpr, HAS_CLAMP: tl.cons
     return x
 
 
+@triton.jit
+def _grad_through_act(dy, y, gain, alpha, clamp, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr):
+    """Upstream gradient times the slope of :func:`_act_gain_clamp`, found from its output ``y``."""
+    g = dy * gain
+    if ACT == 1:
+        g = tl.where(y > 0, g, g * alpha)
+    if ACT == 2:
+        g = tl.where(y > 0, g, 0.0)
+    if HAS_CLAMP:
+        g = tl.where((y > -clamp) & (y < clamp), g, 0.0)
+    return g
+
+
 @triton.jit(do_not_specialize=["N"])
 def _fwd_kernel(X, B, Y, N, C, S, gain, alpha, clamp, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
                 HAS_CLAMP: tl.constexpr, MASK: tl.constexpr, BLOCK: tl.constexpr):
@@ -81,14 +94,7 @@ def _bwd_kernel(DY, Y, DX, DB, N, gain, alpha, clamp, ACT: tl.constexpr, HAS_CLA
         m = offs < N
         dy = tl.load(DY + offs, mask=m, other=0.0).to(tl.float32)
         y = tl.load(Y + offs, mask=m, other=0.0).to(tl.float32)
-        g = dy * gain
-        if ACT == 1:
-            g = tl.where(y > 0, g, g * alpha)
-        if ACT == 2:
-            g = tl.where(y > 0, g, 0.0)
-        if HAS_CLAMP:
-            g = tl.where((y > -clamp) & (y < clamp), g, 0.0)
-        g = g.to(DX.dtype.element_ty)
+        g = _grad_through_act(dy, y, gain, alpha, clamp, ACT, HAS_CLAMP).to(DX.dtype.element_ty)
         tl.store(DX + offs, g, mask=m)
         if DB_MODE == 1:
             acc += tl.reshape(g.to(tl.float32), [BLOCK // C, C])

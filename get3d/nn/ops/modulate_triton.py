@@ -18,22 +18,10 @@ import torch
 import triton
 import triton.language as tl
 
-from get3d.nn.ops.bias_act_triton import ACT_CODES, LRELU_ALPHA, _act_gain_clamp, _slope
+from get3d.nn.ops.bias_act_triton import ACT_CODES, LRELU_ALPHA, _act_gain_clamp, _grad_through_act, _slope
 
 MAX_BLOCK = 1024
 TILE = 2048  # elements per program of the [B, N, C] kernels
-
-
-@triton.jit
-def _row_slope(g, y, gain, alpha, clamp, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr):
-    g = g * gain
-    if ACT == 1:
-        g = tl.where(y > 0, g, g * alpha)
-    if ACT == 2:
-        g = tl.where(y > 0, g, 0.0)
-    if HAS_CLAMP:
-        g = tl.where((y > -clamp) & (y < clamp), g, 0.0)
-    return g
 
 
 @triton.jit
@@ -66,7 +54,7 @@ def _nchw_bwd(DY, X, Y, S, NZ, DX, PX, PB, PN, HW, C, NBLK, gain, alpha, clamp, 
     g = tl.load(DY + r * HW + cols, mask=m, other=0.0).to(tl.float32)
     if USE_Y:
         y = tl.load(Y + r * HW + cols, mask=m, other=0.0).to(tl.float32)
-        g = _row_slope(g, y, gain, alpha, clamp, ACT, HAS_CLAMP)
+        g = _grad_through_act(g, y, gain, alpha, clamp, ACT, HAS_CLAMP)
     else:
         g = g * gain
     x = tl.load(X + r * HW + cols, mask=m, other=0.0).to(tl.float32)
@@ -111,7 +99,7 @@ def _bnc_bwd(DY, X, Y, S, DX, PX, PB, N, C, NBLK, gain, alpha, clamp, NEED_DX: t
     idx = b * N * C + n[:, None].to(tl.int64) * C + c[None, :]
     g = tl.load(DY + idx, mask=m, other=0.0).to(tl.float32)
     if USE_Y:
-        g = _row_slope(g, tl.load(Y + idx, mask=m, other=0.0).to(tl.float32), gain, alpha, clamp, ACT, HAS_CLAMP)
+        g = _grad_through_act(g, tl.load(Y + idx, mask=m, other=0.0).to(tl.float32), gain, alpha, clamp, ACT, HAS_CLAMP)
     else:
         g = g * gain
     x = tl.load(X + idx, mask=m, other=0.0).to(tl.float32)
