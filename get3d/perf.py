@@ -74,6 +74,10 @@ class PerfConfig:
         True, help="padded_surface: after each phase, shrink a capacity above 2.25x the largest recent need (a "
                    "slowly decaying envelope of the needs read with the loss sums, no extra sync) to 1.5x it, so "
                    "the padded work follows the surfaces' size; an overflow still grows it (to 2x) and re-runs")
+    recompute_geometry_mlp: bool = spec(
+        False, help="train, separate generator: the SDF and deformation MLPs (run at every tet-grid vertex) "
+                    "recompute their activations in the backward instead of keeping them (at tet 90 about half "
+                    "of what the generator phase keeps: bench/saved_activations.py), for one more forward of them")
     lfd_sweep: str = spec(
         "triton", choices=("triton", "torch"),
         help="CUDA LFD flood-fill sweeps: Triton kernels, or PyTorch scans (the CPU path)")

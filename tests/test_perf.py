@@ -23,7 +23,8 @@ PREVIOUS_DEFAULTS = {"merged_d_pass": True, "upsample": "triton", "modulated_fc"
                      "point_mlp_precision": "tf32x3", "fused_modconv": "never", "triplane_sampler": "triton",
                      "lfd_sweep": "triton", "lfd_algorithms": "auto", "padded_surface": False,
                      "surface_capacity": 65536, "pixel_capacity": 0.5, "fit_capacity": True,
-                     "modulation_kernels": "triton", "fir_filter": "triton"}
+                     "modulation_kernels": "triton", "fir_filter": "triton",
+                     "recompute_geometry_mlp": False}
 
 
 def test_defaults_are_what_the_code_ran_before():

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
-from get3d import cameras
+from get3d import cameras, perf
 from get3d.nn.decoders import ModulatedMLP, TextureDecoder
 from get3d.nn.layers import Conv3dLayer, ModulatedConv3d, positional_encoding
 from get3d.nn.mapping import MappingNetwork, style_mix
@@ -120,6 +121,9 @@ class GeometryVolumeNet(nn.Module):
         return torch.cat([f, positional_encoding(p)], dim=-1)
 
     def decode(self, feats: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if perf.active().recompute_geometry_mlp and torch.is_grad_enabled():
+            # evaluated at every tet-grid vertex: its activations are most of a separate generator's memory
+            return torch.utils.checkpoint.checkpoint(self.mlp, feats, w, use_reentrant=False)
         return self.mlp(feats, w)
 
 

@@ -167,3 +167,29 @@ def test_flexicubes_splits_quads_by_the_generator_mode():
     for (vt, ft), (ve, fe) in zip(train_meshes, eval_meshes):
         assert fe.shape[0] > 0 and ft.shape[0] == 2 * fe.shape[0]   # 4 vs 2 triangles per quad
         assert vt.shape[0] == ve.shape[0] + fe.shape[0] // 2       # plus one centre vertex per quad
+
+
+def test_recomputed_geometry_mlps_give_the_same_gradients_and_keep_less(set_perf):
+    """``perf.recompute_geometry_mlp``: the separate generator's SDF and deformation MLPs run again in the backward
+    (same outputs and gradients) instead of keeping their activations."""
+    results = []
+    for recompute in (False, True):
+        set_perf(recompute_geometry_mlp=recompute)
+        cfg, G = _gen("separate", tet_res=16, geo_mlp_width=128)
+        zt, zg = _z(cfg, 1)
+        saved = []
+
+        def pack(t, saved=saved):
+            saved.append(t.untyped_storage().nbytes())
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = G(zt, zg, CAM, generator=torch.Generator().manual_seed(0))
+        (out["mask"].mean() + out["rgb"].mean() + out["sdf_reg_loss"]).backward()
+        results.append((out["img"].detach(), {n: p.grad.clone() for n, p in G.named_parameters()
+                                              if p.grad is not None}, sum(saved)))
+    (img0, g0, kept0), (img1, g1, kept1) = results
+    torch.testing.assert_close(img1, img0)
+    assert g1.keys() == g0.keys() and any(n.startswith("backbone.sdf_net.mlp") for n in g0)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], msg=n)
+    assert kept1 < 0.5 * kept0, (kept0, kept1)  # the MLPs dominate at this width, as at the paper's tet 90
