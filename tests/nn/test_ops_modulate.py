@@ -124,6 +124,8 @@ def test_supports_names_the_layouts_it_takes():
         assert mod.supports(torch.zeros(2, 5, 32, device="cuda"), 2)
     with pytest.raises(ValueError, match="noise needs the NCHW layout"):
         mod.modulate(torch.zeros(2, 5, 3), torch.ones(2, 3), noise=torch.zeros(5), dim=2)
+    with pytest.raises(ValueError, match="a noise strength needs the noise"):
+        mod.modulate(torch.zeros(2, 3, 4, 4), torch.ones(2, 3), strength=torch.ones([]))
 
 
 # --------------------------------------------------------------------------- the layers that use the kernels

@@ -223,4 +223,6 @@ def modulate(x: torch.Tensor, s: torch.Tensor, noise: torch.Tensor | None = None
     :func:`supports` first.  ``noise`` (``[B, 1, H, W]`` or ``[H, W]``, NCHW only) gets no gradient."""
     if noise is not None and (dim != 1 or strength is None):
         raise ValueError("noise needs the NCHW layout (dim=1) and a strength")
+    if strength is not None and noise is None:
+        raise ValueError("a noise strength needs the noise it scales")
     return ModulateFunction.apply(x, s, noise, strength, bias, dim, act, gain, clamp)
