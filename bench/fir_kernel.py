@@ -29,7 +29,6 @@ from get3d.nn.ops import fir_triton
 def _rows(x: torch.Tensor, f: torch.Tensor, down: int, pad: tuple[int, int, int, int], reps: int):
     """(variant, ms) of one input and use."""
     y = fir_triton.upfirdn2d(x, f, 1, down, pad)
-    g = f.flip(0).float().contiguous()
     ch = x.shape[1]
     bc = min(triton.next_power_of_2(ch), 64)
     n_pix = y.shape[0] * y.shape[2] * y.shape[3]
@@ -38,8 +37,8 @@ def _rows(x: torch.Tensor, f: torch.Tensor, down: int, pad: tuple[int, int, int,
 
         def launch(bp=bp, w=warps):
             fir_triton._fir_kernel[(triton.cdiv(n_pix, bp), triton.cdiv(ch, bc))](
-                x, g, y, n_pix, ch, y.shape[2], y.shape[3], x.shape[2], x.shape[3], *x.stride(), *y.stride(),
-                pad[0], pad[2], TAPS=4, UP=1, DOWN=down, BP=bp, BC=bc, num_warps=w)
+                x, f, y, n_pix, ch, y.shape[2], y.shape[3], x.shape[2], x.shape[3], *x.stride(), *y.stride(),
+                pad[0], pad[2], 1.0, TAPS=4, FLIP=True, UP=1, DOWN=down, BP=bp, BC=bc, num_warps=w)
         rows.append((f"{bp} px, {warps} warps", median_ms(launch, reps)))
     rows.append(("kernel fwd", median_ms(lambda: fir_triton.upfirdn2d(x, f, 1, down, pad), reps)))
     rows.append(("reference fwd", median_ms(lambda: upfirdn2d_ref(x, f, down=down, padding=pad), reps)))

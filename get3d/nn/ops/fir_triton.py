@@ -7,8 +7,9 @@ avoids it but makes that convolution 6×6 instead of 3×3 (4× its FLOPs).  Here
 ``taps²`` neighbours of the (virtually) zero-inserted, padded input and is written once, in any dense layout (a tile
 of pixels × channels; channels-last keeps the channel loads contiguous).
 
-Per axis: ``out[o] = Σ_k g[k] · xu[o·down + k − p0]`` with ``g`` the filter in correlation order (flipped unless
-``flip_filter``) times ``√gain``, and ``xu[t] = x[t / up]`` where ``up`` divides ``t`` (zero elsewhere and outside).
+Per axis: ``out[o] = Σ_k g[k] · xu[o·down + k − p0]`` with ``g`` the filter in correlation order (read
+backwards unless ``flip_filter``) times ``√gain``, and ``xu[t] = x[t / up]`` where ``up`` divides ``t`` (zero
+elsewhere and outside).
 The backward is the same operation with ``up`` and ``down`` swapped, the filter flipped and the padding
 transposed, so derivatives of any order work (R1's double backward included).
 """
@@ -29,9 +30,18 @@ def _axis_tap(o, k, p0, size, UP: tl.constexpr, DOWN: tl.constexpr):
     return tc // UP, (t >= 0) & (tc % UP == 0) & (tc // UP < size)
 
 
+@triton.jit
+def _tap(F, k: tl.constexpr, TAPS: tl.constexpr, FLIP: tl.constexpr):
+    """Weight of tap ``k`` in correlation order: the filter read backwards unless ``flip_filter``."""
+    if FLIP:
+        return tl.load(F + (TAPS - 1 - k)).to(tl.float32)
+    return tl.load(F + k).to(tl.float32)
+
+
 @triton.jit(do_not_specialize=["NP", "OH", "OW", "H", "W"])
-def _fir_kernel(X, G, Y, NP, C, OH, OW, H, W, sxb, sxc, sxh, sxw, syb, syc, syh, syw, px0, py0,
-                TAPS: tl.constexpr, UP: tl.constexpr, DOWN: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
+def _fir_kernel(X, F, Y, NP, C, OH, OW, H, W, sxb, sxc, sxh, sxw, syb, syc, syh, syw, px0, py0, axis_gain,
+                TAPS: tl.constexpr, FLIP: tl.constexpr, UP: tl.constexpr, DOWN: tl.constexpr, BP: tl.constexpr,
+                BC: tl.constexpr):
     p = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     pm = p < NP
@@ -44,12 +54,12 @@ def _fir_kernel(X, G, Y, NP, C, OH, OW, H, W, sxb, sxc, sxh, sxw, syb, syc, syh,
     acc = tl.zeros([BP, BC], dtype=tl.float32)
     for ky in tl.static_range(TAPS):
         iy, vy = _axis_tap(oy, ky, py0, H, UP, DOWN)
-        gy = tl.load(G + ky)
+        gy = _tap(F, ky, TAPS, FLIP) * axis_gain
         for kx in tl.static_range(TAPS):
             ix, vx = _axis_tap(ox, kx, px0, W, UP, DOWN)
             m = (pm & vy & vx)[:, None] & cm[None, :]
             v = tl.load(xc + (iy * sxh + ix * sxw)[:, None], mask=m, other=0.0).to(tl.float32)
-            acc += v * (gy * tl.load(G + kx))
+            acc += v * (gy * _tap(F, kx, TAPS, FLIP) * axis_gain)
     yo = Y + b[:, None] * syb + c[None, :].to(tl.int64) * syc + (oy * syh + ox * syw)[:, None]
     tl.store(yo, acc.to(Y.dtype.element_ty), mask=pm[:, None] & cm[None, :])
 
@@ -68,10 +78,11 @@ def supports(x: torch.Tensor, f: torch.Tensor, up: int, down: int) -> bool:
             and x.dtype in (torch.float32, torch.float16, torch.bfloat16))
 
 
-def _run(x: torch.Tensor, g: torch.Tensor, up: int, down: int, pad: tuple[int, int, int, int]) -> torch.Tensor:
+def _run(x: torch.Tensor, f: torch.Tensor, up: int, down: int, pad: tuple[int, int, int, int], flip_filter: bool,
+         gain: float) -> torch.Tensor:
     px0, px1, py0, py1 = pad
     b, c, h, w = x.shape
-    taps = int(g.shape[0])
+    taps = int(f.shape[0])
     oh = (h * up + py0 + py1 - taps) // down + 1
     ow = (w * up + px0 + px1 - taps) // down + 1
     if oh <= 0 or ow <= 0:
@@ -84,19 +95,15 @@ def _run(x: torch.Tensor, g: torch.Tensor, up: int, down: int, pad: tuple[int, i
     n_pix = b * oh * ow
     bp = PIXELS_PER_PROGRAM
     _fir_kernel[(triton.cdiv(n_pix, bp), triton.cdiv(c, bc))](
-        x, g, y, n_pix, c, oh, ow, h, w, *x.stride(), *y.stride(), px0, py0, TAPS=taps, UP=up, DOWN=down, BP=bp,
-        BC=bc, num_warps=_warps(bc))
+        x, f.to(device=x.device).contiguous(), y, n_pix, c, oh, ow, h, w, *x.stride(), *y.stride(), px0, py0,
+        gain ** 0.5, TAPS=taps, FLIP=not flip_filter, UP=up, DOWN=down, BP=bp, BC=bc, num_warps=_warps(bc))
     return y
 
 
 class FirFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, f, up: int, down: int, pad: tuple, flip_filter: bool, gain: float):
-        g = f.to(device=x.device, dtype=torch.float32)
-        if not flip_filter:
-            g = g.flip(0)
-        g = (g * (gain ** 0.5)).contiguous()
-        y = _run(x, g, up, down, pad)
+        y = _run(x, f, up, down, pad, flip_filter, gain)  # the filter stays a device tensor read by the kernel
         ctx.meta = (f, up, down, pad, flip_filter, gain, x.shape)
         return y
 
