@@ -1,8 +1,9 @@
 """The discriminators' FIR blur (``[1, 3, 3, 1]``) as the Triton kernel vs the reference, at the paper's D shapes.
 
 For each fp16 channels-last D block input (batch 8: Dmain's merged pass) and each use (``blur``: padding 2 before a
-3×3 stride-2 conv; ``skip``: downsampling by 2), the forward of the kernel of ``get3d/nn/ops/fir_triton.py`` at
-each tile size × warps (the sweep behind its ``PIXELS_PER_PROGRAM`` and warp rule), then forward and
+3×3 stride-2 conv; ``skip``: downsampling by 2), the forward of the two kernels of ``get3d/nn/ops/fir_triton.py`` at
+each tile × warps (``flat``: a run of output pixels, every tap loaded; ``rows``: output rows × pixels, each input
+row filtered once: the sweep behind ``ROWS_PER_PROGRAM``, ``ROW_PIXELS`` and the warp rule), then forward and
 forward+backward as dispatched and of the reference (depthwise convolutions).  Median CUDA-event times; GB/s
 counts one read of the input and one write of the output.
 
@@ -32,14 +33,24 @@ def _rows(x: torch.Tensor, f: torch.Tensor, down: int, pad: tuple[int, int, int,
     ch = x.shape[1]
     bc = min(triton.next_power_of_2(ch), 64)
     n_pix = y.shape[0] * y.shape[2] * y.shape[3]
+    oh, ow = y.shape[2], y.shape[3]
+    common = (*x.stride(), *y.stride(), pad[0], pad[2], 1.0)
     rows = []
-    for bp, warps in itertools.product((32, 64, 128), (4, 8)):
+    for bp, warps in itertools.product((32, 64), (4, 8)):  # one output pixel × channels per row of the tile
 
         def launch(bp=bp, w=warps):
             fir_triton._fir_kernel[(triton.cdiv(n_pix, bp), triton.cdiv(ch, bc))](
-                x, f, y, n_pix, ch, y.shape[2], y.shape[3], x.shape[2], x.shape[3], *x.stride(), *y.stride(),
-                pad[0], pad[2], 1.0, TAPS=4, FLIP=True, UP=1, DOWN=down, BP=bp, BC=bc, num_warps=w)
-        rows.append((f"{bp} px, {warps} warps", median_ms(launch, reps)))
+                x, f, y, n_pix, ch, oh, ow, x.shape[2], x.shape[3], *common, TAPS=4, FLIP=True, UP=1, DOWN=down,
+                BP=bp, BC=bc, num_warps=w)
+        rows.append((f"flat {bp} px, {warps} w", median_ms(launch, reps)))
+    for (th, tw), warps in itertools.product(((2, 32), (4, 32), (8, 32), (4, 16), (8, 16), (4, 64)), (4, 8)):
+
+        def launch(th=th, tw=tw, w=warps):
+            nty, ntx = triton.cdiv(oh, th), triton.cdiv(ow, tw)
+            fir_triton._fir_rows_kernel[(y.shape[0] * nty * ntx, triton.cdiv(ch, bc))](
+                x, f, y, ch, oh, ow, x.shape[2], x.shape[3], nty, ntx, *common, TAPS=4, FLIP=True, DOWN=down,
+                TH=th, TW=tw, BC=bc, num_warps=w)
+        rows.append((f"rows {th}×{tw}, {warps} w", median_ms(launch, reps)))
     rows.append(("kernel fwd", median_ms(lambda: fir_triton.upfirdn2d(x, f, 1, down, pad), reps)))
     rows.append(("reference fwd", median_ms(lambda: upfirdn2d_ref(x, f, down=down, padding=pad), reps)))
     xg = x.detach().requires_grad_(True)
@@ -61,14 +72,14 @@ def main(argv=None) -> int:
         return 1
     f = setup_filter([1, 3, 3, 1]).cuda()
     print(f"FIR blur on {torch.cuda.get_device_name()}, batch {args.batch}, fp16 channels-last, median of {args.reps}")
-    print(f"{'input':<14} {'use':<5} {'variant':<22} {'ms':>7} {'GB/s':>7}")
+    print(f"{'input':<14} {'use':<5} {'variant':<24} {'ms':>7} {'GB/s':>7}")
     for res, ch in ((1024, 32), (512, 64), (256, 128), (128, 256)):
         x = torch.randn(args.batch, ch, res, res, device="cuda").half().contiguous(memory_format=torch.channels_last)
         for use, down, pad in (("blur", 1, (2, 2, 2, 2)), ("skip", 2, (1, 1, 1, 1))):
             rows, gb = _rows(x, f, down, pad, args.reps)
             for name, ms in rows:
                 rate = f"{gb / ms * 1e3:7.0f}" if "bwd" not in name else f"{'':>7}"
-                print(f"{f'{res}² × {ch}':<14} {use:<5} {name:<22} {ms:7.3f} {rate}")
+                print(f"{f'{res}² × {ch}':<14} {use:<5} {name:<24} {ms:7.3f} {rate}")
     return 0
 
 

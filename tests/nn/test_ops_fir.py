@@ -20,6 +20,8 @@ CASES = [  # shape, up, down, padding (x0, x1, y0, y1), flip, gain, filter, chan
     ((1, 3, 5, 6), 2, 1, (2, 1, 2, 1), False, 4.0, BLUR, False),    # upsample2d
     ((2, 4, 7, 5), 1, 2, (0, 3, 1, -1), True, 2.0, [1.0, 2.0, 5.0], False),  # odd taps, crop, flip
     ((1, 70, 6, 6), 2, 2, (1, 2, 2, 1), False, 1.0, [0.5, 1.0, 0.25, 2.0], True),  # C > one channel tile
+    ((1, 66, 11, 37), 1, 1, (2, 1, 3, 2), False, 1.0, [0.5, 1.0, 0.25, 2.0], True),  # rows × pixels × channels tiles
+    ((2, 3, 13, 70), 1, 2, (1, 2, 0, 3), True, 1.0, [1.0, 2.0, 5.0], False),  # more than one row of pixel tiles
 ]
 
 

@@ -3,9 +3,11 @@
 The discriminators blur before every stride-2 convolution and downsample their skip paths with the same FIR.
 PyTorch runs the blur as a depthwise convolution, whose channels-last half-precision kernel is many times slower
 than the memory traffic it needs; folding the blur into the stride-2 convolution (``perf.fold_downsample_conv``)
-avoids it but makes that convolution 6×6 instead of 3×3 (4× its FLOPs).  Here every output element reads its
-``taps²`` neighbours of the (virtually) zero-inserted, padded input and is written once, in any dense layout (a tile
-of pixels × channels; channels-last keeps the channel loads contiguous).
+avoids it but makes that convolution 6×6 instead of 3×3 (4× its FLOPs).  Here each output element is written once,
+in any dense layout (tiles × channels; channels-last keeps the channel loads contiguous).  Without upsampling (the
+D's blur and downsampling, and their backward when ``down`` is 1) a program filters each input row of a tile of
+output rows once and adds it to the rows it reaches; with ``up == 2`` every output element reads its ``taps²``
+neighbours of the (virtually) zero-inserted, padded input.
 
 Per axis: ``out[o] = Σ_k g[k] · xu[o·down + k − p0]`` with ``g`` the filter in correlation order (read
 backwards unless ``flip_filter``) times ``√gain``, and ``xu[t] = x[t / up]`` where ``up`` divides ``t`` (zero
@@ -64,8 +66,59 @@ def _fir_kernel(X, F, Y, NP, C, OH, OW, H, W, sxb, sxc, sxh, sxw, syb, syc, syh,
     tl.store(yo, acc.to(Y.dtype.element_ty), mask=pm[:, None] & cm[None, :])
 
 
-#: Pixels per program (× ``BC`` channels) and warps: the fastest of 32/64/128 × 4/8 at every fp16 D shape on an H100
-#: (``bench/fir_kernel.py``): 32 pixels, 4 warps for tiles of up to 32 channels, 8 for wider ones.
+@triton.jit
+def _tap_vec(F, k, TAPS: tl.constexpr, FLIP: tl.constexpr):
+    """:func:`_tap` for a vector of tap indices, 0 where ``k`` is outside the filter."""
+    ok = (k >= 0) & (k < TAPS)
+    idx = TAPS - 1 - k if FLIP else k
+    return tl.load(F + tl.where(ok, idx, 0), mask=ok, other=0.0).to(tl.float32)
+
+
+@triton.jit(do_not_specialize=["OH", "OW", "H", "W", "NTY", "NTX"])
+def _fir_rows_kernel(X, F, Y, C, OH, OW, H, W, NTY, NTX, sxb, sxc, sxh, sxw, syb, syc, syh, syw, px0, py0,
+                     axis_gain, TAPS: tl.constexpr, FLIP: tl.constexpr, DOWN: tl.constexpr, TH: tl.constexpr,
+                     TW: tl.constexpr, BC: tl.constexpr):
+    """``up == 1``: a tile of ``TH`` output rows × ``TW`` pixels × ``BC`` channels.  Each of the tile's
+    ``(TH − 1)·DOWN + TAPS`` input rows is filtered horizontally once (``TAPS`` loads) and added to every output row
+    it reaches, so an output element costs ``≈ TAPS·(1 + (TAPS − 1)/TH)`` loads instead of ``TAPS²``."""
+    pid = tl.program_id(0)
+    tx = pid % NTX
+    t = pid // NTX
+    ty = (t % NTY).to(tl.int64)
+    b = (t // NTY).to(tl.int64)
+    ox = tx * TW + tl.arange(0, TW)
+    r = tl.arange(0, TH)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    cm = c < C
+    xm = ox < OW
+    xc = X + b * sxb + c[None, :].to(tl.int64) * sxc
+    acc = tl.zeros([TH, TW, BC], dtype=tl.float32)
+    for j in tl.static_range((TH - 1) * DOWN + TAPS):
+        iy = ty * TH * DOWN - py0 + j + 0 * ox  # as a vector: a scalar mask term breaks Triton's interpreter
+        row_ok = (iy >= 0) & (iy < H)
+        h = tl.zeros([TW, BC], dtype=tl.float32)
+        for kx in tl.static_range(TAPS):
+            ix = ox * DOWN + kx - px0
+            m = (xm & (ix >= 0) & (ix < W) & row_ok)[:, None] & cm[None, :]
+            v = tl.load(xc + (iy * sxh + ix * sxw)[:, None], mask=m, other=0.0).to(tl.float32)
+            h += v * (_tap(F, kx, TAPS, FLIP) * axis_gain)
+        wy = _tap_vec(F, j - r * DOWN, TAPS, FLIP) * axis_gain  # this input row's weight in each output row
+        acc += wy[:, None, None] * h[None, :, :]
+    oy = ty * TH + r
+    yo = (Y + b * syb + c[None, None, :].to(tl.int64) * syc
+          + (oy[:, None, None] * syh + ox[None, :, None] * syw))
+    tl.store(yo, acc.to(Y.dtype.element_ty), mask=(oy < OH)[:, None, None] & xm[None, :, None] & cm[None, None, :])
+
+
+#: Output rows × pixels per program of :func:`_fir_rows_kernel` (× up to 64 channels), and its warps: of the 2/4/8 ×
+#: 16/32/64 × 4/8 sweep of ``bench/fir_kernel.py`` on an H100 the fastest or within 5 % of it at every fp16 D shape
+#: (the 1024² blur 0.75 ms against 0.97 for the flat kernel's best tile).
+ROWS_PER_PROGRAM = 2
+ROW_PIXELS = 32
+ROW_WARPS = 4
+
+#: Pixels per program (× ``BC`` channels) and warps of :func:`_fir_kernel` (``up == 2``): the fastest of 32/64/128 ×
+#: 4/8 at every fp16 D shape on an H100 (down 1 and 2): 32 pixels, 4 warps up to 32 channels, 8 for wider ones.
 PIXELS_PER_PROGRAM = 32
 
 
@@ -92,10 +145,18 @@ def _run(x: torch.Tensor, f: torch.Tensor, up: int, down: int, pad: tuple[int, i
         else torch.contiguous_format
     y = torch.empty([b, c, oh, ow], device=x.device, dtype=x.dtype, memory_format=fmt)
     bc = min(triton.next_power_of_2(c), 64)
+    fk = f.to(device=x.device).contiguous()
+    if up == 1:
+        th, tw = ROWS_PER_PROGRAM, ROW_PIXELS
+        nty, ntx = triton.cdiv(oh, th), triton.cdiv(ow, tw)
+        _fir_rows_kernel[(b * nty * ntx, triton.cdiv(c, bc))](
+            x, fk, y, c, oh, ow, h, w, nty, ntx, *x.stride(), *y.stride(), px0, py0, gain ** 0.5, TAPS=taps,
+            FLIP=not flip_filter, DOWN=down, TH=th, TW=tw, BC=bc, num_warps=ROW_WARPS)
+        return y
     n_pix = b * oh * ow
     bp = PIXELS_PER_PROGRAM
     _fir_kernel[(triton.cdiv(n_pix, bp), triton.cdiv(c, bc))](
-        x, f.to(device=x.device).contiguous(), y, n_pix, c, oh, ow, h, w, *x.stride(), *y.stride(), px0, py0,
+        x, fk, y, n_pix, c, oh, ow, h, w, *x.stride(), *y.stride(), px0, py0,
         gain ** 0.5, TAPS=taps, FLIP=not flip_filter, UP=up, DOWN=down, BP=bp, BC=bc, num_warps=_warps(bc))
     return y
 
