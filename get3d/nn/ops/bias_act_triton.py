@@ -85,10 +85,7 @@ def _bwd_kernel(DY, Y, DX, DB, N, gain, alpha, clamp, ACT: tl.constexpr, HAS_CLA
     divides ``BLOCK``): the program's per-channel sums go to ``DB[pid, :C]``; 2: every element of the program is in
     one channel (its stride is a multiple of ``ITERS * BLOCK``): their sum goes to ``DB[pid]``; 0: no bias grad."""
     pid = tl.program_id(0).to(tl.int64)
-    if DB_MODE == 1:
-        acc = tl.zeros([BLOCK // C, C], dtype=tl.float32)
-    else:
-        acc = tl.zeros([BLOCK], dtype=tl.float32)
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
     for it in tl.static_range(ITERS):
         offs = (pid * ITERS + it) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
@@ -96,12 +93,10 @@ def _bwd_kernel(DY, Y, DX, DB, N, gain, alpha, clamp, ACT: tl.constexpr, HAS_CLA
         y = tl.load(Y + offs, mask=m, other=0.0).to(tl.float32)
         g = _grad_through_act(dy, y, gain, alpha, clamp, ACT, HAS_CLAMP).to(DX.dtype.element_ty)
         tl.store(DX + offs, g, mask=m)
-        if DB_MODE == 1:
-            acc += tl.reshape(g.to(tl.float32), [BLOCK // C, C])
-        if DB_MODE == 2:
+        if DB_MODE != 0:
             acc += g.to(tl.float32)
-    if DB_MODE == 1:
-        tl.store(DB + pid * C + tl.arange(0, C), tl.sum(acc, axis=0))
+    if DB_MODE == 1:  # element i of every block is in channel i % C: one reshape (a shared-memory shuffle), not one per block
+        tl.store(DB + pid * C + tl.arange(0, C), tl.sum(tl.reshape(acc, [BLOCK // C, C]), axis=0))
     if DB_MODE == 2:
         tl.store(DB + pid, tl.sum(acc, axis=0))
 
