@@ -234,7 +234,9 @@ def flat_query(query: Callable[[torch.Tensor], torch.Tensor], points: torch.Tens
     """Evaluate a batched field ``query([B, Nmax, 3]) → [B, Nmax, C]`` at flat points with sample indices.
 
     Points are packed per sample (padded to the largest count), queried once, and unpacked.  Rasterised pixels
-    arrive grouped by sample already; then the stable sort (and its gathers) is skipped.
+    arrive grouped by sample already; then the stable sort (and its gathers) is skipped.  Packing and unpacking
+    go through one flat slot index (``index_copy`` / ``index_select``): a two-tensor index would run its backward
+    as an accumulating ``index_put``, which sorts the indices (~0.4 ms per call for a 1024² batch on an H100).
     """
     n = points.shape[0]
     if n == 0:
@@ -249,15 +251,13 @@ def flat_query(query: Callable[[torch.Tensor], torch.Tensor], points: torch.Tens
     order = None if grouped else torch.argsort(idx, stable=True)
     sorted_idx = idx if order is None else idx[order]
     starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(n, device=points.device) - starts[sorted_idx]
-    packed = points.new_zeros(batch, nmax, 3)
-    packed[sorted_idx, slot] = points if order is None else points[order]
-    out = query(packed)
+    flat = torch.arange(n, device=points.device) + (sorted_idx * nmax - starts[sorted_idx])  # b·nmax + slot
+    packed = points.new_zeros(batch * nmax, 3).index_copy(0, flat, points if order is None else points[order])
+    out = query(packed.view(batch, nmax, 3))
+    res = out.reshape(batch * nmax, -1).index_select(0, flat)
     if order is None:
-        return out[sorted_idx, slot]
-    res = out.new_empty(n, out.shape[-1])
-    res[order] = out[sorted_idx, slot]
-    return res
+        return res
+    return res.new_empty(res.shape).index_copy(0, order, res)
 
 
 class GET3DGenerator(nn.Module):
