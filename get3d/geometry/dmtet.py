@@ -54,6 +54,17 @@ def _build_table() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 TRI_TABLE, NUM_TRIS = _build_table()
+_DEVICE_TABLES: dict = {}
+
+
+def device_tables(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(NUM_TRIS, TRI_TABLE, occupancy bit weights [1, 2, 4, 8], TET_EDGES)`` on ``dev``, copied once per device:
+    a blocking copy from host memory waits for the GPU, so a copy per call is a host sync per call."""
+    key = str(dev)
+    if key not in _DEVICE_TABLES:
+        _DEVICE_TABLES[key] = (NUM_TRIS.to(dev), TRI_TABLE.to(dev), torch.tensor([1, 2, 4, 8], device=dev),
+                               torch.tensor(TET_EDGES, device=dev))
+    return _DEVICE_TABLES[key]
 
 
 def deform_vertices(grid_verts: torch.Tensor, deformation: torch.Tensor, tet_res: int,
@@ -134,8 +145,8 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) ->
         empty_out = [(verts.new_zeros(0, 3), torch.zeros(0, 3, dtype=torch.long, device=dev)) for _ in range(b)]
         if bi.numel() == 0:
             return [(v + 0.0 * sdf.sum(), f) for v, f in empty_out]
+        num_tris, tri_table, bits, le = device_tables(dev)
         gv = tets[ti] + (bi * nv)[:, None]                               # [N,4] global vertex ids
-        le = torch.tensor(TET_EDGES, device=dev)
         ev = gv[:, le]                                                   # [N,6,2]
         ev = torch.sort(ev, -1).values.reshape(-1, 2)
         key = ev[:, 0] * (b * nv) + ev[:, 1]
@@ -146,9 +157,9 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) ->
         cross_idx = torch.nonzero(crossing).squeeze(1)                  # one sync for ua/ub[crossing]
         new_id = torch.cumsum(crossing.long(), 0) - 1
         new_id = torch.where(crossing, new_id, torch.full_like(new_id, -1))
-        code = (occ_t[bi, ti].long() * torch.tensor([1, 2, 4, 8], device=dev)).sum(-1)
-        ntri = NUM_TRIS.to(dev)[code]
-        table = TRI_TABLE.to(dev)[code]                                  # [N,2,3]
+        code = (occ_t[bi, ti].long() * bits).sum(-1)
+        ntri = num_tris[code]
+        table = tri_table[code]                                          # [N,2,3]
         edge_new = new_id[inv].reshape(-1, 6)                            # [N,6]
         faces_all = torch.gather(edge_new[:, None, :].expand(-1, 2, -1), 2, table.clamp(min=0))  # [N,2,3]
         keep = torch.arange(2, device=dev)[None] < ntri[:, None]

@@ -24,18 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .dmtet import NUM_TRIS, TET_EDGES, TRI_TABLE, batched_field
+from .dmtet import batched_field, device_tables
 
 _TET_EDGE_CACHE: dict = {}
-_TABLES: dict = {}
-
-
-def _tables(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The case tables on ``dev``, copied once (a copy from pageable host memory is itself a host sync)."""
-    key = str(dev)
-    if key not in _TABLES:
-        _TABLES[key] = (NUM_TRIS.to(dev), TRI_TABLE.to(dev), torch.tensor([1, 2, 4, 8], device=dev))
-    return _TABLES[key]
 
 
 def tet_edge_ids(tets: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -46,7 +37,7 @@ def tet_edge_ids(tets: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     if hit is not None:
         return hit
     nv = int(max(int(tets.max()), int(edges.max())) + 1)
-    le = torch.tensor(TET_EDGES, device=tets.device)
+    le = device_tables(tets.device)[3]
     ev = torch.sort(tets.long()[:, le], -1).values                        # [T,6,2]
     key_t = ev[..., 0] * nv + ev[..., 1]
     key_e = edges.long()[:, 0] * nv + edges.long()[:, 1]
@@ -185,7 +176,7 @@ def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Ten
         slot_edge = slot_edge[:-1].reshape(b, cv)
         slot_used = torch.arange(cv, device=dev)[None] < num_verts[:, None]
 
-        num_tris, tri_table, bits = _tables(dev)
+        num_tris, tri_table, bits, _ = device_tables(dev)
         code = (occ[:, tets].long() * bits).sum(-1)                       # [B,T]
         ntri = num_tris[code]                                             # [B,T]
         first = torch.cumsum(ntri, 1) - ntri                              # slot of the tet's first triangle

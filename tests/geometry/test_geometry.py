@@ -107,6 +107,19 @@ def test_dmtet_batch_matches_single_and_empty(grid64):
     assert out[2][1].shape == (0, 3) and out[2][0].shape == (0, 3)
 
 
+def test_marching_tets_builds_no_constant_tensors_per_call(grid64, monkeypatch):
+    """The case tables reach the device once: on CUDA a blocking copy from host memory is a host sync per call."""
+    p = grid64.verts
+    sdf = 0.3 - p.norm(dim=-1)
+    first = marching_tets(p, sdf, grid64.tets)
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    again = marching_tets(p, sdf, grid64.tets)
+    assert made == []
+    assert torch.equal(first[0][1], again[0][1]) and torch.equal(first[0][0], again[0][0])
+
+
 def test_empty_shape_guard_and_sdf_reg(grid64):
     p = grid64.verts
     ok = (0.3 - p.norm(dim=-1)).requires_grad_(True)
