@@ -67,6 +67,13 @@ def device_tables(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.
     return _DEVICE_TABLES[key]
 
 
+def counts_per_sample(sample: torch.Tensor, batch: int) -> torch.Tensor:
+    """``torch.bincount(sample, minlength=batch)`` for ids known to be ``< batch``, without its host sync (bincount
+    reads the largest id back to size its output)."""
+    return torch.zeros(batch, dtype=torch.long, device=sample.device).scatter_add_(
+        0, sample.long(), torch.ones_like(sample, dtype=torch.long))
+
+
 def deform_vertices(grid_verts: torch.Tensor, deformation: torch.Tensor, tet_res: int,
                     multiplier: float = 1.0) -> torch.Tensor:
     """``v = grid + tanh(x) / (tet_res · multiplier)`` (multiplier 1 for DMTet, 2 for FlexiCubes)."""
@@ -168,8 +175,8 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) ->
         face_sample = bi[:, None].expand(-1, 2).reshape(-1)[keep_idx]
         ca, cb = ua[cross_idx], ub[cross_idx]
         v_sample = torch.div(ca, nv, rounding_mode="floor")
-        counts = torch.stack([torch.bincount(v_sample, minlength=b),
-                              torch.bincount(face_sample, minlength=b)]).cpu()   # one sync for both
+        counts = torch.stack([counts_per_sample(v_sample, b),
+                              counts_per_sample(face_sample, b)]).cpu()          # one sync for both
         v_counts, f_counts = counts[0], counts[1]
     vf = verts.reshape(-1, 3)
     sf = sdf.reshape(-1)

@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import torch
 
-from .dmtet import sdf_reg_loss
+from .dmtet import counts_per_sample, sdf_reg_loss
 
 CUBE_EDGES = tuple((a, b) for a in range(8) for b in range(8) if a < b and (a ^ b).bit_count() == 1)  # 12
 NUM_WEIGHTS = 21
@@ -155,10 +155,21 @@ def _active_cubes(sdf: torch.Tensor, cubes: torch.Tensor):
     return inside, corner_in, bi, ci
 
 
+_CUBE_EDGES_ON: dict = {}
+
+
+def _cube_edges(dev: torch.device) -> torch.Tensor:
+    """:data:`CUBE_EDGES` on ``dev``, copied once (a blocking host copy per call is a host sync per call)."""
+    key = str(dev)
+    if key not in _CUBE_EDGES_ON:
+        _CUBE_EDGES_ON[key] = torch.tensor(CUBE_EDGES, device=dev)
+    return _CUBE_EDGES_ON[key]
+
+
 def _dual_vertices(verts, sdf, cubes, corner_in, alpha, beta, bi, ci):
     """One dual vertex per active cube (β-weighted mean of its α-weighted crossing points) ``[A,3]`` and L_dev."""
     dev = sdf.device
-    ce = torch.tensor(CUBE_EDGES, device=dev)                                 # [12,2]
+    ce = _cube_edges(dev)                                                    # [12,2]
     corners = cubes[ci]                                                      # [A,8]
     x = verts[bi[:, None], corners]                                          # [A,8,3]
     s = sdf[bi[:, None], corners]                                            # [A,8]
@@ -226,9 +237,7 @@ def _per_sample_meshes(b: int, bi, centre_sample, face_sample, faces, all_v, n_d
     """Cut the batched vertices (dual vertices, then centres) and faces into one re-indexed mesh per sample."""
     dev = faces.device
     with torch.no_grad():
-        vc = torch.bincount(bi, minlength=b).cpu()
-        cc = torch.bincount(centre_sample, minlength=b).cpu()
-        fc = torch.bincount(face_sample, minlength=b).cpu()
+        vc, cc, fc = torch.stack([counts_per_sample(ids, b) for ids in (bi, centre_sample, face_sample)]).cpu()
     meshes = []
     v_off = c_off = f_off = 0
     for i in range(b):

@@ -24,6 +24,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from get3d import cameras, perf
+from get3d.geometry.dmtet import counts_per_sample
 from get3d.nn.decoders import ModulatedMLP, TextureDecoder
 from get3d.nn.layers import Conv3dLayer, ModulatedConv3d, positional_encoding
 from get3d.nn.mapping import MappingNetwork, style_mix
@@ -245,7 +246,7 @@ def flat_query(query: Callable[[torch.Tensor], torch.Tensor], points: torch.Tens
         q = query(points.new_zeros(batch, 1, 3))
         return q[:, :0].reshape(0, q.shape[-1])
     idx = sample_index.long()
-    counts = torch.bincount(idx, minlength=batch)
+    counts = counts_per_sample(idx, batch)
     grouped = (idx[1:] >= idx[:-1]).all() if n > 1 else torch.ones((), dtype=torch.bool, device=idx.device)
     nmax, grouped = torch.stack([counts.max(), grouped.long()]).tolist()  # one host sync for both
     order = None if grouped else torch.argsort(idx, stable=True)
