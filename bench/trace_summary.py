@@ -3,13 +3,16 @@
 
 Prints, per training phase (the loop's ``phase/...`` ranges; "outside" is EMA, data and bookkeeping):
 the GPU time of its kernels by kind, the idle time on the GPU within it, and the longest idle gaps with the host
-call that was running when the GPU went idle (a sync, a launch-bound stretch, the data loader...).
+call that was running when the GPU went idle (a sync, a launch-bound stretch, the data loader...).  Then all idle
+time by what the GPU was waiting for: the ``stage/...`` range (generator mapping, synthesis, geometry, render;
+discriminators; backward; optimizer) and the host op that launched the kernel ending each gap.
 
     python bench/trace_summary.py bench-out/prof/trace.json.gz --top 15
 """
 from __future__ import annotations
 
 import argparse
+import bisect
 import gzip
 import json
 import re
@@ -74,6 +77,43 @@ def host_calls_at(times: list[float], host: list[dict]) -> dict[float, str]:
     return out
 
 
+def launch_sites(gpu: list[dict], events: list[dict]) -> dict[int, tuple[str, str]]:
+    """For each GPU event (by its index in ``gpu``): the ``stage/...`` range open on the host when it was launched
+    and the innermost host op on the launching thread (e.g. ``aten::mul`` or an autograd backward node), found
+    through the launch's ``correlation`` id.  Stage ranges are matched on any thread: the backward runs on
+    autograd's device thread while the thread that called ``backward()`` sits inside its stage range."""
+    launch = {e["args"]["correlation"]: e for e in events
+              if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+    stages = sorted(((e["ts"], e["ts"] + e["dur"], e["name"]) for e in events
+                     if e.get("cat") == "user_annotation" and e["name"].startswith("stage/")), key=lambda t: t[0])
+    ops_by_tid: dict = defaultdict(list)
+    for e in events:
+        if e.get("cat") == "cpu_op":
+            ops_by_tid[e.get("tid")].append((e["ts"], e["ts"] + e["dur"], e["name"]))
+
+    def innermost(spans, starts, t):
+        """Spans nest, so the innermost one open at ``t`` is the latest-started one that is still open."""
+        j = bisect.bisect_right(starts, t) - 1
+        for k in range(j, max(j - 5000, -1), -1):
+            if spans[k][1] > t:
+                return spans[k][2]
+        return "-"
+
+    for v in ops_by_tid.values():
+        v.sort()
+    op_starts = {tid: [sp[0] for sp in v] for tid, v in ops_by_tid.items()}
+    stage_starts = [sp[0] for sp in stages]
+    out = {}
+    for i, k in enumerate(gpu):
+        r = launch.get(k.get("args", {}).get("correlation"))
+        if r is None:
+            continue
+        tid = r.get("tid")
+        out[i] = (innermost(stages, stage_starts, r["ts"]),
+                  innermost(ops_by_tid.get(tid, []), op_starts.get(tid, []), r["ts"]))
+    return out
+
+
 def summarize(events: list[dict], top: int) -> str:
     gpu = sorted((e for e in events if e.get("cat") in GPU_CATS), key=lambda e: e["ts"])
     host = [e for e in events if e.get("cat") in ("cpu_op", "cuda_runtime", "user_annotation", "python_function")
@@ -84,10 +124,12 @@ def summarize(events: list[dict], top: int) -> str:
     for e in gpu:
         by_phase[phase_of(e["ts"], spans)][kind_of(e["name"])] += e["dur"]
     gaps = []
+    waited_for: list[int] = []  # index in gpu of the event that ended each gap
     end = gpu[0]["ts"] + gpu[0]["dur"] if gpu else 0.0
-    for e in gpu[1:]:
+    for i, e in enumerate(gpu[1:], 1):
         if e["ts"] > end and not any(s <= end < t for s, t in skip):
             gaps.append((e["ts"] - end, end, phase_of(end, spans)))
+            waited_for.append(i)
         end = max(end, e["ts"] + e["dur"])
     idle_by_phase: dict[str, float] = defaultdict(float)
     for d, _, ph in gaps:
@@ -121,6 +163,20 @@ def summarize(events: list[dict], top: int) -> str:
     lines.append("idle gaps ≥ 20 µs by the host call running when the GPU went idle:")
     for name, (n, d) in sorted(by_call.items(), key=lambda kv: -kv[1][1])[:top]:
         lines.append(f"  {d / 1e3:7.2f} ms  ×{n:<4d} {name}")
+    sites = launch_sites(gpu, events)
+    by_stage: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    by_op: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for (d, _, ph), i in zip(gaps, waited_for):
+        stage, op = sites.get(i, ("-", "-"))
+        for table, key in ((by_stage, f"{ph:<8} {stage}"), (by_op, f"{stage:<18} {op[:60]}")):
+            table[key][0] += 1
+            table[key][1] += d
+    lines.append("all idle by the host stage (stage/... ranges) that launched the work the GPU waited for:")
+    for name, (n, d) in sorted(by_stage.items(), key=lambda kv: -kv[1][1])[:top]:
+        lines.append(f"  {d / 1e3:7.2f} ms  ×{n:<5d} {name}")
+    lines.append("... and by the host op that launched it:")
+    for name, (n, d) in sorted(by_op.items(), key=lambda kv: -kv[1][1])[:top]:
+        lines.append(f"  {d / 1e3:7.2f} ms  ×{n:<5d} {name}")
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
+from torch.profiler import record_function
 
 from get3d import cameras, perf
 from get3d.geometry.dmtet import counts_per_sample
@@ -346,8 +347,10 @@ class GET3DGenerator(nn.Module):
     def synthesize(self, ws_tex: torch.Tensor, ws_geo: torch.Tensor, camera: Any, noise_mode: str = "random",
                    resolution: int | None = None, render: bool = True) -> dict:
         b, device = ws_tex.shape[0], ws_tex.device
-        state = self.backbone.synthesize(ws_geo, ws_tex, noise_mode=noise_mode)
-        out = self.geometry(state, b, device)
+        with record_function("stage/synthesis"):
+            state = self.backbone.synthesize(ws_geo, ws_tex, noise_mode=noise_mode)
+        with record_function("stage/geometry"):
+            out = self.geometry(state, b, device)
         out.update(ws_tex=ws_tex, ws_geo=ws_geo, state=state)
         if not render:
             return out
@@ -359,7 +362,8 @@ class GET3DGenerator(nn.Module):
             return flat_query(lambda p: self.backbone.query_texture(state, p), points, sample_index, b)
 
         texture_fn.batched = lambda p: self.backbone.query_texture(state, p)   # [B, N, 3] → [B, N, C]
-        r = surface.render(self.backend(device), out["meshes"], cam.mvp, res, texture_fn)
+        with record_function("stage/render"):
+            r = surface.render(self.backend(device), out["meshes"], cam.mvp, res, texture_fn)
         if "pixel_overflow" in r:         # padded extraction: the renderer's pixel slots can overflow too
             need = out["surface_need"]
             out["surface_overflow"] = out["surface_overflow"] + r["pixel_overflow"].sum()
@@ -379,8 +383,9 @@ class GET3DGenerator(nn.Module):
         ``camera_condition`` [B, 2] (azimuth, polar; for the discriminators)."""
         if z_tex.shape != z_geo.shape:
             raise ValueError(f"z_tex {tuple(z_tex.shape)} and z_geo {tuple(z_geo.shape)} must match")
-        ws_tex, ws_geo = self.mapping(z_tex, z_geo, truncation_psi, truncation_cutoff, style_mixing, generator,
-                                      update_w_avg)
+        with record_function("stage/mapping"):
+            ws_tex, ws_geo = self.mapping(z_tex, z_geo, truncation_psi, truncation_cutoff, style_mixing, generator,
+                                          update_w_avg)
         return self.synthesize(ws_tex, ws_geo, camera, noise_mode=noise_mode, resolution=resolution)
 
     @torch.no_grad()

@@ -413,7 +413,8 @@ def _train_step(r: _Run, st: _TrainState) -> None:
         step_ok &= _run_phase(r, st, "Dreg", r.d_params, r.opt_D, reals, None, gain=float(cfg.r1_interval))
     nets.G.requires_grad_(True)
     # EMA
-    update_ema(r.G_ema, nets.G, ema_beta(st.cur_nimg, B, cfg.ema_kimg, cfg.ema_rampup))
+    with torch.profiler.record_function("stage/ema"):
+        update_ema(r.G_ema, nets.G, ema_beta(st.cur_nimg, B, cfg.ema_kimg, cfg.ema_rampup))
     st.cur_nimg += B
     st.step += 1
     st.tick_nimg_done += B
@@ -489,7 +490,8 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
     finite = all(math.isfinite(v) for v in vals)
     if finite:
         sanitize_grads(module_params, r.cfg.grad_clamp, all_finite=grads_ok)
-        opt.step()
+        with torch.profiler.record_function("stage/optimizer"):
+            opt.step()
         st.tick_stats.add(dict(zip(keys, vals)), r.B)
     else:
         opt.zero_grad(set_to_none=False)

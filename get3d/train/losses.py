@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from get3d import perf
 from get3d.nn.layers import double_backward_kernels
@@ -107,6 +108,10 @@ class GET3DLoss:
         """Both discriminators' logits [B] (float32); a ``None`` input skips its discriminator (its logits are
         ``None``).  ``graph_phase`` ("G" / "D") replays the captured graph of that phase when graphs are on; its
         outputs live in static buffers, so backward before the next call."""
+        with record_function("stage/D"):
+            return self._run_D(rgb, mask, camera, autocast, graph_phase)
+
+    def _run_D(self, rgb, mask, camera, autocast: bool, graph_phase: str | None):
         if graph_phase is not None and self.graphs is not None:
             return self.graphs(graph_phase, rgb, mask, camera)
         with self._d_autocast(autocast):
@@ -142,7 +147,7 @@ class GET3DLoss:
                 total = total + self.cfg.flexicubes_dev_weight * dev_sum
                 stats["G/flexicubes_dev"] = dev_sum.detach()
             total = total / norm
-            (total * gain).backward()
+            _backward(total * gain)
             return {"G/adv_rgb": loss_rgb.detach().sum(), "G/adv_mask": loss_mask.detach().sum(),
                     "G/sdf_reg": sdf_sum.detach(), "G/empty_shape": empty_sum.detach(), **stats,
                     "G/total": total.detach() * norm, **surface_terms(out)}
@@ -158,16 +163,16 @@ class GET3DLoss:
                 (lr_f, lr_r), (lm_f, lm_r) = split_chunks(lr, g), split_chunks(lm, g)
                 fake_total, fake_stats = self._d_terms("fake", lr_f, lm_f, norm)
                 real_total, real_stats = self._d_terms("real", lr_r, lm_r, norm)
-                ((fake_total + real_total) * gain).backward()
+                _backward((fake_total + real_total) * gain)
             else:
                 # fakes and reals each get their own backward (gradients accumulate): a graphed D pass must be
                 # differentiated, and its outputs read, before the next replay overwrites its buffers
                 lr_f, lm_f = self.run_D(img[:, :3], img[:, 3:4], fake.camera, graph_phase="D")
                 fake_total, fake_stats = self._d_terms("fake", lr_f, lm_f, norm)
-                (fake_total * gain).backward()
+                _backward(fake_total * gain)
                 lr_r, lm_r = self.run_D(real.image, real.mask, real.camera, graph_phase="D")
                 real_total, real_stats = self._d_terms("real", lr_r, lm_r, norm)
-                (real_total * gain).backward()
+                _backward(real_total * gain)
             return {**fake_stats, **real_stats, "D/total": (fake_total + real_total).detach() * norm,
                     **surface_terms(out)}
         if phase == "Dreg":
@@ -191,7 +196,7 @@ class GET3DLoss:
                 pen = grad.square().sum(dim=[1, 2, 3])
                 # "+ 0 * logits" keeps every D parameter in the graph (as StyleGAN2 does).
                 part = (pen.sum() * (self.cfg.r1_gamma / 2) + 0.0 * logits.sum()) / norm
-                (part * gain).backward()
+                _backward(part * gain)
             stats[f"D/r1_{name}"] = pen.detach().sum()
             total = total + part.detach()
         return {**stats, "D/reg_total": total * norm}
@@ -203,6 +208,12 @@ class GET3DLoss:
         total = (rgb.sum() + mask.sum()) / norm
         return total, {f"D/{kind}_rgb": rgb.detach().sum(), f"D/{kind}_mask": mask.detach().sum(),
                        f"scores/{kind}_rgb": lr.detach().sum()}
+
+
+def _backward(loss: torch.Tensor) -> None:
+    """``loss.backward()`` inside a ``stage/backward`` profiler range (labels traces; ~free otherwise)."""
+    with record_function("stage/backward"):
+        loss.backward()
 
 
 SURFACE_KEYS = ("surface/overflow", "surface/need_verts", "surface/need_faces", "surface/need_pixels")
