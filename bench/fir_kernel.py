@@ -4,8 +4,9 @@ For each fp16 channels-last D block input (batch 8: Dmain's merged pass) and eac
 3×3 stride-2 conv; ``skip``: downsampling by 2), the forward of the two kernels of ``get3d/nn/ops/fir_triton.py`` at
 each tile × warps (``flat``: a run of output pixels, every tap loaded; ``rows``: output rows × pixels, each input
 row filtered once: the sweep behind ``ROWS_PER_PROGRAM``, ``ROW_PIXELS`` and the warp rule), then forward and
-forward+backward as dispatched and of the reference (depthwise convolutions).  Median CUDA-event times; GB/s
-counts one read of the input and one write of the output.
+forward+backward as dispatched and of the reference (depthwise convolutions); for the blur, also a conv's
+bias/activation followed by the blur as two kernels against the fused pass (``perf.fused_blur_epilogue``).
+Median CUDA-event times; GB/s counts one read of the input and one write of the output.
 
     python3 bench/fir_kernel.py            # CUDA only
 """
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import median_ms
 
 from get3d.nn.layers import setup_filter, upfirdn2d_ref
-from get3d.nn.ops import fir_triton
+from get3d.nn.ops import bias_act_triton, fir_triton
 
 
 def _rows(x: torch.Tensor, f: torch.Tensor, down: int, pad: tuple[int, int, int, int], reps: int):
@@ -49,7 +50,7 @@ def _rows(x: torch.Tensor, f: torch.Tensor, down: int, pad: tuple[int, int, int,
             nty, ntx = triton.cdiv(oh, th), triton.cdiv(ow, tw)
             fir_triton._fir_rows_kernel[(y.shape[0] * nty * ntx, triton.cdiv(ch, bc))](
                 x, f, y, ch, oh, ow, x.shape[2], x.shape[3], nty, ntx, *common, TAPS=4, FLIP=True, DOWN=down,
-                TH=th, TW=tw, BC=bc, num_warps=w)
+                TH=th, TW=tw, BC=bc, **fir_triton._NO_ACT, B=x, HP=x, DB=x, num_warps=w)
         rows.append((f"rows {th}×{tw}, {warps} w", median_ms(launch, reps)))
     rows.append(("kernel fwd", median_ms(lambda: fir_triton.upfirdn2d(x, f, 1, down, pad), reps)))
     rows.append(("reference fwd", median_ms(lambda: upfirdn2d_ref(x, f, down=down, padding=pad), reps)))
@@ -59,6 +60,19 @@ def _rows(x: torch.Tensor, f: torch.Tensor, down: int, pad: tuple[int, int, int,
         lambda: torch.autograd.grad(fir_triton.upfirdn2d(xg, f, 1, down, pad), xg, dy), reps)))
     rows.append(("reference fwd+bwd", median_ms(
         lambda: torch.autograd.grad(upfirdn2d_ref(xg, f, down=down, padding=pad), xg, dy), reps)))
+    if down == 1:  # the blur after a conv's bias/activation: the two kernels vs one (perf.fused_blur_epilogue)
+        b = torch.randn(ch, device=x.device, requires_grad=True)
+        act = ("lrelu", 2 ** 0.5, 256.0)
+
+        def two():
+            return fir_triton.upfirdn2d(bias_act_triton.bias_act(xg, b, 1, *act), f, 1, 1, pad)
+
+        def one():
+            return fir_triton.bias_act_blur(xg, b, f, pad, *act)
+        for name, fn in (("bias_act + blur", two), ("fused", one)):
+            with torch.no_grad():
+                rows.append((f"{name} fwd", median_ms(fn, reps)))
+            rows.append((f"{name} fwd+bwd", median_ms(lambda fn=fn: torch.autograd.grad(fn(), [xg, b], dy), reps)))
     return rows, (x.numel() + y.numel()) * x.element_size() / 1e9
 
 

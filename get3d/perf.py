@@ -39,6 +39,11 @@ class PerfConfig:
         help="CUDA: the FIR blur of the discriminators' downsampling (unfolded convs, skip paths) and its "
              "gradients as one Triton kernel (triton), or the reference (depthwise convolutions; shifted "
              "multiply-adds inside R1)")
+    fused_blur_epilogue: bool = spec(
+        False, help="CUDA, fir_filter triton, unfolded blur: in each discriminator block the first conv's bias/"
+                    "activation runs inside the following blur (the blur reads the pre-activation; its backward "
+                    "multiplies by the activation's slope and sums the bias gradient in the same pass): one pass "
+                    "less each way over the block's largest activation")
     synthesis_epilogue: bool = spec(
         True, help="without autograd on CUDA: each synthesis layer's demodulation/noise/bias/activation as one "
                    "Triton kernel")

@@ -24,7 +24,7 @@ PREVIOUS_DEFAULTS = {"merged_d_pass": True, "upsample": "triton", "modulated_fc"
                      "lfd_sweep": "triton", "lfd_algorithms": "auto", "padded_surface": False,
                      "surface_capacity": 65536, "pixel_capacity": 0.5, "fit_capacity": True,
                      "modulation_kernels": "triton", "fir_filter": "triton",
-                     "recompute_geometry_mlp": False}
+                     "recompute_geometry_mlp": False, "fused_blur_epilogue": False}
 
 
 def test_defaults_are_what_the_code_ran_before():

@@ -16,7 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from get3d.nn.layers import Conv2dLayer, FullyConnected, MinibatchStdLayer, downsample2d, setup_filter
+from get3d import perf
+from get3d.nn.layers import (
+    Conv2dLayer,
+    FullyConnected,
+    MinibatchStdLayer,
+    bias_act_blur,
+    downsample2d,
+    setup_filter,
+)
 from get3d.nn.mapping import MappingNetwork
 
 CAMERA_FREQUENCIES = 3  # sin/cos 2^k a, k = 0..2
@@ -52,6 +60,12 @@ class DiscriminatorBlock(nn.Module):
         y = self.fromrgb(img.to(dtype=dtype, memory_format=mf))
         x = y if x is None else x.to(dtype=dtype, memory_format=mf) + y
         img = downsample2d(img, self.resample_filter)
+        if perf.active().fused_blur_epilogue and not self.conv1._fold(x):
+            # conv0's bias/activation inside conv1's blur (one pass less each way; the same function)
+            act, gain, clamp = self.conv0.epilogue_args()
+            x = bias_act_blur(self.conv0.pre_activation(x), self.conv0.bias, self.conv1.resample_filter,
+                              self.conv1.blur_padding(), act, gain, clamp)
+            return self.conv1.forward_blurred(x), img
         x = self.conv0(x)
         x = self.conv1(x)
         return x, img

@@ -251,6 +251,17 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
     return KERNELS["upfirdn2d"](x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 
+def bias_act_blur(h: torch.Tensor, b: torch.Tensor, f: torch.Tensor, padding, act: str, gain: float,
+                  clamp: float | None) -> torch.Tensor:
+    """``upfirdn2d(bias_act(h, b, ...), f, padding=padding)``: one Triton pass each way where
+    ``perf.fused_blur_epilogue`` is on and the kernel takes ``h`` (CUDA), else the two operations."""
+    if perf.active().fused_blur_epilogue and perf.active().fir_filter == "triton":
+        mod = _triton_fir()
+        if mod is not None and mod.supports_bias_act_blur(h, f, act):
+            return mod.bias_act_blur(h, b, f, _parse_padding(padding), act, gain, clamp)
+    return upfirdn2d(bias_act(h, b, act=act, gain=gain, clamp=clamp), f, padding=padding)
+
+
 def bias_act(x, b=None, dim=1, act="linear", gain=None, clamp=None):
     return KERNELS["bias_act"](x, b, dim=dim, act=act, gain=gain, clamp=clamp)
 
@@ -672,33 +683,44 @@ class Conv2dLayer(nn.Module):
             return True
         return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
 
+    def epilogue_args(self, gain: float = 1.0) -> tuple[str, float, float | None]:
+        """(activation, its gain, clamp) of this layer's bias/activation epilogue."""
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return self.activation, self.act_gain * gain, clamp
+
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of a non-resampling layer without its bias/activation (for a fused epilogue)."""
+        if self.down != 1:
+            raise ValueError("pre_activation: only for layers without downsampling")
+        return conv2d(x, (self.weight * self.weight_gain).to(x.dtype), padding=self.kernel_size // 2)
+
+    def blur_padding(self) -> int:
+        """Padding of the blur in front of this layer's stride-``down`` convolution (unfolded form)."""
+        return (_filter_taps(self.resample_filter) - self.down + self.kernel_size - 1) // 2
+
+    def forward_blurred(self, xb: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """This downsampling layer from its already blurred input: the strided convolution and the epilogue."""
+        x = conv2d(xb, (self.weight * self.weight_gain).to(xb.dtype), stride=self.down)
+        act, act_gain, clamp = self.epilogue_args(gain)
+        return bias_act(x, self.bias, act=act, gain=act_gain, clamp=clamp)
+
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        act, act_gain, clamp = self.epilogue_args(gain)
         if self.down > 1 and self.kernel_size > 1 and self._fold(x):
             # blur + stride-`down` k×k conv as one (k+n-1)² stride-`down` conv: the same function, no depthwise
             # FIR pass (fold in float64 from the fp32 master weight, then cast like the unfolded weight).
-            fw = _filter_taps(self.resample_filter)
-            p = (fw - self.down + self.kernel_size - 1) // 2
             wf = fold_fir_into_weight(self.weight * self.weight_gain, self.fold_map).to(x.dtype)
             if self.weight.is_contiguous(memory_format=torch.channels_last):
                 wf = wf.contiguous(memory_format=torch.channels_last)
-            x = conv2d(x, wf, stride=self.down, padding=p)
-            clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-            return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        if self.down > 1:
-            fw = _filter_taps(self.resample_filter)
-            if self.kernel_size == 1:
-                x = downsample2d(x, self.resample_filter, self.down)
-                x = conv2d(x, w)
-            else:
-                # blur with enough padding that a stride-`down` valid convolution yields H/down
-                p = (fw - self.down + self.kernel_size - 1) // 2
-                x = upfirdn2d(x, self.resample_filter, padding=p)
-                x = conv2d(x, w, stride=self.down)
+            x = conv2d(x, wf, stride=self.down, padding=self.blur_padding())
+        elif self.down > 1 and self.kernel_size > 1:
+            # blur with enough padding that a stride-`down` valid convolution yields H/down
+            return self.forward_blurred(upfirdn2d(x, self.resample_filter, padding=self.blur_padding()), gain)
+        elif self.down > 1:
+            x = conv2d(downsample2d(x, self.resample_filter, self.down), (self.weight * self.weight_gain).to(x.dtype))
         else:
-            x = conv2d(x, w, padding=self.kernel_size // 2)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+            x = self.pre_activation(x)
+        return bias_act(x, self.bias, act=act, gain=act_gain, clamp=clamp)
 
 
 class MinibatchStdLayer(nn.Module):

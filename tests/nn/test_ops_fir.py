@@ -105,3 +105,76 @@ def test_discriminator_layer_is_the_same_function(monkeypatch, set_perf, down, k
     assert calls, "the Triton FIR did not run"
     for r, g in zip(*out):
         torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cl,act,clamp,channels", [(True, "lrelu", 0.7, 66), (False, "lrelu", 0.7, 5),
+                                                    (True, "lrelu", None, 5), (False, "linear", None, 5)])
+def test_bias_act_blur_matches_the_composition(cl, act, clamp, channels):
+    """The activation inside the blur's pass each way: the same values and gradients (to h and the bias) as
+    bias_act followed by the blur, and the same second-order gradient (R1's double backward)."""
+    f = torch.tensor(BLUR, device=DEVICE) / 8
+    h = _inputs((2, channels, 6, 35), cl)
+    b = torch.randn(channels, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(2)).requires_grad_(True)
+    pad, gain = (2, 1, 2, 2), 2 ** 0.5
+    dy = None
+    results = []
+    for fn in (lambda: L.upfirdn2d_ref(L.bias_act_ref(h, b, act=act, gain=gain, clamp=clamp), f, padding=pad),
+               lambda: mod.bias_act_blur(h, b, f, pad, act, gain, clamp)):
+        y = fn()
+        if dy is None:
+            dy = torch.randn(y.shape, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(1))
+            dy.requires_grad_(True)
+        dh, db = torch.autograd.grad(y, [h, b], dy.detach(), retain_graph=True)
+        (dh2,) = torch.autograd.grad(y, [h], dy, create_graph=True)
+        (g2,) = torch.autograd.grad((dh2 * torch.linspace(0, 1, dh2.numel(), device=DEVICE).view_as(dh2)).sum(), dy)
+        results.append((y.detach(), dh, db, g2, y.is_contiguous(memory_format=torch.channels_last)))
+    (ry, rdh, rdb, rg2, _), (gy, gdh, gdb, gg2, gcl) = results
+    for got, ref in ((gy, ry), (gdh, rdh), (gdb, rdb), (gg2, rg2)):
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    assert gcl == cl
+
+
+def test_bias_act_blur_half_precision_on_cuda():
+    if DEVICE != "cuda":
+        pytest.skip("half precision is checked on CUDA")
+    f = torch.tensor(BLUR, device=DEVICE) / 8
+    h = _inputs((4, 32, 64, 64), True, torch.float16)
+    b = torch.randn(32, device=DEVICE, requires_grad=True)
+    ref = L.upfirdn2d_ref(L.bias_act_ref(h.float(), b, act="lrelu", gain=2 ** 0.5, clamp=256.0), f, padding=2)
+    got = mod.bias_act_blur(h, b, f, (2, 2, 2, 2), "lrelu", 2 ** 0.5, 256.0)
+    assert got.dtype == torch.float16 and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.float(), ref, atol=5e-3, rtol=5e-3)
+    dy = torch.randn_like(ref)
+    rdh, rdb = torch.autograd.grad(ref, [h, b], dy)
+    gdh, gdb = torch.autograd.grad(got, [h, b], dy.half())
+    torch.testing.assert_close(gdh.float(), rdh.float(), atol=5e-3, rtol=5e-3)
+    torch.testing.assert_close(gdb, rdb, atol=5e-2, rtol=5e-3)
+
+
+def test_discriminator_block_with_the_fused_blur_epilogue(monkeypatch, set_perf):
+    """``perf.fused_blur_epilogue``: a discriminator block computes the same logits' inputs, gradients and R1-style
+    second-order gradients with conv0's bias/activation inside conv1's blur."""
+    from get3d.nn.discriminator import DiscriminatorBlock
+    if DEVICE == "cpu":
+        monkeypatch.setattr(mod, "supports", lambda x, f, up, down: x.ndim == 4 and f.ndim == 1)
+    calls = []
+    real = mod.BiasActBlurFunction.apply
+    monkeypatch.setattr(mod.BiasActBlurFunction, "apply", lambda *a: calls.append(a[3]) or real(*a))
+    torch.manual_seed(0)
+    blk = DiscriminatorBlock(6, 6, 9, 16, 3, use_fp16=False, conv_clamp=0.5, channels_last=True).to(DEVICE)
+    x0 = torch.randn(2, 6, 16, 16, device=DEVICE)
+    img0 = torch.randn(2, 3, 16, 16, device=DEVICE)
+    out = []
+    for fused in (False, True):
+        set_perf(fold_downsample_conv="never", fir_filter="triton", fused_blur_epilogue=fused)
+        blk.zero_grad()
+        x, img = x0.clone().requires_grad_(True), img0.clone().requires_grad_(True)
+        y, _ = blk(x, img, torch.float32)
+        (dimg,) = torch.autograd.grad((y * torch.linspace(-1, 1, y.numel(), device=DEVICE).view_as(y)).sum(), img,
+                                      create_graph=True)
+        (dimg.square().sum() + y.sum()).backward()
+        out.append((y.detach(), x.grad, blk.conv0.weight.grad.clone(), blk.conv0.bias.grad.clone(),
+                    blk.conv1.weight.grad.clone()))
+    assert calls == [(2, 2, 2, 2)]  # the fused pass ran once, with conv1's blur padding
+    for got, ref in zip(out[1], out[0]):
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)

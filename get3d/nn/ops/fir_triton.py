@@ -14,12 +14,25 @@ backwards unless ``flip_filter``) times ``√gain``, and ``xu[t] = x[t / up]`` w
 elsewhere and outside).
 The backward is the same operation with ``up`` and ``down`` swapped, the filter flipped and the padding
 transposed, so derivatives of any order work (R1's double backward included).
+
+:func:`bias_act_blur` is the blur of a convolution's output with that convolution's bias/activation applied as the
+row kernel loads it (``perf.fused_blur_epilogue``): the activated tensor is never written, and the backward
+applies the activation's slope and sums the bias gradient in the transposed blur's pass.
 """
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
+
+from get3d.nn.ops.bias_act_triton import (
+    ACT_CODES,
+    LRELU_ALPHA,
+    _act_gain_clamp,
+    _grad_through_act,
+    _slope,
+    is_dense,
+)
 
 
 @triton.jit
@@ -77,10 +90,16 @@ def _tap_vec(F, k, TAPS: tl.constexpr, FLIP: tl.constexpr):
 @triton.jit(do_not_specialize=["OH", "OW", "H", "W", "NTY", "NTX"])
 def _fir_rows_kernel(X, F, Y, C, OH, OW, H, W, NTY, NTX, sxb, sxc, sxh, sxw, syb, syc, syh, syw, px0, py0,
                      axis_gain, TAPS: tl.constexpr, FLIP: tl.constexpr, DOWN: tl.constexpr, TH: tl.constexpr,
-                     TW: tl.constexpr, BC: tl.constexpr):
+                     TW: tl.constexpr, BC: tl.constexpr, B, HP, DB, act_gain, alpha, clamp, PRE: tl.constexpr,
+                     POST: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr):
     """``up == 1``: a tile of ``TH`` output rows × ``TW`` pixels × ``BC`` channels.  Each of the tile's
     ``(TH − 1)·DOWN + TAPS`` input rows is filtered horizontally once (``TAPS`` loads) and added to every output row
-    it reaches, so an output element costs ``≈ TAPS·(1 + (TAPS − 1)/TH)`` loads instead of ``TAPS²``."""
+    it reaches, so an output element costs ``≈ TAPS·(1 + (TAPS − 1)/TH)`` loads instead of ``TAPS²``.
+
+    ``PRE``: the input is a pre-activation; each loaded value becomes ``clamp(act(x + B[c])·act_gain)`` (zero
+    outside the input, as padding of the activation).  ``POST`` (a backward with ``X`` the upstream gradient):
+    each output is multiplied by the slope of that activation at the pre-activation ``HP`` (laid out like ``Y``),
+    and the program's per-channel sums of the result go to ``DB[program, :]`` (the bias gradient's partials)."""
     pid = tl.program_id(0)
     tx = pid % NTX
     t = pid // NTX
@@ -92,6 +111,8 @@ def _fir_rows_kernel(X, F, Y, C, OH, OW, H, W, NTY, NTX, sxb, sxc, sxh, sxw, syb
     cm = c < C
     xm = ox < OW
     xc = X + b * sxb + c[None, :].to(tl.int64) * sxc
+    if PRE or POST:
+        bias = tl.load(B + c, mask=cm, other=0.0).to(tl.float32)
     acc = tl.zeros([TH, TW, BC], dtype=tl.float32)
     for j in tl.static_range((TH - 1) * DOWN + TAPS):
         iy = ty * TH * DOWN - py0 + j + 0 * ox  # as a vector: a scalar mask term breaks Triton's interpreter
@@ -101,13 +122,20 @@ def _fir_rows_kernel(X, F, Y, C, OH, OW, H, W, NTY, NTX, sxb, sxc, sxh, sxw, syb
             ix = ox * DOWN + kx - px0
             m = (xm & (ix >= 0) & (ix < W) & row_ok)[:, None] & cm[None, :]
             v = tl.load(xc + (iy * sxh + ix * sxw)[:, None], mask=m, other=0.0).to(tl.float32)
+            if PRE:
+                v = tl.where(m, _act_gain_clamp(v + bias[None, :], act_gain, alpha, clamp, ACT, HAS_CLAMP), 0.0)
             h += v * (_tap(F, kx, TAPS, FLIP) * axis_gain)
         wy = _tap_vec(F, j - r * DOWN, TAPS, FLIP) * axis_gain  # this input row's weight in each output row
         acc += wy[:, None, None] * h[None, :, :]
     oy = ty * TH + r
-    yo = (Y + b * syb + c[None, None, :].to(tl.int64) * syc
-          + (oy[:, None, None] * syh + ox[None, :, None] * syw))
-    tl.store(yo, acc.to(Y.dtype.element_ty), mask=(oy < OH)[:, None, None] & xm[None, :, None] & cm[None, None, :])
+    om = (oy < OH)[:, None, None] & xm[None, :, None] & cm[None, None, :]
+    yoff = b * syb + c[None, None, :].to(tl.int64) * syc + (oy[:, None, None] * syh + ox[None, :, None] * syw)
+    if POST:
+        pre = tl.load(HP + yoff, mask=om, other=0.0).to(tl.float32) + bias[None, None, :]
+        y0 = _act_gain_clamp(pre, act_gain, alpha, clamp, ACT, HAS_CLAMP)
+        acc = tl.where(om, _grad_through_act(acc, y0, act_gain, alpha, clamp, ACT, HAS_CLAMP), 0.0)
+        tl.store(DB + pid.to(tl.int64) * C + c, tl.sum(tl.sum(acc, 0), 0), mask=cm)
+    tl.store(Y + yoff, acc.to(Y.dtype.element_ty), mask=om)
 
 
 #: Output rows × pixels per program of :func:`_fir_rows_kernel` (× up to 64 channels), and its warps: of the 2/4/8 ×
@@ -116,6 +144,9 @@ def _fir_rows_kernel(X, F, Y, C, OH, OW, H, W, NTY, NTX, sxb, sxc, sxh, sxw, syb
 ROWS_PER_PROGRAM = 2
 ROW_PIXELS = 32
 ROW_WARPS = 4
+
+#: The row kernel's arguments for a plain filter (no activation before or slope after).
+_NO_ACT = {"act_gain": 1.0, "alpha": 0.0, "clamp": 0.0, "PRE": False, "POST": False, "ACT": 0, "HAS_CLAMP": False}
 
 #: Pixels per program (× ``BC`` channels) and warps of :func:`_fir_kernel` (``up == 2``): the fastest of 32/64/128 ×
 #: 4/8 at every fp16 D shape on an H100 (down 1 and 2): 32 pixels, 4 warps up to 32 channels, 8 for wider ones.
@@ -151,7 +182,7 @@ def _run(x: torch.Tensor, f: torch.Tensor, up: int, down: int, pad: tuple[int, i
         nty, ntx = triton.cdiv(oh, th), triton.cdiv(ow, tw)
         _fir_rows_kernel[(b * nty * ntx, triton.cdiv(c, bc))](
             x, fk, y, c, oh, ow, h, w, nty, ntx, *x.stride(), *y.stride(), px0, py0, gain ** 0.5, TAPS=taps,
-            FLIP=not flip_filter, DOWN=down, TH=th, TW=tw, BC=bc, num_warps=ROW_WARPS)
+            FLIP=not flip_filter, DOWN=down, TH=th, TW=tw, BC=bc, **_NO_ACT, B=x, HP=x, DB=x, num_warps=ROW_WARPS)
         return y
     n_pix = b * oh * ow
     bp = PIXELS_PER_PROGRAM
@@ -184,3 +215,92 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int, down: int, padding: tup
     """:func:`get3d.nn.layers.upfirdn2d_ref` for a 1-D filter and ``up, down ∈ {1, 2}``, ``padding`` as
     ``(x0, x1, y0, y1)``; the caller checks :func:`supports` first."""
     return FirFunction.apply(x, f, up, down, tuple(padding), flip_filter, gain)
+
+
+# ------------------------------------------------------------------ bias/activation fused into a following blur
+
+def _blur_shape(h: torch.Tensor, taps: int, pad: tuple[int, int, int, int]) -> tuple[int, int]:
+    px0, px1, py0, py1 = pad
+    return h.shape[2] + py0 + py1 - taps + 1, h.shape[3] + px0 + px1 - taps + 1
+
+
+def _rows_launch(x, fk, y, pad, flip: bool, b32, hp, db, act: str, gain: float, clamp, post: bool) -> None:
+    """The row kernel with the activation applied to its input (``post`` false) or its slope at ``hp`` applied
+    to its output, the bias gradient's partials going to ``db`` (``post`` true)."""
+    px0, _, py0, _ = pad
+    bsz, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    bc = min(triton.next_power_of_2(c), 64)
+    nty, ntx = triton.cdiv(oh, ROWS_PER_PROGRAM), triton.cdiv(ow, ROW_PIXELS)
+    _fir_rows_kernel[(bsz * nty * ntx, triton.cdiv(c, bc))](
+        x, fk, y, c, oh, ow, h, w, nty, ntx, *x.stride(), *y.stride(), px0, py0, 1.0, TAPS=int(fk.shape[0]),
+        FLIP=flip, DOWN=1, TH=ROWS_PER_PROGRAM, TW=ROW_PIXELS, BC=bc, B=b32, HP=hp, DB=db, act_gain=float(gain),
+        alpha=LRELU_ALPHA, clamp=float(clamp) if clamp is not None else 0.0, PRE=not post, POST=post,
+        ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, num_warps=ROW_WARPS)
+
+
+def _rows_grid0(y: torch.Tensor) -> int:
+    return y.shape[0] * triton.cdiv(y.shape[2], ROWS_PER_PROGRAM) * triton.cdiv(y.shape[3], ROW_PIXELS)
+
+
+class BiasActBlurFunction(torch.autograd.Function):
+    """``upfirdn2d(clamp(act(h + b)·gain), f, padding)``: the activation is applied as the blur reads ``h`` (no
+    activated copy is written); the backward filters the upstream gradient with the transposed blur and multiplies
+    by the activation's slope at ``h`` in the same pass, summing the bias gradient per program."""
+
+    @staticmethod
+    def forward(ctx, h, b, f, pad: tuple, act: str, gain: float, clamp):
+        fk = f.to(device=h.device).contiguous()
+        oh, ow = _blur_shape(h, int(fk.shape[0]), pad)
+        if oh <= 0 or ow <= 0:
+            raise ValueError(f"bias_act_blur: padding {pad} leaves no output for {tuple(h.shape)}")
+        fmt = torch.channels_last if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous() \
+            else torch.contiguous_format
+        y = torch.empty([h.shape[0], h.shape[1], oh, ow], device=h.device, dtype=h.dtype, memory_format=fmt)
+        b32 = b.to(torch.float32).contiguous()
+        _rows_launch(h, fk, y, pad, True, b32, h, h, act, gain, clamp, post=False)  # the filter read backwards
+        ctx.save_for_backward(h, b)
+        ctx.meta = (fk, pad, act, float(gain), clamp)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        h, b = ctx.saved_tensors
+        fk, pad, act, gain, clamp = ctx.meta
+        taps = int(fk.shape[0])
+        px0, _, py0, _ = pad
+        tpad = (taps - px0 - 1, h.shape[3] - dy.shape[3] + px0, taps - py0 - 1, h.shape[2] - dy.shape[2] + py0)
+        if torch.is_grad_enabled():  # create_graph (R1): differentiable ops; the slope is piecewise constant
+            with torch.no_grad():
+                y0 = _act_ref(h.float() + b.float().reshape(1, -1, 1, 1), act, gain, clamp)
+                slope = _slope(y0, act, gain, clamp).to(dy.dtype)
+            dh = FirFunction.apply(dy, fk, 1, 1, tpad, True, 1.0) * slope
+            db = dh.sum((0, 2, 3), dtype=torch.float32)
+        else:
+            dh = torch.empty_like(h)  # h's strides: the kernel reads h at the offsets it writes dh
+            part = torch.empty(_rows_grid0(dh), h.shape[1], device=h.device, dtype=torch.float32)
+            _rows_launch(dy, fk, dh, tpad, False, b.to(torch.float32).contiguous(), h, part, act, gain, clamp,
+                         post=True)
+            db = part.sum(0)
+        return dh, db.to(b.dtype) if ctx.needs_input_grad[1] else None, None, None, None, None, None
+
+
+def _act_ref(x: torch.Tensor, act: str, gain: float, clamp) -> torch.Tensor:
+    if act == "lrelu":
+        x = torch.nn.functional.leaky_relu(x, LRELU_ALPHA)
+    elif act == "relu":
+        x = torch.relu(x)
+    x = x * gain
+    return x.clamp(-clamp, clamp) if clamp is not None else x
+
+
+def supports_bias_act_blur(h: torch.Tensor, f: torch.Tensor, act: str) -> bool:
+    """CUDA, a dense ``h`` (its gradient is allocated with its strides) and an activation the kernels know."""
+    return supports(h, f, 1, 1) and act in ACT_CODES and is_dense(h)
+
+
+def bias_act_blur(h: torch.Tensor, b: torch.Tensor, f: torch.Tensor, padding: tuple[int, int, int, int],
+                  act: str, gain: float, clamp: float | None) -> torch.Tensor:
+    """``upfirdn2d(bias_act(h, b, act, gain, clamp), f, padding=padding)`` with the activation inside the blur's
+    pass each way; the caller checks :func:`supports_bias_act_blur` first."""
+    return BiasActBlurFunction.apply(h, b, f, tuple(padding), act, gain, clamp)
