@@ -46,7 +46,7 @@ def measure(spec, batch, dtype, channels_last, fold, device, reps):
         mf = torch.channels_last if channels_last else torch.contiguous_format
         x = torch.randn(batch, cin, r, r, device=device).to(dtype=dtype, memory_format=mf).requires_grad_(True)
         gy = torch.randn_like(layer(x))
-        folded = down > 1 and layer._fold(x)
+        folded = down > 1 and layer.folds_blur(x)
         with torch.no_grad():
             fwd = median_ms(lambda: layer(x), reps, device)
 

@@ -60,7 +60,7 @@ class DiscriminatorBlock(nn.Module):
         y = self.fromrgb(img.to(dtype=dtype, memory_format=mf))
         x = y if x is None else x.to(dtype=dtype, memory_format=mf) + y
         img = downsample2d(img, self.resample_filter)
-        if perf.active().fused_blur_epilogue and not self.conv1._fold(x):
+        if perf.active().fused_blur_epilogue and not self.conv1.folds_blur(x):
             # conv0's bias/activation inside conv1's blur (one pass less each way; the same function)
             act, gain, clamp = self.conv0.epilogue_args()
             x = bias_act_blur(self.conv0.pre_activation(x), self.conv0.bias, self.conv1.resample_filter,

@@ -670,7 +670,7 @@ class Conv2dLayer(nn.Module):
         else:
             self.fold_map = None
 
-    def _fold(self, x: torch.Tensor) -> bool:
+    def folds_blur(self, x: torch.Tensor) -> bool:
         """``perf.fold_downsample_conv``: "FIR blur → stride-2 k×k conv" as one folded (k+n−1)² stride-2 conv.
 
         ``never`` (default) keeps the blur as its own pass (the Triton FIR kernel on CUDA) and the 3×3 conv;
@@ -706,7 +706,7 @@ class Conv2dLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         act, act_gain, clamp = self.epilogue_args(gain)
-        if self.down > 1 and self.kernel_size > 1 and self._fold(x):
+        if self.down > 1 and self.kernel_size > 1 and self.folds_blur(x):
             # blur + stride-`down` k×k conv as one (k+n-1)² stride-`down` conv: the same function, no depthwise
             # FIR pass (fold in float64 from the fp32 master weight, then cast like the unfolded weight).
             wf = fold_fir_into_weight(self.weight * self.weight_gain, self.fold_map).to(x.dtype)

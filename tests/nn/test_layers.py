@@ -140,7 +140,7 @@ def test_folded_blur_conv_is_the_same_function(filt, set_perf):
 def test_fold_policy_keeps_cpu_fp32_reference_order(set_perf):
     lay = L.Conv2dLayer(3, 4, 3, down=2)
     assert lay.fold_map.shape == (9, 36) and "fold_map" not in lay.state_dict()
-    assert not lay._fold(torch.zeros(1, 3, 8, 8))              # default: CPU fp32 → unfolded
+    assert not lay.folds_blur(torch.zeros(1, 3, 8, 8))              # default: CPU fp32 → unfolded
     with pytest.raises(ConfigError, match="perf.fold_downsample_conv: 'bogus' is not allowed"):
         set_perf(fold_downsample_conv="bogus")
     assert L.Conv2dLayer(3, 4, 3).fold_map is None
