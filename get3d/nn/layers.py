@@ -688,11 +688,14 @@ class Conv2dLayer(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return self.activation, self.act_gain * gain, clamp
 
+    def _weight(self, dtype: torch.dtype) -> torch.Tensor:
+        return (self.weight * self.weight_gain).to(dtype)
+
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of a non-resampling layer without its bias/activation (for a fused epilogue)."""
         if self.down != 1:
             raise ValueError("pre_activation: only for layers without downsampling")
-        return conv2d(x, (self.weight * self.weight_gain).to(x.dtype), padding=self.kernel_size // 2)
+        return conv2d(x, self._weight(x.dtype), padding=self.kernel_size // 2)
 
     def blur_padding(self) -> int:
         """Padding of the blur in front of this layer's stride-``down`` convolution (unfolded form)."""
@@ -700,7 +703,7 @@ class Conv2dLayer(nn.Module):
 
     def forward_blurred(self, xb: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         """This downsampling layer from its already blurred input: the strided convolution and the epilogue."""
-        x = conv2d(xb, (self.weight * self.weight_gain).to(xb.dtype), stride=self.down)
+        x = conv2d(xb, self._weight(xb.dtype), stride=self.down)
         act, act_gain, clamp = self.epilogue_args(gain)
         return bias_act(x, self.bias, act=act, gain=act_gain, clamp=clamp)
 
@@ -717,7 +720,7 @@ class Conv2dLayer(nn.Module):
             # blur with enough padding that a stride-`down` valid convolution yields H/down
             return self.forward_blurred(upfirdn2d(x, self.resample_filter, padding=self.blur_padding()), gain)
         elif self.down > 1:
-            x = conv2d(downsample2d(x, self.resample_filter, self.down), (self.weight * self.weight_gain).to(x.dtype))
+            x = conv2d(downsample2d(x, self.resample_filter, self.down), self._weight(x.dtype))
         else:
             x = self.pre_activation(x)
         return bias_act(x, self.bias, act=act, gain=act_gain, clamp=clamp)

@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from get3d.nn.layers import bias_act_ref
 from get3d.nn.ops.bias_act_triton import (
     ACT_CODES,
     LRELU_ALPHA,
@@ -162,33 +163,68 @@ def supports(x: torch.Tensor, f: torch.Tensor, up: int, down: int) -> bool:
             and x.dtype in (torch.float32, torch.float16, torch.bfloat16))
 
 
-def _run(x: torch.Tensor, f: torch.Tensor, up: int, down: int, pad: tuple[int, int, int, int], flip_filter: bool,
-         gain: float) -> torch.Tensor:
+def _output(x: torch.Tensor, taps: int, up: int, down: int, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """The (uninitialised) result of filtering ``x``: its size from ``up``, ``down`` and ``pad``, ``x``'s layout."""
     px0, px1, py0, py1 = pad
-    b, c, h, w = x.shape
-    taps = int(f.shape[0])
-    oh = (h * up + py0 + py1 - taps) // down + 1
-    ow = (w * up + px0 + px1 - taps) // down + 1
+    oh = (x.shape[2] * up + py0 + py1 - taps) // down + 1
+    ow = (x.shape[3] * up + px0 + px1 - taps) // down + 1
     if oh <= 0 or ow <= 0:
         raise ValueError(f"upfirdn2d: a filter of {taps} taps leaves no output for {tuple(x.shape)} with "
                          f"up={up}, down={down}, padding={pad}")
     fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
         else torch.contiguous_format
-    y = torch.empty([b, c, oh, ow], device=x.device, dtype=x.dtype, memory_format=fmt)
+    return torch.empty([x.shape[0], x.shape[1], oh, ow], device=x.device, dtype=x.dtype, memory_format=fmt)
+
+
+def _transposed_padding(pad: tuple[int, int, int, int], taps: int, x_hw, y_hw, up: int, down: int) -> tuple:
+    """Padding of the backward (``up`` and ``down`` swapped, filter flipped) from ``y`` back to ``x``'s size."""
+    px0, _, py0, _ = pad
+    return (taps - px0 - 1, x_hw[1] * up - y_hw[1] * down + px0 - up + 1,
+            taps - py0 - 1, x_hw[0] * up - y_hw[0] * down + py0 - up + 1)
+
+
+def _rows_launch(x, fk, y, pad, flip: bool, down: int = 1, axis_gain: float = 1.0, act: str | None = None,
+                 gain: float = 1.0, clamp: float | None = None, b32=None, hp=None, db=None) -> None:
+    """:func:`_fir_rows_kernel` from ``x`` into ``y``; with ``act``, the activation (bias ``b32``) applied to its
+    input, or with ``hp`` its slope at the pre-activation ``hp`` applied to its output and the bias gradient's
+    partials written to ``db``."""
+    px0, _, py0, _ = pad
+    bsz, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
     bc = min(triton.next_power_of_2(c), 64)
-    fk = f.to(device=x.device).contiguous()
+    nty, ntx = triton.cdiv(oh, ROWS_PER_PROGRAM), triton.cdiv(ow, ROW_PIXELS)
+    if act is None:
+        epi = {**_NO_ACT, "B": x, "HP": x, "DB": x}
+    else:
+        epi = {"act_gain": float(gain), "alpha": LRELU_ALPHA, "clamp": float(clamp) if clamp is not None else 0.0,
+               "PRE": hp is None, "POST": hp is not None, "ACT": ACT_CODES[act], "HAS_CLAMP": clamp is not None,
+               "B": b32, "HP": x if hp is None else hp, "DB": x if db is None else db}
+    _fir_rows_kernel[(bsz * nty * ntx, triton.cdiv(c, bc))](
+        x, fk, y, c, oh, ow, h, w, nty, ntx, *x.stride(), *y.stride(), px0, py0, axis_gain, TAPS=int(fk.shape[0]),
+        FLIP=flip, DOWN=down, TH=ROWS_PER_PROGRAM, TW=ROW_PIXELS, BC=bc, num_warps=ROW_WARPS, **epi)
+
+
+def _rows_grid0(y: torch.Tensor) -> int:
+    return y.shape[0] * triton.cdiv(y.shape[2], ROWS_PER_PROGRAM) * triton.cdiv(y.shape[3], ROW_PIXELS)
+
+
+def _run(x: torch.Tensor, f: torch.Tensor, up: int, down: int, pad: tuple[int, int, int, int], flip_filter: bool,
+         gain: float) -> torch.Tensor:
+    fk = f.to(device=x.device).contiguous()  # the filter stays a device tensor read by the kernel
+    y = _output(x, int(fk.shape[0]), up, down, pad)
     if up == 1:
-        th, tw = ROWS_PER_PROGRAM, ROW_PIXELS
-        nty, ntx = triton.cdiv(oh, th), triton.cdiv(ow, tw)
-        _fir_rows_kernel[(b * nty * ntx, triton.cdiv(c, bc))](
-            x, fk, y, c, oh, ow, h, w, nty, ntx, *x.stride(), *y.stride(), px0, py0, gain ** 0.5, TAPS=taps,
-            FLIP=not flip_filter, DOWN=down, TH=th, TW=tw, BC=bc, **_NO_ACT, B=x, HP=x, DB=x, num_warps=ROW_WARPS)
+        _rows_launch(x, fk, y, pad, not flip_filter, down=down, axis_gain=gain ** 0.5)
         return y
+    px0, _, py0, _ = pad
+    b, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    bc = min(triton.next_power_of_2(c), 64)
     n_pix = b * oh * ow
     bp = PIXELS_PER_PROGRAM
     _fir_kernel[(triton.cdiv(n_pix, bp), triton.cdiv(c, bc))](
         x, fk, y, n_pix, c, oh, ow, h, w, *x.stride(), *y.stride(), px0, py0,
-        gain ** 0.5, TAPS=taps, FLIP=not flip_filter, UP=up, DOWN=down, BP=bp, BC=bc, num_warps=_warps(bc))
+        gain ** 0.5, TAPS=int(fk.shape[0]), FLIP=not flip_filter, UP=up, DOWN=down, BP=bp, BC=bc,
+        num_warps=_warps(bc))
     return y
 
 
@@ -202,11 +238,7 @@ class FirFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         f, up, down, pad, flip_filter, gain, xs = ctx.meta
-        px0, _, py0, _ = pad
-        taps = int(f.shape[0])
-        oh, ow = dy.shape[2], dy.shape[3]
-        tpad = (taps - px0 - 1, xs[3] * up - ow * down + px0 - up + 1,
-                taps - py0 - 1, xs[2] * up - oh * down + py0 - up + 1)
+        tpad = _transposed_padding(pad, int(f.shape[0]), xs[2:], dy.shape[2:], up, down)
         return FirFunction.apply(dy, f, down, up, tpad, not flip_filter, gain), None, None, None, None, None, None
 
 
@@ -219,30 +251,6 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int, down: int, padding: tup
 
 # ------------------------------------------------------------------ bias/activation fused into a following blur
 
-def _blur_shape(h: torch.Tensor, taps: int, pad: tuple[int, int, int, int]) -> tuple[int, int]:
-    px0, px1, py0, py1 = pad
-    return h.shape[2] + py0 + py1 - taps + 1, h.shape[3] + px0 + px1 - taps + 1
-
-
-def _rows_launch(x, fk, y, pad, flip: bool, b32, hp, db, act: str, gain: float, clamp, post: bool) -> None:
-    """The row kernel with the activation applied to its input (``post`` false) or its slope at ``hp`` applied
-    to its output, the bias gradient's partials going to ``db`` (``post`` true)."""
-    px0, _, py0, _ = pad
-    bsz, c, h, w = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    bc = min(triton.next_power_of_2(c), 64)
-    nty, ntx = triton.cdiv(oh, ROWS_PER_PROGRAM), triton.cdiv(ow, ROW_PIXELS)
-    _fir_rows_kernel[(bsz * nty * ntx, triton.cdiv(c, bc))](
-        x, fk, y, c, oh, ow, h, w, nty, ntx, *x.stride(), *y.stride(), px0, py0, 1.0, TAPS=int(fk.shape[0]),
-        FLIP=flip, DOWN=1, TH=ROWS_PER_PROGRAM, TW=ROW_PIXELS, BC=bc, B=b32, HP=hp, DB=db, act_gain=float(gain),
-        alpha=LRELU_ALPHA, clamp=float(clamp) if clamp is not None else 0.0, PRE=not post, POST=post,
-        ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, num_warps=ROW_WARPS)
-
-
-def _rows_grid0(y: torch.Tensor) -> int:
-    return y.shape[0] * triton.cdiv(y.shape[2], ROWS_PER_PROGRAM) * triton.cdiv(y.shape[3], ROW_PIXELS)
-
-
 class BiasActBlurFunction(torch.autograd.Function):
     """``upfirdn2d(clamp(act(h + b)·gain), f, padding)``: the activation is applied as the blur reads ``h`` (no
     activated copy is written); the backward filters the upstream gradient with the transposed blur and multiplies
@@ -251,14 +259,8 @@ class BiasActBlurFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, b, f, pad: tuple, act: str, gain: float, clamp):
         fk = f.to(device=h.device).contiguous()
-        oh, ow = _blur_shape(h, int(fk.shape[0]), pad)
-        if oh <= 0 or ow <= 0:
-            raise ValueError(f"bias_act_blur: padding {pad} leaves no output for {tuple(h.shape)}")
-        fmt = torch.channels_last if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous() \
-            else torch.contiguous_format
-        y = torch.empty([h.shape[0], h.shape[1], oh, ow], device=h.device, dtype=h.dtype, memory_format=fmt)
-        b32 = b.to(torch.float32).contiguous()
-        _rows_launch(h, fk, y, pad, True, b32, h, h, act, gain, clamp, post=False)  # the filter read backwards
+        y = _output(h, int(fk.shape[0]), 1, 1, pad)
+        _rows_launch(h, fk, y, pad, True, act=act, gain=gain, clamp=clamp, b32=b.to(torch.float32).contiguous())
         ctx.save_for_backward(h, b)
         ctx.meta = (fk, pad, act, float(gain), clamp)
         return y
@@ -267,31 +269,20 @@ class BiasActBlurFunction(torch.autograd.Function):
     def backward(ctx, dy):
         h, b = ctx.saved_tensors
         fk, pad, act, gain, clamp = ctx.meta
-        taps = int(fk.shape[0])
-        px0, _, py0, _ = pad
-        tpad = (taps - px0 - 1, h.shape[3] - dy.shape[3] + px0, taps - py0 - 1, h.shape[2] - dy.shape[2] + py0)
+        tpad = _transposed_padding(pad, int(fk.shape[0]), h.shape[2:], dy.shape[2:], 1, 1)
         if torch.is_grad_enabled():  # create_graph (R1): differentiable ops; the slope is piecewise constant
             with torch.no_grad():
-                y0 = _act_ref(h.float() + b.float().reshape(1, -1, 1, 1), act, gain, clamp)
+                y0 = bias_act_ref(h.float(), b.float(), act=act, gain=gain, clamp=clamp)
                 slope = _slope(y0, act, gain, clamp).to(dy.dtype)
             dh = FirFunction.apply(dy, fk, 1, 1, tpad, True, 1.0) * slope
             db = dh.sum((0, 2, 3), dtype=torch.float32)
         else:
             dh = torch.empty_like(h)  # h's strides: the kernel reads h at the offsets it writes dh
             part = torch.empty(_rows_grid0(dh), h.shape[1], device=h.device, dtype=torch.float32)
-            _rows_launch(dy, fk, dh, tpad, False, b.to(torch.float32).contiguous(), h, part, act, gain, clamp,
-                         post=True)
+            _rows_launch(dy, fk, dh, tpad, False, act=act, gain=gain, clamp=clamp,
+                         b32=b.to(torch.float32).contiguous(), hp=h, db=part)
             db = part.sum(0)
         return dh, db.to(b.dtype) if ctx.needs_input_grad[1] else None, None, None, None, None, None
-
-
-def _act_ref(x: torch.Tensor, act: str, gain: float, clamp) -> torch.Tensor:
-    if act == "lrelu":
-        x = torch.nn.functional.leaky_relu(x, LRELU_ALPHA)
-    elif act == "relu":
-        x = torch.relu(x)
-    x = x * gain
-    return x.clamp(-clamp, clamp) if clamp is not None else x
 
 
 def supports_bias_act_blur(h: torch.Tensor, f: torch.Tensor, act: str) -> bool:
