@@ -8,7 +8,7 @@ around the edge, so the output is watertight inside the grid); each valid tet em
 or 2 (2 occupied).  The 16-case table is derived at import from a reference positively oriented tet, with every
 triangle wound so its normal points from occupied to empty vertices; since all grid tets are positively
 oriented, faces are counter-clockwise seen from outside (positive enclosed volume).  Everything is vectorised
-over the whole batch (one unique-edge pass, no per-sample loop) and differentiable w.r.t. SDF and positions.
+over the whole batch (no per-sample loop) and differentiable w.r.t. SDF and positions.
 """
 from __future__ import annotations
 
@@ -136,61 +136,89 @@ def batched_field(verts: torch.Tensor, sdf: torch.Tensor, who: str) -> tuple[tor
     return verts, sdf
 
 
-def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Iso-surfaces ``sdf = 0`` of a batch: ``verts [V,3]`` (shared) or ``[B,V,3]``, ``sdf [V]`` or ``[B,V]``.
-    Returns ``B`` pairs ``(verts [Ni,3], faces [Fi,3] long)``; ``Fi`` may be 0."""
+_EDGE_CACHE: dict = {}
+
+
+def _cached(kind: str, tensors: tuple[torch.Tensor, ...], build):
+    """``build()`` once per (kind, tensors); the entry keeps the tensors alive, so their addresses stay unique."""
+    key = (kind,) + tuple((t.data_ptr(), tuple(t.shape), str(t.device)) for t in tensors)
+    hit = _EDGE_CACHE.get(key)
+    if hit is None:
+        hit = _EDGE_CACHE[key] = (tensors, build())
+    return hit[1]
+
+
+def tet_mesh_edges(tets: torch.Tensor) -> torch.Tensor:
+    """Sorted unique edges ``[E, 2]`` (``a < b``) of a tet mesh, as :class:`TetGrid` stores them (cached per
+    tensor)."""
+    def build():
+        ev = torch.sort(tets.long()[:, device_tables(tets.device)[3]], -1).values.reshape(-1, 2)
+        return torch.unique(ev, dim=0)
+    return _cached("edges", (tets,), build)
+
+
+def tet_edge_ids(tets: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """``[T, 6]`` index into the sorted unique ``edges [E, 2]`` of each tet's edges, in :data:`TET_EDGES` order
+    (cached per grid tensor)."""
+    def build():
+        nv = int(max(int(tets.max()), int(edges.max())) + 1)
+        ev = torch.sort(tets.long()[:, device_tables(tets.device)[3]], -1).values   # [T,6,2]
+        key_t = ev[..., 0] * nv + ev[..., 1]
+        key_e = edges.long()[:, 0] * nv + edges.long()[:, 1]
+        if not bool((key_e[1:] > key_e[:-1]).all()):
+            raise ValueError("tet_edge_ids: edges must be unique and sorted (as TetGrid.edges)")
+        ids = torch.searchsorted(key_e, key_t.reshape(-1)).reshape(-1, 6)
+        if not bool((key_e[ids.clamp(max=key_e.numel() - 1)] == key_t).all()):
+            raise ValueError("tet_edge_ids: a tet edge is missing from the grid's edge list")
+        return ids
+    return _cached("tet_edge_ids", (tets, edges), build)
+
+
+def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
+                  edges: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Iso-surfaces ``sdf = 0`` of a batch: ``verts [V,3]`` (shared) or ``[B,V,3]``, ``sdf [V]`` or ``[B,V]``,
+    the grid's ``tets [T,4]`` and its sorted unique ``edges [E,2]`` (derived from ``tets`` when not given).
+    Returns ``B`` pairs ``(verts [Ni,3], faces [Fi,3] long)``; ``Fi`` may be 0.
+
+    Vertices come in grid-edge order, faces in tet order.  Every count is taken on the device over the whole grid
+    and read back with one copy (the only host sync); the rest selects with ``nonzero_static`` at the known sizes.
+    """
     verts, sdf = batched_field(verts, sdf, "marching_tets")
     b, nv = sdf.shape
     dev = sdf.device
-    tets = tets.to(dev).long()
+    tets = tets.to(dev)
+    edges = tet_mesh_edges(tets) if edges is None else edges.to(dev).long()
+    te = tet_edge_ids(tets, edges)                                       # [T,6] tet → grid edge
+    num_tris, tri_table, bits, _ = device_tables(dev)
     with torch.no_grad():
         occ = sdf > 0                                                    # [B,V]
-        occ_t = occ[:, tets]                                             # [B,T,4]
-        n_occ = occ_t.sum(-1)
-        valid = (n_occ > 0) & (n_occ < 4)
-        bi, ti = torch.nonzero(valid, as_tuple=True)                     # sample-major order
-        empty_out = [(verts.new_zeros(0, 3), torch.zeros(0, 3, dtype=torch.long, device=dev)) for _ in range(b)]
-        if bi.numel() == 0:
-            return [(v + 0.0 * sdf.sum(), f) for v, f in empty_out]
-        num_tris, tri_table, bits, le = device_tables(dev)
-        gv = tets[ti] + (bi * nv)[:, None]                               # [N,4] global vertex ids
-        ev = gv[:, le]                                                   # [N,6,2]
-        ev = torch.sort(ev, -1).values.reshape(-1, 2)
-        key = ev[:, 0] * (b * nv) + ev[:, 1]
-        ukey, inv = torch.unique(key, return_inverse=True)               # sorted: sample-major
-        ua, ub = ukey // (b * nv), ukey % (b * nv)
-        occ_f = occ.reshape(-1)
-        crossing = occ_f[ua] != occ_f[ub]
-        cross_idx = torch.nonzero(crossing).squeeze(1)                  # one sync for ua/ub[crossing]
-        new_id = torch.cumsum(crossing.long(), 0) - 1
-        new_id = torch.where(crossing, new_id, torch.full_like(new_id, -1))
-        code = (occ_t[bi, ti].long() * bits).sum(-1)
+        crossing = occ[:, edges[:, 0]] != occ[:, edges[:, 1]]            # [B,E]: one surface vertex each
+        vid = torch.cumsum(crossing, 1) - 1                              # its index within the sample
+        code = (occ[:, tets].long() * bits).sum(-1)                      # [B,T]
         ntri = num_tris[code]
-        table = tri_table[code]                                          # [N,2,3]
-        edge_new = new_id[inv].reshape(-1, 6)                            # [N,6]
-        faces_all = torch.gather(edge_new[:, None, :].expand(-1, 2, -1), 2, table.clamp(min=0))  # [N,2,3]
-        keep = torch.arange(2, device=dev)[None] < ntri[:, None]
-        keep_idx = torch.nonzero(keep.reshape(-1)).squeeze(1)            # one sync for faces/face_sample
-        faces = faces_all.reshape(-1, 3)[keep_idx]                       # [M,3] tet-major
-        face_sample = bi[:, None].expand(-1, 2).reshape(-1)[keep_idx]
-        ca, cb = ua[cross_idx], ub[cross_idx]
-        v_sample = torch.div(ca, nv, rounding_mode="floor")
-        counts = torch.stack([counts_per_sample(v_sample, b),
-                              counts_per_sample(face_sample, b)]).cpu()          # one sync for both
-        v_counts, f_counts = counts[0], counts[1]
+        valid = ntri > 0
+        counts = torch.cat([crossing.sum(1), ntri.sum(1), valid.sum().reshape(1)]).tolist()   # the one sync
+        v_counts, f_counts, n_valid = counts[:b], counts[b:2 * b], counts[-1]
+        if n_valid == 0:
+            empty = torch.zeros(0, 3, dtype=torch.long, device=dev)
+            return [(verts.new_zeros(0, 3) + 0.0 * sdf.sum(), empty) for _ in range(b)]
+        bi, ti = torch.nonzero_static(valid, size=n_valid).unbind(1)    # sample-major, then tet order
+        c = code[bi, ti]
+        table = tri_table[c].clamp(min=0)                                # [N,2,3] local edge ids
+        gedge = torch.gather(te[ti][:, None, :].expand(-1, 2, -1), 2, table)
+        tri_v = vid[bi[:, None, None], gedge]                            # [N,2,3] sample-local vertex ids
+        keep = torch.arange(2, device=dev)[None] < num_tris[c][:, None]
+        keep_idx = torch.nonzero_static(keep.reshape(-1), size=sum(f_counts)).squeeze(1)
+        faces = tri_v.reshape(-1, 3)[keep_idx]
+        flat = torch.nonzero_static(crossing.reshape(-1), size=sum(v_counts)).squeeze(1)
+        e = edges[flat % edges.shape[0]]
+        base = (flat // edges.shape[0] * nv)[:, None]
+        ca, cb = (e + base).unbind(1)
     vf = verts.reshape(-1, 3)
     sf = sdf.reshape(-1)
     sa, sb = sf[ca][:, None], sf[cb][:, None]
     pts = (vf[ca] * (-sb) + vf[cb] * sa) / (sa - sb)
-    out = []
-    v_off = 0
-    f_off = 0
-    for i in range(b):
-        nvi, nfi = int(v_counts[i]), int(f_counts[i])
-        out.append((pts[v_off:v_off + nvi], faces[f_off:f_off + nfi] - v_off))
-        v_off += nvi
-        f_off += nfi
-    return out
+    return list(zip(pts.split(v_counts), faces.split(f_counts)))
 
 
 def dmtet_extract(grid: TetGrid, sdf: torch.Tensor, deformation: torch.Tensor | None = None,
@@ -213,7 +241,7 @@ def dmtet_extract(grid: TetGrid, sdf: torch.Tensor, deformation: torch.Tensor | 
         sdf, empty_loss = empty_shape_guard(sdf, grid.centre, grid.boundary.to(sdf.device))
     reg = sdf_reg_loss(sdf, grid.edges.to(sdf.device))
     if capacity is None:
-        meshes = marching_tets(verts, sdf, grid.tets)
+        meshes = marching_tets(verts, sdf, grid.tets, grid.edges)
     else:
         from .padded import marching_tets_padded
         meshes = marching_tets_padded(verts, sdf, grid.tets, grid.edges, capacity)

@@ -24,30 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .dmtet import batched_field, device_tables
-
-_TET_EDGE_CACHE: dict = {}
-
-
-def tet_edge_ids(tets: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """``[T, 6]`` index into the sorted unique ``edges [E, 2]`` of each tet's edges, in :data:`TET_EDGES` order
-    (cached per grid tensor)."""
-    key = (tets.data_ptr(), tuple(tets.shape), edges.data_ptr(), tuple(edges.shape), str(tets.device))
-    hit = _TET_EDGE_CACHE.get(key)
-    if hit is not None:
-        return hit
-    nv = int(max(int(tets.max()), int(edges.max())) + 1)
-    le = device_tables(tets.device)[3]
-    ev = torch.sort(tets.long()[:, le], -1).values                        # [T,6,2]
-    key_t = ev[..., 0] * nv + ev[..., 1]
-    key_e = edges.long()[:, 0] * nv + edges.long()[:, 1]
-    if not bool((key_e[1:] > key_e[:-1]).all()):
-        raise ValueError("tet_edge_ids: edges must be unique and sorted (as TetGrid.edges)")
-    ids = torch.searchsorted(key_e, key_t.reshape(-1)).reshape(-1, 6)
-    if not bool((key_e[ids.clamp(max=key_e.numel() - 1)] == key_t).all()):
-        raise ValueError("tet_edge_ids: a tet edge is missing from the grid's edge list")
-    _TET_EDGE_CACHE[key] = ids
-    return ids
+from .dmtet import batched_field, device_tables, tet_edge_ids
 
 
 def _slots(need: int, factor: float) -> int:

@@ -33,7 +33,8 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
         mvp: ``[B,4,4]``.
         resolution: square image size.
         texture_fn: ``(points [N,3] world, sample_index [N] long) -> [N,C]``, called once with only the covered
-            pixels' interpolated world positions.
+            pixels' interpolated world positions.  When it has a ``batched`` attribute (``[B, P, 3] → [B, P, C]``,
+            each image's covered pixels first in slots ``0..n-1``), that is called instead: one host read less.
         antialias: apply analytic antialiasing to mask and rgb (the path by which images reach vertex positions).
 
     Returns a dict of top-down images: ``mask`` [B,1,H,W] (antialiased hard mask), ``rgb`` [B,C,H,W] (when
@@ -75,6 +76,11 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
         if isinstance(meshes, PaddedMeshes) and batched is not None:
             img, out["pixel_overflow"], out["pixel_need"] = _shade_compacted(world, covered, batched,
                                                                              meshes.capacity.pixels)
+        elif batched is not None:
+            # one read of the largest covered count sizes the query buffer exactly (nothing can overflow); the
+            # flat path below reads twice (the pixel list, then its per-image counts)
+            most = int(covered.reshape(b, -1).sum(1).max())
+            img = _shade_compacted(world, covered, batched, max(most, 1))[0]
         else:
             idx = torch.nonzero(covered.reshape(-1)).squeeze(1)
             sample_index = torch.div(idx, h * w, rounding_mode="floor")
