@@ -67,24 +67,30 @@ class MappingNetwork(nn.Module):
         return x
 
 
-def style_mix(mapping: MappingNetwork, ws: torch.Tensor, prob: float = 0.9, generator: torch.Generator | None = None,
-              truncation_psi: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
-    """With probability ``prob`` replace ``ws[:, cutoff:]`` by the ws of a fresh z (cutoff ∈ [1, num_ws)).
-
-    One cutoff per batch, as in StyleGAN2 training.  ``generator`` makes the draw reproducible.
-    """
+def draw_mix(num_ws: int, z_dim: int, batch: int, prob: float = 0.9,
+             generator: torch.Generator | None = None) -> tuple[int, torch.Tensor | None]:
+    """The host-side draws of one style mix: ``(cutoff, z2 [B, z_dim] on the CPU)``, or ``(num_ws, None)`` when
+    this batch does not mix.  One cutoff per batch, as in StyleGAN2 training; ``generator`` makes it reproducible
+    (the same CPU stream on any device)."""
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"style-mixing prob must be in [0, 1], got {prob}")
-    num_ws = ws.shape[1]
     if prob == 0 or num_ws < 2:
-        return ws
-    dev = ws.device
+        return num_ws, None
     u = torch.rand([], generator=generator)
     cutoff = int(torch.randint(1, num_ws, [], generator=generator))
     if float(u) >= prob:
+        return num_ws, None
+    return cutoff, torch.randn([batch, z_dim], generator=generator)
+
+
+def style_mix(mapping: MappingNetwork, ws: torch.Tensor, prob: float = 0.9, generator: torch.Generator | None = None,
+              truncation_psi: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+    """With probability ``prob`` replace ``ws[:, cutoff:]`` by the ws of a fresh z (cutoff ∈ [1, num_ws))."""
+    cutoff, z2 = draw_mix(ws.shape[1], mapping.z_dim, ws.shape[0], prob, generator)
+    if z2 is None:
         return ws
-    z2 = torch.randn([ws.shape[0], mapping.z_dim], generator=generator)
-    # drawn on the CPU (device-independent streams); pinned + async so the copy does not wait for the GPU
+    dev = ws.device
+    # pinned + async, so the copy does not wait for the GPU
     z2 = z2.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else z2.to(dev)
     ws2 = mapping(z2, truncation_psi=truncation_psi, update_w_avg=update_w_avg)
     return torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)

@@ -151,3 +151,91 @@ class GraphedSynthesis:
             ensure_grads(self.module.parameters())
         out = self._graphed(ws_trunk, ws_tex)
         return (None, out[0]) if len(out) == 1 else (out[0], out[1])
+
+
+class MixedMapping(nn.Module):
+    """Both mapping networks with style mixing as shape-static tensor work, for capture: ``ws = where(mix, map(z2),
+    map(z))`` per network, where ``mix [2, num_ws]`` (texture, geometry rows) selects the layers that take the
+    second code.  A batch that does not mix has ``mix`` all false (``z2`` is then unused and may be zeros), so the
+    same graph serves every draw.  Only ``map(z)`` moves ``w_avg`` (when ``update``), as in the eager path."""
+
+    def __init__(self, G: nn.Module, update: bool):
+        super().__init__()
+        self.mapping_tex, self.mapping_geo, self.update = G.mapping_tex, G.mapping_geo, update
+
+    def forward(self, z_tex: torch.Tensor, z_geo: torch.Tensor, z2: torch.Tensor, mix: torch.Tensor):
+        out = []
+        for i, (net, z) in enumerate(((self.mapping_tex, z_tex), (self.mapping_geo, z_geo))):
+            ws = net(z, update_w_avg=self.update)
+            ws2 = net(z2[i], update_w_avg=False)
+            out.append(torch.where(mix[i][None, :, None], ws2, ws))
+        return out[0], out[1]
+
+
+def mix_inputs(G: nn.Module, batch: int, style_mixing: bool | float, generator: torch.Generator | None):
+    """:class:`MixedMapping`'s ``(z2 [2, B, z_dim], mix [2, num_ws])`` on the CPU, drawn like the eager path
+    (texture, then geometry, from ``generator``); ``style_mixing`` as in ``GET3DGenerator.mapping``."""
+    from get3d.nn.mapping import draw_mix
+    p = 0.0 if not style_mixing else (G.style_mixing_prob if style_mixing is True else float(style_mixing))
+    z2 = torch.zeros(2, batch, G.z_dim)
+    mix = torch.zeros(2, G.num_ws, dtype=torch.bool)
+    for i in range(2):
+        cutoff, z = draw_mix(G.num_ws, G.z_dim, batch, p, generator)
+        if z is not None:
+            z2[i], mix[i, cutoff:] = z, True
+    return z2, mix
+
+
+class GraphedMapping:
+    """Replays both mapping networks of the *training* G, style mixing included, as captured graphs (~120 tiny
+    kernels forward per call, all launch-bound): one capture that moves ``w_avg`` (Gmain) and one that does not
+    (Dmain, replayed forward-only under ``no_grad``).
+
+    Installed on the instance (``G.mapping``).  The style-mixing draws stay on the host with the same CPU stream as
+    the eager path (:func:`get3d.nn.mapping.draw_mix`); they reach the graph as one pinned copy of ``z2`` and the
+    layer mask.  Calls it cannot serve (eval mode, truncation, another batch shape, a CPU device) run the original
+    method.  Outputs live in static buffers, overwritten by the next replay of the same capture.
+    """
+
+    def __init__(self, G: nn.Module):
+        self.G = G
+        self._orig = G.mapping
+        self._graphed: dict[bool, nn.Module] = {}
+        self._shape = None
+        G.mapping = self.mapping
+
+    def uninstall(self) -> None:
+        self.G.mapping = self._orig
+
+    def _inputs(self, z_tex: torch.Tensor, style_mixing, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        z2, mix = mix_inputs(self.G, z_tex.shape[0], style_mixing, generator)
+        dev = z_tex.device
+        return z2.pin_memory().to(dev, non_blocking=True), mix.pin_memory().to(dev, non_blocking=True)
+
+    def _capture(self, update: bool, sample: tuple) -> nn.Module:
+        nets = (self.G.mapping_tex, self.G.mapping_geo)
+        saved = [n.w_avg.clone() for n in nets]    # the warm-up passes must not move the running means
+        with torch.enable_grad():
+            graphed = _capture_or_explain("the mapping networks", MixedMapping(self.G, update), sample)
+        for n, w in zip(nets, saved):
+            n.w_avg.copy_(w)
+        return graphed
+
+    def mapping(self, z_tex: torch.Tensor, z_geo: torch.Tensor, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, style_mixing: bool | float = False,
+                generator: torch.Generator | None = None, update_w_avg: bool | None = None):
+        G = self.G
+        update = G.mapping_tex.training if update_w_avg is None else bool(update_w_avg)
+        shape = tuple(z_tex.shape)
+        usable = (G.training and truncation_psi == 1 and z_tex.is_cuda and tuple(z_geo.shape) == shape
+                  and (self._shape is None or self._shape == shape))
+        if not usable:
+            return self._orig(z_tex, z_geo, truncation_psi, truncation_cutoff, style_mixing, generator, update_w_avg)
+        z2, mix = self._inputs(z_tex, style_mixing, generator)
+        if update not in self._graphed:
+            sample = (torch.randn_like(z_tex), torch.randn_like(z_geo), torch.randn_like(z2), mix.clone())
+            self._graphed[update] = self._capture(update, sample)
+            self._shape = shape
+        if torch.is_grad_enabled():
+            ensure_grads(p for n in (G.mapping_tex, G.mapping_geo) for p in n.parameters())
+        return self._graphed[update](z_tex, z_geo, z2, mix)

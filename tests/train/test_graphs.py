@@ -200,3 +200,43 @@ def test_graphed_synthesis_accumulates_like_the_training_loop():
             for p, q in zip(syn.parameters(), ref.parameters()):
                 p.sub_(1e-3 * p.grad)
                 q.sub_(1e-3 * q.grad)
+
+
+def test_graphed_mapping_matches_eager_over_the_phases():
+    """Gmain-like calls (w_avg moves, gradients) and Dmain-like calls (no_grad, w_avg fixed) through the captured
+    mapping, against an eager copy with the same style-mixing draws; then another batch size falls back."""
+    import copy
+
+    from get3d.nn import build_generator
+    from get3d.train.graphs import GraphedMapping
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    G = build_generator(small_config()).to("cuda").train()
+    ref = copy.deepcopy(G)
+    GraphedMapping(G)
+    for step in range(3):
+        z = torch.randn(2, 2, G.z_dim, device="cuda")
+        for update in (True, False):
+            for m in (G, ref):
+                m.zero_grad(set_to_none=False)
+            res = []
+            for m in (G, ref):
+                gen = torch.Generator().manual_seed(step)
+                if update:
+                    ws = m.mapping(z[0], z[1], style_mixing=0.9, generator=gen, update_w_avg=True)
+                    (ws[0].square().sum() + 3 * ws[1].sum()).backward()
+                else:
+                    with torch.no_grad():
+                        ws = m.mapping(z[0], z[1], style_mixing=0.9, generator=gen, update_w_avg=False)
+                res.append([w.detach().clone() for w in ws])
+            for a, b in zip(*res):
+                assert_close_in_norm(a, b, 1e-5)
+            for a, b in ((G.mapping_tex, ref.mapping_tex), (G.mapping_geo, ref.mapping_geo)):
+                assert_close_in_norm(a.w_avg, b.w_avg, 1e-5)
+            if update:
+                for p, q in zip(G.parameters(), ref.parameters()):
+                    if q.grad is not None and q.grad.abs().sum() > 0:
+                        assert_close_in_norm(p.grad, q.grad, 1e-5)
+    with torch.no_grad():
+        ws3 = G.mapping(torch.randn(3, G.z_dim, device="cuda"), torch.randn(3, G.z_dim, device="cuda"))
+    assert ws3[0].shape[0] == 3
