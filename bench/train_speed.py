@@ -81,9 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="experiment: bias_act kernel (fused Triton on CUDA vs the PyTorch reference)")
     ap.add_argument("--perf", action="append", default=[], metavar="KEY=VALUE",
                     help="a perf choice of params.yaml (repeatable), e.g. triplane_sampler=grid_sample")
-    ap.add_argument("--graphs", choices=("all", "d"), default=None,
-                    help="experiment: CUDA graphs for D passes and the tri-plane synthesis (all) or D only; "
-                         "none: --set train.cuda_graphs=false")
+    ap.add_argument("--graphs", choices=("all", "synthesis", "d"), default=None,
+                    help="experiment: CUDA graphs for the D passes, the tri-plane synthesis and the mapping networks "
+                         "(all), D and synthesis only (synthesis) or D only; none: --set train.cuda_graphs=false")
     ap.add_argument("--count-syncs", action="store_true",
                     help="count host syncs (torch.cuda.set_sync_debug_mode) in the last *untimed* warm-up step "
                          "and print the top call sites")
@@ -142,9 +142,11 @@ def apply_experiments(args, cfg_train) -> list[str]:
         from get3d import perf
         perf.apply(perf.parse_overrides(args.perf))
         experiments += args.perf
-    if args.graphs == "d":
+    if args.graphs in ("d", "synthesis"):
         from get3d.train import graphs
-        graphs.GraphedSynthesis.__init__ = lambda self, synthesis: None  # bench-only: leave G eager
+        graphs.GraphedMapping.__init__ = lambda self, G: None  # bench-only: leave these G parts eager
+        if args.graphs == "d":
+            graphs.GraphedSynthesis.__init__ = lambda self, synthesis: None
     if args.graphs is not None:
         experiments.append(f"graphs={args.graphs}")
     for k in ("tf32", "fused_adam"):
