@@ -82,8 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--perf", action="append", default=[], metavar="KEY=VALUE",
                     help="a perf choice of params.yaml (repeatable), e.g. triplane_sampler=grid_sample")
     ap.add_argument("--graphs", choices=("all", "synthesis", "d"), default=None,
-                    help="experiment: CUDA graphs for the D passes, the tri-plane synthesis and the mapping networks "
-                         "(all), D and synthesis only (synthesis) or D only; none: --set train.cuda_graphs=false")
+                    help="experiment: CUDA graphs for the D passes, the tri-plane synthesis, the mapping networks and "
+                         "the DMTet grid fields (all), D and synthesis only (synthesis) or D only; none: --set "
+                         "train.cuda_graphs=false")
     ap.add_argument("--count-syncs", action="store_true",
                     help="count host syncs (torch.cuda.set_sync_debug_mode) in the last *untimed* warm-up step "
                          "and print the top call sites")
@@ -145,6 +146,7 @@ def apply_experiments(args, cfg_train) -> list[str]:
     if args.graphs in ("d", "synthesis"):
         from get3d.train import graphs
         graphs.GraphedMapping.__init__ = lambda self, G: None  # bench-only: leave these G parts eager
+        graphs.GraphedGridFields.__init__ = lambda self, G: None
         if args.graphs == "d":
             graphs.GraphedSynthesis.__init__ = lambda self, synthesis: None
     if args.graphs is not None:

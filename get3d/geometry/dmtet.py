@@ -221,6 +221,32 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
     return list(zip(pts.split(v_counts), faces.split(f_counts)))
 
 
+def dmtet_fields(grid: TetGrid, sdf: torch.Tensor, deformation: torch.Tensor | None = None, multiplier: float = 1.0,
+                 guard: bool = True) -> dict:
+    """The shape-static half of :func:`dmtet_extract` (deformed grid, empty-shape guard, SDF regulariser): dense
+    work over the grid with no host sync on CUDA, so it can be captured.  Returns ``verts``, ``sdf``, ``sdf_reg``,
+    ``empty_loss``."""
+    if sdf.dim() == 1:
+        sdf = sdf[None]
+    verts = grid.verts.to(sdf.device)[None].expand(sdf.shape[0], -1, -1)
+    if deformation is not None:
+        verts = deform_vertices(verts, deformation, grid.res, multiplier)
+    empty_loss = torch.zeros(sdf.shape[0], device=sdf.device, dtype=sdf.dtype)
+    if guard:
+        sdf, empty_loss = empty_shape_guard(sdf, grid.centre, grid.boundary.to(sdf.device))
+    reg = sdf_reg_loss(sdf, grid.edges.to(sdf.device))
+    return {"verts": verts, "sdf": sdf, "sdf_reg": reg, "empty_loss": empty_loss}
+
+
+def march(grid: TetGrid, verts: torch.Tensor, sdf: torch.Tensor, capacity=None):
+    """Marching tets over the grid's (deformed) ``verts [B,V,3]`` and ``sdf [B,V]``: exactly sized meshes, or
+    with a ``capacity`` a :class:`~get3d.geometry.padded.PaddedMeshes` batch extracted without host syncs."""
+    if capacity is None:
+        return marching_tets(verts, sdf, grid.tets, grid.edges)
+    from .padded import marching_tets_padded
+    return marching_tets_padded(verts, sdf, grid.tets, grid.edges, capacity)
+
+
 def dmtet_extract(grid: TetGrid, sdf: torch.Tensor, deformation: torch.Tensor | None = None,
                   multiplier: float = 1.0, guard: bool = True, capacity=None) -> dict:
     """Full DMTet step for a batch: deform the grid, apply the empty-shape guard, march tets, regularise.
@@ -231,18 +257,6 @@ def dmtet_extract(grid: TetGrid, sdf: torch.Tensor, deformation: torch.Tensor | 
     With a ``capacity`` (:class:`get3d.geometry.padded.SurfaceCapacity`) the meshes are a
     :class:`~get3d.geometry.padded.PaddedMeshes` batch extracted without host syncs (check its ``overflow``).
     """
-    if sdf.dim() == 1:
-        sdf = sdf[None]
-    verts = grid.verts.to(sdf.device)[None].expand(sdf.shape[0], -1, -1)
-    if deformation is not None:
-        verts = deform_vertices(verts, deformation, grid.res, multiplier)
-    empty_loss = torch.zeros(sdf.shape[0], device=sdf.device, dtype=sdf.dtype)
-    if guard:
-        sdf, empty_loss = empty_shape_guard(sdf, grid.centre, grid.boundary.to(sdf.device))
-    reg = sdf_reg_loss(sdf, grid.edges.to(sdf.device))
-    if capacity is None:
-        meshes = marching_tets(verts, sdf, grid.tets, grid.edges)
-    else:
-        from .padded import marching_tets_padded
-        meshes = marching_tets_padded(verts, sdf, grid.tets, grid.edges, capacity)
-    return {"meshes": meshes, "verts": verts, "sdf": sdf, "sdf_reg": reg, "empty_loss": empty_loss}
+    out = dmtet_fields(grid, sdf, deformation, multiplier, guard)
+    out["meshes"] = march(grid, out["verts"], out["sdf"], capacity)
+    return out

@@ -59,6 +59,9 @@ class UnifiedGenerator(nn.Module):
                              if flexicubes else None)
         self.num_ws = self.synthesis.num_ws + 1  # + one w for the point decoders
 
+    #: the state entries query_geometry reads
+    geometry_keys = ("geo_planes", "w_geo")
+
     def synthesize(self, ws_geo: torch.Tensor, ws_tex: torch.Tensor, noise_mode: str = "random") -> dict:
         geo, tex = self.synthesis(ws_geo, ws_tex, noise_mode=noise_mode)
         return {"geo_planes": geo, "tex_planes": tex, "w_geo": ws_geo[:, -1], "w_tex": ws_tex[:, -1]}
@@ -152,6 +155,8 @@ class SeparateGenerator(nn.Module):
         self.cube_weights = (ModulatedMLP(8 * self.geometry_feature_dim, geo_mlp_width, FLEXI_WEIGHTS, w_dim,
                                           device=device) if flexicubes else None)
         self.num_ws = max(self.synthesis.num_ws + 1, self.sdf_net.num_ws)
+
+    geometry_keys = ("sdf_volume", "deformation_volume", "w_geo")
 
     def synthesize(self, ws_geo: torch.Tensor, ws_tex: torch.Tensor, noise_mode: str = "random") -> dict:
         ws_cat = torch.cat([ws_tex, ws_geo.detach()], dim=-1)
@@ -327,19 +332,35 @@ class GET3DGenerator(nn.Module):
         return ws_tex, ws_geo
 
     # -- geometry -------------------------------------------------------------------------------------
+    def grid_fields(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """DMTet: the backbone's geometry query at every grid vertex and the shape-static post-processing, from the
+        state tensors named by ``backbone.geometry_keys``: ``(deformed verts [B,V,3], guarded sdf [B,V], sdf_reg,
+        empty_loss [B])``.  Tensors in, tensors out, no host sync: the training loop may capture it
+        (:class:`get3d.train.graphs.GraphedGridFields`)."""
+        from get3d.nn import surface
+        state = dict(zip(self.backbone.geometry_keys, inputs))
+        grid = self.grid(inputs[0].device)
+        sdf, dfm = self.backbone.query_geometry(state, grid.verts.unsqueeze(0).expand(inputs[0].shape[0], -1, -1))
+        f = surface.dmtet_fields(grid, sdf, dfm, self.tet_res, self.deformation_multiplier)
+        return f["verts"], f["sdf"], f["sdf_reg"], f["empty_loss"]
+
     def geometry(self, state: dict, batch: int, device) -> dict:
         """Evaluate SDF + deformation on the grid and extract one mesh per sample."""
         from get3d.nn import surface
         grid = self.grid(device)
         verts = grid.verts.unsqueeze(0).expand(batch, -1, -1)
-        need_feats = self.backbone.cube_weights is not None
-        out = self.backbone.query_geometry(state, verts, return_features=need_feats)
-        weights = None
-        if need_feats:
-            weights = self.backbone.cube_weights(surface.cube_features(out[2], grid), state["w_geo"])
-        res = surface.extract_surface(self.iso_surface, grid, out[0], out[1], self.tet_res,
-                                      self.deformation_multiplier, weights, training=self.training,
-                                      capacity=self.padded_capacity())
+        if self.iso_surface == "dmtet":
+            fields = dict(zip(("verts", "sdf", "sdf_reg", "empty_loss"),
+                              self.grid_fields(*(state[k] for k in self.backbone.geometry_keys))))
+            res = surface.extract_surface(self.iso_surface, grid, fields["sdf"], None, self.tet_res,
+                                          self.deformation_multiplier, capacity=self.padded_capacity(),
+                                          fields=fields)
+        else:
+            out = self.backbone.query_geometry(state, verts, return_features=self.backbone.cube_weights is not None)
+            weights = None if len(out) == 2 else self.backbone.cube_weights(surface.cube_features(out[2], grid),
+                                                                           state["w_geo"])
+            res = surface.extract_surface(self.iso_surface, grid, out[0], out[1], self.tet_res,
+                                          self.deformation_multiplier, weights, training=self.training)
         res["deformation"] = res["verts"] - verts
         return res
 

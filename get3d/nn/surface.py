@@ -7,7 +7,8 @@ Contract used by :class:`get3d.nn.generator.GET3DGenerator`:
   ``centre``, ``boundary`` (``get3d.geometry.tetgrid.TetGrid`` for DMTet); cached per (res, scale, device) at
   module level, so deep copies of the generator (EMA) do not copy grids or raster contexts.
 - ``extract_surface(iso_surface, grid, sdf, deformation, tet_res, multiplier, cube_weights)`` → deformed grid,
-  empty-shape guard, SDF regulariser and marching tets in one call (``get3d.geometry.dmtet.dmtet_extract``).
+  empty-shape guard, SDF regulariser and marching tets in one call (``get3d.geometry.dmtet.dmtet_extract``);
+  ``dmtet_fields`` is its shape-static first half, which the training G may run as a captured graph.
 - ``render(backend, meshes, mvp, resolution, texture_fn)`` → ``get3d.raster.render.render_meshes`` dict.
 
 SDF convention: DMTet, sdf > 0 inside (raw network output).
@@ -72,16 +73,26 @@ def cube_features(feats: torch.Tensor, grid) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- extraction
 
+def dmtet_fields(grid, sdf: torch.Tensor, deformation: torch.Tensor, tet_res: int, multiplier: float) -> dict:
+    """DMTet's shape-static part (``get3d.geometry.dmtet.dmtet_fields``): ``verts`` (deformed grid), ``sdf``
+    (guarded), ``sdf_reg``, ``empty_loss`` [B]; what :func:`extract_surface` takes as ``fields``."""
+    from get3d.geometry.dmtet import dmtet_fields as fields
+    if grid.res != tet_res:
+        raise ValueError(f"tet grid resolution {grid.res} does not match the generator's tet_res {tet_res}")
+    return fields(grid, sdf, deformation, multiplier=multiplier, guard=True)
+
+
 def extract_surface(iso_surface: str, grid, sdf: torch.Tensor, deformation: torch.Tensor, tet_res: int,
                     multiplier: float, cube_weights: torch.Tensor | None = None, training: bool = True,
-                    capacity=None) -> dict:
+                    capacity=None, fields: dict | None = None) -> dict:
     """Raw network SDF [B, V] and deformation [B, V, 3] → dict(meshes, verts (deformed grid), sdf (guarded),
     sdf_reg_loss (scalar, unweighted), empty_shape_loss (scalar, mean over the batch); FlexiCubes adds
     flexicubes_dev_loss (L_dev, scalar).  ``training``: FlexiCubes' differentiable 4-triangle quad split; else
     the 2-triangle split by the larger γ product (what evaluation and export use).  ``capacity`` (DMTet only):
     fixed-capacity meshes without host syncs (:mod:`get3d.geometry.padded`), plus ``surface_overflow`` (number
     of samples that did not fit, device scalar) and ``surface_need`` (largest vertex, face and shaded-pixel
-    counts, [3]; the renderer fills in the pixels)."""
+    counts, [3]; the renderer fills in the pixels).  ``fields`` (DMTet only): :func:`dmtet_fields`'s result,
+    computed elsewhere (e.g. by a captured graph); then ``sdf`` and ``deformation`` are not used."""
     if iso_surface == "flexicubes":
         # FlexiCubes' convention is sdf < 0 inside; the raw network output is used as that field directly (as
         # in the public code), with Δv = tanh(x)/(2n) fixed by get3d.geometry.flexicubes.  No empty-shape guard.
@@ -90,10 +101,9 @@ def extract_surface(iso_surface: str, grid, sdf: torch.Tensor, deformation: torc
         out.setdefault("empty_loss", sdf.new_zeros(sdf.shape[0]))
         out["sdf"] = sdf
     else:
-        from get3d.geometry.dmtet import dmtet_extract
-        if grid.res != tet_res:
-            raise ValueError(f"tet grid resolution {grid.res} does not match the generator's tet_res {tet_res}")
-        out = dmtet_extract(grid, sdf, deformation, multiplier=multiplier, guard=True, capacity=capacity)
+        from get3d.geometry.dmtet import march
+        out = dict(fields) if fields is not None else dmtet_fields(grid, sdf, deformation, tet_res, multiplier)
+        out["meshes"] = march(grid, out["verts"], out["sdf"], capacity)
     res = {"meshes": out["meshes"], "verts": out["verts"], "sdf": out["sdf"], "sdf_reg_loss": out["sdf_reg"],
            "empty_shape_loss": out["empty_loss"].mean()}
     m = out["meshes"]

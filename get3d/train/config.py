@@ -44,7 +44,9 @@ class TrainConfig:
     fused_adam: bool = spec(True, help="CUDA only: Adam(fused=True) (one kernel for all params, no per-param "
                                        "host work); same update up to rounding. CPU keeps the default Adam")
     cuda_graphs: bool = spec(True, help="CUDA only: replay the discriminators' forward+backward of the main phases "
-                                        "as captured CUDA graphs (the step is launch-bound); R1 stays eager")
+                                        "and the generator's shape-static parts (mapping networks, tri-plane "
+                                        "synthesis, DMTet grid fields) as captured CUDA graphs (the step is "
+                                        "launch-bound); R1 and the data-dependent stages stay eager")
     snapshot_kimg: float = spec(200.0, min=0.0, help="write a training-state + inference snapshot every N kimg "
                                                      "(0 = only at the end)")
     image_snapshot_ticks: int = spec(50, min=0, help="write a preview grid every N ticks (0 = never)")

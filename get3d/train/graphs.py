@@ -239,3 +239,64 @@ class GraphedMapping:
         if torch.is_grad_enabled():
             ensure_grads(p for n in (G.mapping_tex, G.mapping_geo) for p in n.parameters())
         return self._graphed[update](z_tex, z_geo, z2, mix)
+
+
+class _ParamsCall(nn.Module):
+    """A tensor-only callable with the parameters it reads registered, so that a captured backward returns
+    their gradients (and only theirs)."""
+
+    def __init__(self, forward, params):
+        super().__init__()
+        self._forward = forward
+        self.params = nn.ParameterList(params)
+
+    def forward(self, *inputs):
+        return self._forward(*inputs)
+
+
+def _used_parameters(fn, module: nn.Module, sample: tuple) -> list:
+    """The trainable parameters of ``module`` that ``fn(*sample)``'s outputs depend on (one eager pass)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        out = [o for o in fn(*sample) if o.requires_grad]
+        grads = torch.autograd.grad(sum(o.float().sum() for o in out), params, allow_unused=True)
+    return [p for p, g in zip(params, grads) if g is not None]
+
+
+class GraphedGridFields:
+    """Replays the training G's DMTet grid fields (:meth:`GET3DGenerator.grid_fields`: the geometry query at every
+    tet-grid vertex, the deformation, the empty-shape guard and the SDF regulariser) as a captured graph: fixed
+    shapes over the grid, ~60 kernels forward, twice per step, plus their backward.  Marching tets, whose output
+    size depends on the data, runs eagerly on the graph's outputs.
+
+    Installed on the instance (``G.grid_fields``); calls it cannot serve (eval mode, another batch shape, the
+    recomputing MLPs of ``perf.recompute_geometry_mlp``, inputs that do not need gradients before the first
+    capture) run the original method.  Outputs live in static buffers, as for :class:`GraphedSynthesis`.
+    """
+
+    def __init__(self, G: nn.Module):
+        self.G = G
+        self._orig = G.grid_fields
+        self._graphed = None
+        self._shapes = None
+        self._params: list = []
+        G.grid_fields = self.grid_fields
+
+    def uninstall(self) -> None:
+        self.G.grid_fields = self._orig
+
+    def grid_fields(self, *inputs: torch.Tensor):
+        from get3d import perf
+        shapes = tuple(tuple(t.shape) for t in inputs)
+        usable = self.G.training and inputs[0].is_cuda and not perf.active().recompute_geometry_mlp
+        if usable and self._graphed is None and torch.is_grad_enabled() and all(t.requires_grad for t in inputs):
+            sample = tuple(torch.randn_like(t).requires_grad_(True) for t in inputs)
+            self._params = _used_parameters(self._orig, self.G, sample)
+            self._graphed = _capture_or_explain("the DMTet grid fields", _ParamsCall(self._orig, self._params),
+                                                sample)
+            self._shapes = shapes
+        if not usable or self._graphed is None or shapes != self._shapes:
+            return self._orig(*inputs)
+        if torch.is_grad_enabled():
+            ensure_grads(self._params)
+        return self._graphed(*inputs)

@@ -325,10 +325,12 @@ def _build(cfg_model, cfg: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> 
     opt_D = torch.optim.Adam(d_params, **cfg.adam_kwargs("D", device.type))
     graphs = None
     if device.type == "cuda" and cfg.cuda_graphs:
-        from get3d.train.graphs import GraphedDiscriminators, GraphedMapping, GraphedSynthesis
-        graphs = GraphedDiscriminators(nets.D_rgb, nets.D_mask, bf16=cfg.precision == "bf16")
-        GraphedSynthesis(nets.G.backbone.synthesis)  # these install themselves on the training G (G_ema stays eager)
-        GraphedMapping(nets.G)
+        from get3d.train import graphs as cuda_graphs
+        graphs = cuda_graphs.GraphedDiscriminators(nets.D_rgb, nets.D_mask, bf16=cfg.precision == "bf16")
+        # these install themselves on the training G (G_ema stays eager)
+        cuda_graphs.GraphedMapping(nets.G)
+        cuda_graphs.GraphedSynthesis(nets.G.backbone.synthesis)
+        cuda_graphs.GraphedGridFields(nets.G)
     loss = GET3DLoss(nets, cfg, device, graphs)
     return _Run(cfg=cfg, cfg_model=cfg_model, hooks=hooks, world=world, device=device, run=run,
                 dataset_path=dataset_path, backend=backend, nets=nets, G_ema=G_ema, g_params=g_params,

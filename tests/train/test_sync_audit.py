@@ -23,7 +23,7 @@ SYNCING = {"aten.nonzero.default", "aten._unique2.default", "aten.unique_dim.def
            "aten.bincount.default", "aten.repeat_interleave.Tensor", "aten.equal.default"}
 #: (file, function or "*"): host tensors by design (CPU RNG draws, nvdiffrast-style CPU ranges) or code that runs
 #: only on the CPU (the PyTorch rasterizer; sdf_reg_loss's CPU branch; on CUDA it takes _sdf_reg_masked)
-HOST_BY_DESIGN = (("nn/mapping.py", "style_mix"), ("raster/base.py", "*"), ("raster/torch_backend.py", "*"),
+HOST_BY_DESIGN = (("nn/mapping.py", "draw_mix"), ("raster/base.py", "*"), ("raster/torch_backend.py", "*"),
                   ("geometry/dmtet.py", "sdf_reg_loss"))
 
 
