@@ -208,9 +208,10 @@ class GraphedMapping:
         self.G.mapping = self._orig
 
     def _inputs(self, z_tex: torch.Tensor, style_mixing, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        from get3d.train.h2d import h2d
         z2, mix = mix_inputs(self.G, z_tex.shape[0], style_mixing, generator)
-        dev = z_tex.device
-        return z2.pin_memory().to(dev, non_blocking=True), mix.pin_memory().to(dev, non_blocking=True)
+        z2, mix = h2d([z2, mix.float()], z_tex.device)
+        return z2, mix > 0.5
 
     def _capture(self, update: bool, sample: tuple) -> nn.Module:
         nets = (self.G.mapping_tex, self.G.mapping_geo)

@@ -40,6 +40,7 @@ from get3d.train import checkpoint as ckpt
 from get3d.train import distributed as dist_util
 from get3d.train.config import TrainConfig
 from get3d.train.ema import ema_beta, make_ema, update_ema
+from get3d.train.h2d import h2d
 from get3d.train.losses import (
     SURFACE_KEYS,
     FakeInputs,
@@ -258,6 +259,7 @@ class _TrainState:
     tick_nimg_done: int = 0
     preview_z: tuple | None = None
     snapshot_due: bool = False
+    next_inputs: object = None          # the next step's inputs, drawn during this step (_train_step)
 
     def counters(self) -> dict:
         return {"cur_nimg": self.cur_nimg, "step": self.step, "tick": self.tick,
@@ -401,19 +403,32 @@ def _write_provenance(r: _Run, st: _TrainState) -> None:
 
 
 def _train_step(r: _Run, st: _TrainState) -> None:
-    """One step: Gmain, Dmain, lazy Dreg, G_ema update, counters and the non-finite guard."""
+    """One step: Gmain, Dmain, lazy Dreg, G_ema update, counters and the non-finite guard.
+
+    The next step's inputs (its reals from the loader, the fakes of both phases) are drawn and sent while the GPU
+    works through this step's last phase: before its loss read, not after it, when the GPU would wait for them."""
     cfg, nets, B = r.cfg, r.nets, r.B
-    reals = _next_reals(r)
+    inputs = st.next_inputs if st.next_inputs is not None and st.next_inputs.step == st.step else None
+    st.next_inputs = None
+    inputs = inputs or _step_inputs(r, st.step)
+    r1 = cfg.r1_gamma > 0 and st.step % cfg.r1_interval == 0
+
+    def prefetch() -> None:
+        if st.cur_nimg + B < r.total_nimg:
+            st.next_inputs = _step_inputs(r, st.step + 1)
+
     step_ok = True
     # Gmain
     nets.G.requires_grad_(True); nets.D_rgb.requires_grad_(False); nets.D_mask.requires_grad_(False)
-    step_ok &= _run_phase(r, st, "Gmain", r.g_params, r.opt_G, None, _step_fakes(r, st, "Gmain"))
+    step_ok &= _run_phase(r, st, "Gmain", r.g_params, r.opt_G, None, inputs.fakes["Gmain"])
     # Dmain
     nets.G.requires_grad_(False); nets.D_rgb.requires_grad_(True); nets.D_mask.requires_grad_(True)
-    step_ok &= _run_phase(r, st, "Dmain", r.d_params, r.opt_D, reals, _step_fakes(r, st, "Dmain"))
+    step_ok &= _run_phase(r, st, "Dmain", r.d_params, r.opt_D, inputs.reals, inputs.fakes["Dmain"],
+                          before_read=None if r1 else prefetch)
     # Dreg (lazy R1)
-    if cfg.r1_gamma > 0 and st.step % cfg.r1_interval == 0:
-        step_ok &= _run_phase(r, st, "Dreg", r.d_params, r.opt_D, reals, None, gain=float(cfg.r1_interval))
+    if r1:
+        step_ok &= _run_phase(r, st, "Dreg", r.d_params, r.opt_D, inputs.reals, None, gain=float(cfg.r1_interval),
+                              before_read=prefetch)
     nets.G.requires_grad_(True)
     # EMA
     with torch.profiler.record_function("stage/ema"):
@@ -422,6 +437,17 @@ def _train_step(r: _Run, st: _TrainState) -> None:
     st.step += 1
     st.tick_nimg_done += B
     _check_nonfinite(r, st, step_ok)
+
+
+@dataclass
+class _StepInputs:
+    step: int
+    reals: list[RealInputs]
+    fakes: dict[str, list[FakeInputs]]
+
+
+def _step_inputs(r: _Run, step: int) -> _StepInputs:
+    return _StepInputs(step, _next_reals(r), {phase: _step_fakes(r, step, phase) for phase in ("Gmain", "Dmain")})
 
 
 def _next_reals(r: _Run) -> list[RealInputs]:
@@ -434,39 +460,35 @@ def _next_reals(r: _Run) -> list[RealInputs]:
     return reals
 
 
-def _step_fakes(r: _Run, st: _TrainState, phase: str) -> list[FakeInputs]:
+def _step_fakes(r: _Run, step: int, phase: str) -> list[FakeInputs]:
     """Random inputs of this rank's chunks, cut out of the *global* batch's draw (world-size invariant)."""
     cfg, nets, B, device = r.cfg, r.nets, r.B, r.device
-    g = torch.Generator().manual_seed(derive_seed(cfg.seed, st.step, PHASE_IDS[phase], PHASE_IDS["fakes"]))
+    g = torch.Generator().manual_seed(derive_seed(cfg.seed, step, PHASE_IDS[phase], PHASE_IDS["fakes"]))
     z_tex = torch.randn([B, nets.z_dim], generator=g)
     z_geo = torch.randn([B, nets.z_dim], generator=g)
     camera, c2w = nets.sample_cameras(B, g)
     out = []
     for c in r.my_chunks:
         s = slice(c * cfg.batch_per_gpu, (c + 1) * cfg.batch_per_gpu)
-        out.append(FakeInputs(_h2d(z_tex[s], device), _h2d(z_geo[s], device), _h2d(camera[s], device),
-                              _h2d(c2w[s], device), derive_seed(cfg.seed, st.step, PHASE_IDS[phase], c, 7)))
+        out.append(FakeInputs(*h2d([z_tex[s], z_geo[s], camera[s], c2w[s]], device),
+                              derive_seed(cfg.seed, step, PHASE_IDS[phase], c, 7)))
     return out
 
 
-def _h2d(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """CPU → device without a host sync on CUDA (pinned source, async copy; a pageable copy waits for the GPU)."""
-    if device.type == "cuda":
-        return t.contiguous().pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float = 1.0) -> bool:
+def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float = 1.0,
+               before_read=None) -> bool:
     """Accumulate ``phase`` over this rank's chunks, all-reduce, and step ``opt`` if every loss term is finite
     (their global sums then go into the tick stats). Returns whether it was finite.
 
     With ``perf.padded_surface`` a surface that did not fit its fixed capacity is reported with the loss sums
     (same host read); the phase is then undone (gradients, the running ``w_avg``) and re-run with a capacity
-    that fits, so no triangle is ever dropped."""
+    that fits, so no triangle is ever dropped.  ``before_read`` runs once, after the phase's work is queued and
+    before the host waits for its loss sums."""
     cap = r.nets.G.padded_capacity()
     for attempt in range(MAX_SURFACE_RERUNS + 1):
         w_avg = [b.clone() for b in _w_avg_buffers(r.nets.G)] if cap is not None and phase == "Gmain" else []
-        keys, vals, grads_ok = _accumulate_phase(r, st, phase, module_params, opt, reals, fakes, gain)
+        keys, vals, grads_ok = _accumulate_phase(r, st, phase, module_params, opt, reals, fakes, gain, before_read)
+        before_read = None
         surf = {k: v for k, v in zip(keys, vals) if k in SURFACE_KEYS}
         vals = [v for k, v in zip(keys, vals) if k not in surf]
         keys = [k for k in keys if k not in surf]
@@ -501,7 +523,8 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
     return finite
 
 
-def _accumulate_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float):
+def _accumulate_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float,
+                      before_read=None):
     """Zero the gradients, accumulate ``phase`` over this rank's chunks, all-reduce; one host read of the loss
     sums and the gradients' finiteness. Returns ``(keys, values, grads_finite or None)``."""
     opt.zero_grad(set_to_none=False)
@@ -520,6 +543,8 @@ def _accumulate_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, 
     flag = grads_finite_flag(module_params)
     if flag is not None:  # one host sync for the loss sums and the gradients' finiteness
         vec = torch.cat([vec, flag.to(vec.dtype).reshape(1)])
+    if before_read is not None:
+        before_read()
     vals = vec.tolist()
     grads_ok = bool(vals.pop()) if flag is not None else None
     return keys, vals, grads_ok

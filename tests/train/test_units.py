@@ -58,6 +58,15 @@ def test_ema_update_averages_parameters_and_copies_buffers():
         expected = 0.9 * before[name] + 0.1 * p.detach()
         torch.testing.assert_close(G_ema.state_dict()[name], expected, atol=1e-6, rtol=1e-6)
     assert torch.equal(G_ema[1].running_mean, G[1].running_mean)
+    # the pairs matched on the first call serve the next ones; another source module is matched afresh
+    for src in (G, copy.deepcopy(G).requires_grad_(False)):
+        with torch.no_grad():
+            for p in src.parameters():
+                p.add_(1.0)
+        before = copy.deepcopy(G_ema.state_dict())
+        update_ema(G_ema, src, 0.5)
+        for name, p in src.named_parameters():
+            torch.testing.assert_close(G_ema.state_dict()[name], 0.5 * before[name] + 0.5 * p, atol=1e-6, rtol=1e-6)
 
 
 def test_sampler_is_seeded_and_resumable():
