@@ -136,42 +136,48 @@ def batched_field(verts: torch.Tensor, sdf: torch.Tensor, who: str) -> tuple[tor
     return verts, sdf
 
 
-_EDGE_CACHE: dict = {}
+_GRID_CACHE: dict = {}
 
 
-def _cached(kind: str, tensors: tuple[torch.Tensor, ...], build):
-    """``build()`` once per (kind, tensors); the entry keeps the tensors alive, so their addresses stay unique."""
-    key = (kind,) + tuple((t.data_ptr(), tuple(t.shape), str(t.device)) for t in tensors)
-    hit = _EDGE_CACHE.get(key)
+def _cached(kind: str, tensors: tuple[torch.Tensor, ...], dev: torch.device, build):
+    """``build()`` once per (kind, the caller's tensors, target device); the entry keeps the tensors alive, so their
+    addresses stay unique.  Keyed on the caller's tensors, not on copies made per call, so the cache stays small."""
+    key = (kind, str(dev)) + tuple((t.data_ptr(), tuple(t.shape), str(t.device)) for t in tensors)
+    hit = _GRID_CACHE.get(key)
     if hit is None:
-        hit = _EDGE_CACHE[key] = (tensors, build())
+        hit = _GRID_CACHE[key] = (tensors, build())
     return hit[1]
 
 
-def tet_mesh_edges(tets: torch.Tensor) -> torch.Tensor:
-    """Sorted unique edges ``[E, 2]`` (``a < b``) of a tet mesh, as :class:`TetGrid` stores them (cached per
-    tensor)."""
+def tet_mesh_edges(tets: torch.Tensor, dev: torch.device | None = None) -> torch.Tensor:
+    """Sorted unique edges ``[E, 2]`` (``a < b``) of a tet mesh on ``dev`` (default: ``tets``'), as
+    :class:`TetGrid` stores them (cached per tensor and device)."""
+    dev = tets.device if dev is None else torch.device(dev)
+
     def build():
-        ev = torch.sort(tets.long()[:, device_tables(tets.device)[3]], -1).values.reshape(-1, 2)
-        return torch.unique(ev, dim=0)
-    return _cached("edges", (tets,), build)
+        t = tets.to(dev).long()
+        return torch.unique(torch.sort(t[:, device_tables(dev)[3]], -1).values.reshape(-1, 2), dim=0)
+    return _cached("edges", (tets,), dev, build)
 
 
-def tet_edge_ids(tets: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """``[T, 6]`` index into the sorted unique ``edges [E, 2]`` of each tet's edges, in :data:`TET_EDGES` order
-    (cached per grid tensor)."""
+def tet_edge_ids(tets: torch.Tensor, edges: torch.Tensor, dev: torch.device | None = None) -> torch.Tensor:
+    """``[T, 6]`` index into the sorted unique ``edges [E, 2]`` of each tet's edges, in :data:`TET_EDGES` order,
+    on ``dev`` (default: ``tets``'; cached per grid tensors and device)."""
+    dev = tets.device if dev is None else torch.device(dev)
+
     def build():
-        nv = int(max(int(tets.max()), int(edges.max())) + 1)
-        ev = torch.sort(tets.long()[:, device_tables(tets.device)[3]], -1).values   # [T,6,2]
+        t, e = tets.to(dev).long(), edges.to(dev).long()
+        nv = int(max(int(t.max()), int(e.max())) + 1)
+        ev = torch.sort(t[:, device_tables(dev)[3]], -1).values                    # [T,6,2]
         key_t = ev[..., 0] * nv + ev[..., 1]
-        key_e = edges.long()[:, 0] * nv + edges.long()[:, 1]
+        key_e = e[:, 0] * nv + e[:, 1]
         if not bool((key_e[1:] > key_e[:-1]).all()):
             raise ValueError("tet_edge_ids: edges must be unique and sorted (as TetGrid.edges)")
         ids = torch.searchsorted(key_e, key_t.reshape(-1)).reshape(-1, 6)
         if not bool((key_e[ids.clamp(max=key_e.numel() - 1)] == key_t).all()):
             raise ValueError("tet_edge_ids: a tet edge is missing from the grid's edge list")
         return ids
-    return _cached("tet_edge_ids", (tets, edges), build)
+    return _cached("tet_edge_ids", (tets, edges), dev, build)
 
 
 def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
@@ -186,9 +192,10 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
     verts, sdf = batched_field(verts, sdf, "marching_tets")
     b, nv = sdf.shape
     dev = sdf.device
-    tets = tets.to(dev)
-    edges = tet_mesh_edges(tets) if edges is None else edges.to(dev).long()
-    te = tet_edge_ids(tets, edges)                                       # [T,6] tet → grid edge
+    if edges is None:
+        edges = tet_mesh_edges(tets, dev)
+    te = tet_edge_ids(tets, edges, dev)                                  # [T,6] tet → grid edge
+    tets, edges = tets.to(dev), edges.to(dev).long()
     num_tris, tri_table, bits, _ = device_tables(dev)
     with torch.no_grad():
         occ = sdf > 0                                                    # [B,V]

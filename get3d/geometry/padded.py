@@ -137,9 +137,8 @@ def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Ten
     b = sdf.shape[0]
     dev = sdf.device
     cv, cf = int(capacity.verts), int(capacity.faces)
-    tets = tets.to(dev)
-    edges = edges.to(dev).long()
-    te = tet_edge_ids(tets, edges)                                        # [T,6]
+    te = tet_edge_ids(tets, edges, dev)                                   # [T,6]
+    tets, edges = tets.to(dev), edges.to(dev).long()
     bidx = torch.arange(b, device=dev)[:, None]
     with torch.no_grad():
         occ = sdf > 0                                                     # [B,V]

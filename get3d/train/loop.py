@@ -408,9 +408,9 @@ def _train_step(r: _Run, st: _TrainState) -> None:
     The next step's inputs (its reals from the loader, the fakes of both phases) are drawn and sent while the GPU
     works through this step's last phase: before its loss read, not after it, when the GPU would wait for them."""
     cfg, nets, B = r.cfg, r.nets, r.B
-    inputs = st.next_inputs if st.next_inputs is not None and st.next_inputs.step == st.step else None
-    st.next_inputs = None
-    inputs = inputs or _step_inputs(r, st.step)
+    inputs, st.next_inputs = st.next_inputs, None
+    if inputs is None or inputs.step != st.step:
+        inputs = _step_inputs(r, st.step)
     r1 = cfg.r1_gamma > 0 and st.step % cfg.r1_interval == 0
 
     def prefetch() -> None:

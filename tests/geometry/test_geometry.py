@@ -213,3 +213,19 @@ def test_sdf_reg_sync_free_path_matches_reference():
         g_new = torch.autograd.grad(new, sdf, allow_unused=True)[0]
         torch.testing.assert_close(new, ref, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(g_new, torch.zeros_like(sdf) if g_ref is None else g_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_marching_tets_caches_grid_maps_per_grid_not_per_call():
+    """Grid tensors that need converting (int32 edges here; CPU tets with a CUDA field alike) must not grow the
+    grid-map cache with a per-call copy: it is keyed on the caller's tensors, one entry per grid and device."""
+    from get3d.geometry import dmtet
+    grid = load_tet_grid(8)
+    tets, edges = grid.tets.int(), grid.edges.int()
+    sdf = 0.3 - grid.verts.norm(dim=-1)[None]
+    ref = marching_tets(grid.verts, sdf, grid.tets, grid.edges)
+    out = marching_tets(grid.verts, sdf, tets, edges)
+    before = len(dmtet._GRID_CACHE)
+    for _ in range(3):
+        out = marching_tets(grid.verts, sdf, tets, edges)
+    assert len(dmtet._GRID_CACHE) == before
+    assert torch.equal(out[0][1], ref[0][1]) and torch.equal(out[0][0], ref[0][0])
