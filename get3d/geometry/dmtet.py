@@ -67,6 +67,14 @@ def device_tables(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.
     return _DEVICE_TABLES[key]
 
 
+def tet_codes(occ: torch.Tensor, tets: torch.Tensor) -> torch.Tensor:
+    """Each tet's occupancy case ``[B,T]`` (uint8 0..15, bit ``i`` set when vertex ``i`` is inside) from ``occ [B,V]``
+    (bool).  Byte arithmetic: an int64 product and sum over ``[B,T,4]`` moved eight times the bytes.  Index tables
+    with ``.long()`` of it (a uint8 index would be read as a mask)."""
+    o = occ.to(torch.uint8)[:, tets]
+    return o[..., 0] | (o[..., 1] << 1) | (o[..., 2] << 2) | (o[..., 3] << 3)
+
+
 def counts_per_sample(sample: torch.Tensor, batch: int) -> torch.Tensor:
     """``torch.bincount(sample, minlength=batch)`` for ids known to be ``< batch``, without its host sync (bincount
     reads the largest id back to size its output)."""
@@ -196,13 +204,13 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
         edges = tet_mesh_edges(tets, dev)
     te = tet_edge_ids(tets, edges, dev)                                  # [T,6] tet → grid edge
     tets, edges = tets.to(dev), edges.to(dev).long()
-    num_tris, tri_table, bits, _ = device_tables(dev)
+    num_tris, tri_table, _, _ = device_tables(dev)
     with torch.no_grad():
         occ = sdf > 0                                                    # [B,V]
         crossing = occ[:, edges[:, 0]] != occ[:, edges[:, 1]]            # [B,E]: one surface vertex each
         vid = torch.cumsum(crossing, 1) - 1                              # its index within the sample
-        code = (occ[:, tets].long() * bits).sum(-1)                      # [B,T]
-        ntri = num_tris[code]
+        code = tet_codes(occ, tets)                                      # [B,T] uint8
+        ntri = num_tris[code.long()]
         valid = ntri > 0
         counts = torch.cat([crossing.sum(1), ntri.sum(1), valid.sum().reshape(1)]).tolist()   # the one sync
         v_counts, f_counts, n_valid = counts[:b], counts[b:2 * b], counts[-1]
@@ -210,7 +218,7 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
             empty = torch.zeros(0, 3, dtype=torch.long, device=dev)
             return [(verts.new_zeros(0, 3) + 0.0 * sdf.sum(), empty) for _ in range(b)]
         bi, ti = torch.nonzero_static(valid, size=n_valid).unbind(1)    # sample-major, then tet order
-        c = code[bi, ti]
+        c = code[bi, ti].long()
         table = tri_table[c].clamp(min=0)                                # [N,2,3] local edge ids
         gedge = torch.gather(te[ti][:, None, :].expand(-1, 2, -1), 2, table)
         tri_v = vid[bi[:, None, None], gedge]                            # [N,2,3] sample-local vertex ids

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .dmtet import batched_field, device_tables, tet_edge_ids
+from .dmtet import batched_field, device_tables, tet_codes, tet_edge_ids
 
 
 def _slots(need: int, factor: float) -> int:
@@ -152,18 +152,30 @@ def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Ten
         slot_edge = slot_edge[:-1].reshape(b, cv)
         slot_used = torch.arange(cv, device=dev)[None] < num_verts[:, None]
 
-        num_tris, tri_table, bits, _ = device_tables(dev)
-        code = (occ[:, tets].long() * bits).sum(-1)                       # [B,T]
-        ntri = num_tris[code]                                             # [B,T]
+        num_tris, tri_table, _, _ = device_tables(dev)
+        code = tet_codes(occ, tets)                                       # [B,T] uint8
+        ntri = num_tris[code.long()]                                      # [B,T]
         first = torch.cumsum(ntri, 1) - ntri                              # slot of the tet's first triangle
         num_faces = ntri.sum(1)
-        table = tri_table[code]                                           # [B,T,2,3] local edge ids (-1 unused)
-        gedge = torch.gather(te[None, :, None, :].expand(b, -1, 2, -1), 3, table.clamp(min=0))   # [B,T,2,3]
+        # the valid tets (1 or 2 triangles each, so at most Cf of them fit) are packed into Cf slots first: the
+        # table lookups below then run over the slots, not over every tet of the grid
+        valid = ntri > 0
+        tslot = torch.cumsum(valid, 1) - 1
+        dump_f = b * cf
+        to_tslot = torch.where(valid & (tslot < cf), bidx * cf + tslot, dump_f).reshape(-1)
+        slot_tet = torch.zeros(b * cf + 1, dtype=torch.long, device=dev)
+        slot_tet.scatter_(0, to_tslot, torch.arange(tets.shape[0], device=dev).repeat(b))
+        slot_tet = slot_tet[:-1].reshape(b, cf)
+        tet_used = torch.arange(cf, device=dev)[None] < valid.sum(1)[:, None]
+        c = torch.gather(code, 1, slot_tet).long()                        # [B,Cf]
+        nt = torch.where(tet_used, num_tris[c], 0)
+        f0 = torch.gather(first, 1, slot_tet)
+        table = tri_table[c]                                              # [B,Cf,2,3] local edge ids (-1 unused)
+        gedge = torch.gather(te[slot_tet][:, :, None, :].expand(-1, -1, 2, -1), 3, table.clamp(min=0))
         tri_v = torch.gather(vid, 1, gedge.reshape(b, -1)).reshape(gedge.shape)
         tri_v = torch.where(tri_v < cv, tri_v, 0)       # an overflowing sample's faces stay indexable
-        pos = first[..., None] + torch.arange(2, device=dev)              # [B,T,2]
-        dump_f = b * cf
-        keep = (torch.arange(2, device=dev) < ntri[..., None]) & (pos < cf)
+        pos = f0[..., None] + torch.arange(2, device=dev)                 # [B,Cf,2]
+        keep = (torch.arange(2, device=dev) < nt[..., None]) & (pos < cf)
         to_face = torch.where(keep, bidx[..., None] * cf + pos, dump_f).reshape(-1)
         # unused slots (k, k, k), k = slot mod Cv: zero area, and no two share an edge key (a rasterizer's
         # edge hash, e.g. nvdiffrast's antialias, would chain thousands of identical (0, 0) keys)
