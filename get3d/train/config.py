@@ -47,6 +47,13 @@ class TrainConfig:
                                         "and the generator's shape-static parts (mapping networks, tri-plane "
                                         "synthesis, DMTet grid fields) as captured CUDA graphs (the step is "
                                         "launch-bound); R1 and the data-dependent stages stay eager")
+    step_check: str = spec(
+        "per_phase", choices=("per_phase", "deferred"),
+        help="how each optimizer step is gated on finite losses and gradients (and, with perf.padded_surface, on "
+             "surfaces that fit): per_phase: the host reads the phase's loss sums first (one host sync per phase; "
+             "NaN/Inf gradients are zeroed/clamped, an overflowed surface re-run); deferred: the device gates the "
+             "step (fused Adam's skip flag; a phase with a non-finite loss or gradient or an overflowed surface is "
+             "skipped) and the host reads the results up to two steps later (get3d.train.step_check)")
     snapshot_kimg: float = spec(200.0, min=0.0, help="write a training-state + inference snapshot every N kimg "
                                                      "(0 = only at the end)")
     image_snapshot_ticks: int = spec(50, min=0, help="write a preview grid every N ticks (0 = never)")
@@ -87,10 +94,11 @@ class TrainConfig:
 
     def adam_kwargs(self, which: str, device_type: str = "cpu") -> dict:
         """Adam settings after the lazy-regularisation adjustment (lr * r, beta ** r); ``fused`` on CUDA when
-        ``fused_adam`` (the CPU optimiser is left as PyTorch's default)."""
+        ``fused_adam``, and on any device with ``step_check: deferred`` (only fused Adam skips a step on the
+        device); otherwise the CPU optimiser is left as PyTorch's default."""
         r = self.g_mb_ratio if which == "G" else self.d_mb_ratio
         lr = self.lr_g if which == "G" else self.lr_d
         kw = {"lr": lr * r, "betas": (self.betas[0] ** r, self.betas[1] ** r), "eps": self.eps}
-        if device_type == "cuda" and self.fused_adam:
+        if (device_type == "cuda" and self.fused_adam) or self.step_check == "deferred":
             kw["fused"] = True
         return kw

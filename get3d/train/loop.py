@@ -51,6 +51,7 @@ from get3d.train.losses import (
 )
 from get3d.train.rundir import RunDir
 from get3d.train.sampler import ResumableBatchSampler
+from get3d.train.step_check import DeferredChecks, StepResult
 
 log = logging.getLogger("get3d.train")
 
@@ -126,6 +127,8 @@ def _fmt_progress(rec: dict) -> str:
         parts.append(f"nonfinite-skips {rec['nonfinite/steps_skipped']}")
     if rec.get("surface/reruns"):
         parts.append(f"surface-reruns {rec['surface/reruns']}")
+    if rec.get("surface/skipped_phases"):
+        parts.append(f"surface-skips {rec['surface/skipped_phases']}")
     return "  ".join(parts)
 
 
@@ -221,6 +224,7 @@ class _Run:
     my_chunks: range = range(0)
     sampler: ResumableBatchSampler | None = None
     data_iter: object = None
+    checks: DeferredChecks | None = None   # train.step_check deferred
 
     @property
     def B(self) -> int:
@@ -251,6 +255,7 @@ class _TrainState:
     nonfinite_run: int = 0
     nonfinite_total: int = 0
     surface_reruns: int = 0
+    surface_skips: int = 0
     tick_stats: _TickStats = field(default_factory=_TickStats)
     last_state_path: Path | None = None
     resumed_from: str | None = None
@@ -265,13 +270,14 @@ class _TrainState:
         return {"cur_nimg": self.cur_nimg, "step": self.step, "tick": self.tick,
                 "tick_start_nimg": self.tick_start_nimg,
                 "nonfinite_run": self.nonfinite_run, "nonfinite_total": self.nonfinite_total,
-                "surface_reruns": self.surface_reruns}
+                "surface_reruns": self.surface_reruns, "surface_skips": self.surface_skips}
 
     def load_counters(self, c: dict) -> None:
         self.cur_nimg, self.step, self.tick, self.tick_start_nimg = (c["cur_nimg"], c["step"], c["tick"],
                                                                      c["tick_start_nimg"])
         self.nonfinite_run, self.nonfinite_total = c.get("nonfinite_run", 0), c.get("nonfinite_total", 0)
         self.surface_reruns = c.get("surface_reruns", 0)
+        self.surface_skips = c.get("surface_skips", 0)
 
 
 def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> dict:
@@ -295,6 +301,7 @@ def _train(cfg_model, cfg_train: TrainConfig, dataset_path, run_dir, hooks: Hook
             if _abort_requested(r, st):
                 status = "aborted"
                 break
+        _take_results(r, st, drain=True)
         state_path, net_path = _write_snapshots(r, st)
     finally:
         r.data_iter = None  # shuts the loader workers down
@@ -336,7 +343,8 @@ def _build(cfg_model, cfg: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> 
     loss = GET3DLoss(nets, cfg, device, graphs)
     return _Run(cfg=cfg, cfg_model=cfg_model, hooks=hooks, world=world, device=device, run=run,
                 dataset_path=dataset_path, backend=backend, nets=nets, G_ema=G_ema, g_params=g_params,
-                d_params=d_params, opt_G=opt_G, opt_D=opt_D, loss=loss)
+                d_params=d_params, opt_G=opt_G, opt_D=opt_D, loss=loss,
+                checks=DeferredChecks(device) if cfg.step_check == "deferred" else None)
 
 
 def _resume(r: _Run) -> _TrainState:
@@ -408,6 +416,7 @@ def _train_step(r: _Run, st: _TrainState) -> None:
     The next step's inputs (its reals from the loader, the fakes of both phases) are drawn and sent while the GPU
     works through this step's last phase: before its loss read, not after it, when the GPU would wait for them."""
     cfg, nets, B = r.cfg, r.nets, r.B
+    _take_results(r, st)
     inputs, st.next_inputs = st.next_inputs, None
     if inputs is None or inputs.step != st.step:
         inputs = _step_inputs(r, st.step)
@@ -436,7 +445,10 @@ def _train_step(r: _Run, st: _TrainState) -> None:
     st.cur_nimg += B
     st.step += 1
     st.tick_nimg_done += B
-    _check_nonfinite(r, st, step_ok)
+    if r.checks is not None:
+        r.checks.end_step(st.step - 1, st.cur_nimg)
+    else:
+        _check_nonfinite(r, st, step_ok, st.step - 1, st.cur_nimg)
 
 
 @dataclass
@@ -483,7 +495,10 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
     With ``perf.padded_surface`` a surface that did not fit its fixed capacity is reported with the loss sums
     (same host read); the phase is then undone (gradients, the running ``w_avg``) and re-run with a capacity
     that fits, so no triangle is ever dropped.  ``before_read`` runs once, after the phase's work is queued and
-    before the host waits for its loss sums."""
+    before the host waits for its loss sums.  With ``train.step_check: deferred`` the device decides instead
+    (:mod:`get3d.train.step_check`) and the host reads nothing here."""
+    if r.checks is not None:
+        return _run_phase_deferred(r, st, phase, module_params, opt, reals, fakes, gain, before_read)
     cap = r.nets.G.padded_capacity()
     for attempt in range(MAX_SURFACE_RERUNS + 1):
         w_avg = [b.clone() for b in _w_avg_buffers(r.nets.G)] if cap is not None and phase == "Gmain" else []
@@ -523,10 +538,54 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
     return finite
 
 
-def _accumulate_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float,
-                      before_read=None):
-    """Zero the gradients, accumulate ``phase`` over this rank's chunks, all-reduce; one host read of the loss
-    sums and the gradients' finiteness. Returns ``(keys, values, grads_finite or None)``."""
+def _run_phase_deferred(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float,
+                        before_read=None) -> bool:
+    """:func:`_run_phase` without a host read: the step is skipped on the device when a loss or gradient is not
+    finite or a padded surface overflowed; :func:`_take_results` books the outcome later."""
+    keys, vec, flag = _phase_sums(r, st, phase, module_params, opt, reals, fakes, gain)
+    r.checks.gate(opt, phase, keys, vec, flag)
+    sanitize_grads(module_params, r.cfg.grad_clamp, all_finite=True)   # clamps only: a NaN skips the step
+    with torch.profiler.record_function("stage/optimizer"):
+        opt.step()
+    if before_read is not None:
+        before_read()
+    return True
+
+
+def _take_results(r: _Run, st: _TrainState, drain: bool = False) -> None:
+    """Book the deferred checks' results that reached the host (all of them with ``drain``): loss sums of the
+    phases that stepped into the tick stats, padded capacities grown after an overflow (that phase was skipped)
+    or fitted to the needs, and the non-finite streak guard."""
+    if r.checks is None:
+        return
+    cap = r.nets.G.padded_capacity()
+    for res in r.checks.results(drain=drain):
+        for p in res.phases:
+            if p.stepped:
+                st.tick_stats.add(p.losses, r.B)
+            if cap is not None and p.surface:
+                _book_surface(r, st, cap, res, p)
+        _check_nonfinite(r, st, res.finite, res.step, res.nimg)
+
+
+def _book_surface(r: _Run, st: _TrainState, cap, res: StepResult, p) -> None:
+    need = [int(p.surface[k]) for k in SURFACE_KEYS[1:]]
+    old = (cap.verts, cap.faces, cap.pixels)
+    if p.overflowed:
+        cap.grow(*need)
+        st.surface_skips += 1
+        if r.world.is_main:
+            log.info("%s step %d skipped: a sample needed %d vertices / %d faces / %d shaded pixels (capacity "
+                     "%d / %d / %d); capacity now %d / %d / %d", p.phase, res.step, *need, *old, cap.verts,
+                     cap.faces, cap.pixels)
+    elif perf.active().fit_capacity and cap.fit(*need):
+        log.debug("%s step %d: padded capacity %d / %d / %d fitted to %d / %d / %d", p.phase, res.step, *old,
+                  cap.verts, cap.faces, cap.pixels)
+
+
+def _phase_sums(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float):
+    """Zero the gradients, accumulate ``phase`` over this rank's chunks, all-reduce. Returns ``(keys, sums on the
+    device, gradients-finite flag on the device or None)``; nothing is read by the host."""
     opt.zero_grad(set_to_none=False)
     sums: dict[str, torch.Tensor] = {}
     for i, c in enumerate(r.my_chunks):
@@ -540,7 +599,14 @@ def _accumulate_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, 
     vec = torch.stack([sums[k] for k in keys]).to(r.device)
     dist_util.allreduce_sum(vec, r.world)
     dist_util.allreduce_grads(module_params, r.world)
-    flag = grads_finite_flag(module_params)
+    return keys, vec, grads_finite_flag(module_params)
+
+
+def _accumulate_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float,
+                      before_read=None):
+    """:func:`_phase_sums`, then one host read of the loss sums and the gradients' finiteness. Returns
+    ``(keys, values, grads_finite or None)``."""
+    keys, vec, flag = _phase_sums(r, st, phase, module_params, opt, reals, fakes, gain)
     if flag is not None:  # one host sync for the loss sums and the gradients' finiteness
         vec = torch.cat([vec, flag.to(vec.dtype).reshape(1)])
     if before_read is not None:
@@ -555,7 +621,7 @@ def _w_avg_buffers(G) -> list[torch.Tensor]:
     return [b for n, b in G.named_buffers() if n.endswith("w_avg")]
 
 
-def _check_nonfinite(r: _Run, st: _TrainState, step_ok: bool) -> None:
+def _check_nonfinite(r: _Run, st: _TrainState, step_ok: bool, step: int, nimg: int) -> None:
     """Count skipped (non-finite) steps; raise :class:`NonFiniteError` after too many in a row."""
     if step_ok:
         st.nonfinite_run = 0
@@ -564,10 +630,10 @@ def _check_nonfinite(r: _Run, st: _TrainState, step_ok: bool) -> None:
     st.nonfinite_total += 1
     if r.world.is_main:
         log.warning("non-finite loss at step %d (kimg %.3f): step skipped (%d consecutive of max %d)",
-                    st.step - 1, st.cur_nimg / 1000, st.nonfinite_run, r.cfg.max_nonfinite_steps)
+                    step, nimg / 1000, st.nonfinite_run, r.cfg.max_nonfinite_steps)
     if st.nonfinite_run >= r.cfg.max_nonfinite_steps:
         raise NonFiniteError(
-            f"{st.nonfinite_run} consecutive steps with non-finite losses (up to kimg {st.cur_nimg / 1000:.3f}); "
+            f"{st.nonfinite_run} consecutive steps with non-finite losses (up to kimg {nimg / 1000:.3f}); "
             f"training stopped. Last good training state: {st.last_state_path or 'none written yet'}. "
             f"Lower the learning rates or check the data.")
 
@@ -575,6 +641,7 @@ def _check_nonfinite(r: _Run, st: _TrainState, step_ok: bool) -> None:
 def _end_tick(r: _Run, st: _TrainState, done: bool) -> None:
     """Tick record (timing, losses, memory) → stats/plots/progress/hook, preview image; start the next tick."""
     cfg, world = r.cfg, r.world
+    _take_results(r, st, drain=True)
     dt = time.perf_counter() - st.t_tick
     n = max(st.tick_nimg_done, 1)
     rec = {"tick": st.tick, "step": st.step, "nimg": st.cur_nimg, "kimg": st.cur_nimg / 1000.0,
@@ -582,7 +649,10 @@ def _end_tick(r: _Run, st: _TrainState, done: bool) -> None:
            "timing/img_per_sec": n / max(dt, 1e-9), "timing/total_sec": time.perf_counter() - st.t_start,
            "nonfinite/steps_skipped": st.nonfinite_total}
     if r.nets.G.padded_capacity() is not None:
-        rec["surface/reruns"] = st.surface_reruns
+        if r.checks is None:
+            rec["surface/reruns"] = st.surface_reruns
+        else:
+            rec["surface/skipped_phases"] = st.surface_skips
     rec.update(_flat_losses(st.tick_stats.means()))
     rec.update(_peak_memory(r.device))
     # Keep buffers (w_avg) identical on every rank.
@@ -610,6 +680,8 @@ def _maybe_snapshot(r: _Run, st: _TrainState, done: bool) -> None:
     snap_nimg = r.snap_nimg
     if snap_nimg > 0 and not done and st.cur_nimg // snap_nimg > (st.cur_nimg - r.B) // snap_nimg:
         st.snapshot_due = True
+    if st.snapshot_due and not done:
+        _take_results(r, st, drain=True)   # the streak must be known before a state is written
     if st.snapshot_due and not done and st.nonfinite_run == 0:
         # Never snapshot in the middle of a non-finite streak: the newest state stays a healthy one.
         _write_snapshots(r, st)
