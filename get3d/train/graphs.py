@@ -36,8 +36,20 @@ def ensure_grads(params) -> None:
             p.grad = torch.zeros_like(p)
 
 
+class _ThreadLocalCapture(torch.cuda.graph):
+    """``torch.cuda.graph`` in ``thread_local`` capture mode: a CUDA call that is unsafe during capture fails the
+    capture only when this thread makes it.  In the default ``global`` mode the data loader's pin-memory thread,
+    pinning a batch while a graph is captured at the first step, made the capture fail now and then."""
+
+    def __init__(self, cuda_graph, pool=None, stream=None, capture_error_mode: str = "thread_local"):
+        super().__init__(cuda_graph, pool=pool, stream=stream, capture_error_mode=capture_error_mode)
+
+
 def _capture_or_explain(what: str, module: nn.Module, sample: tuple):
-    """``make_graphed_callables`` with an error that says which capture failed and how to train without."""
+    """``make_graphed_callables`` (capturing in ``thread_local`` mode) with an error that says which capture
+    failed and how to train without."""
+    default_graph = torch.cuda.graph
+    torch.cuda.graph = _ThreadLocalCapture      # make_graphed_callables opens its captures through this name
     try:
         return torch.cuda.make_graphed_callables(module, sample, num_warmup_iters=3)
     except Exception as e:  # any capture failure gets the same actionable message
@@ -45,6 +57,8 @@ def _capture_or_explain(what: str, module: nn.Module, sample: tuple):
             f"CUDA graph capture of {what} failed ({type(e).__name__}: {e}). Something in that forward/backward "
             "is not capturable (a host sync, a CPU->GPU copy, data-dependent shapes), or an autograd graph of an "
             "earlier eager pass is still alive. Set train.cuda_graphs: false to train without graphs.") from e
+    finally:
+        torch.cuda.graph = default_graph
 
 
 class DiscriminatorPair(nn.Module):

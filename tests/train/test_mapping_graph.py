@@ -43,3 +43,11 @@ def test_mixed_mapping_matches_the_eager_mapping(style_mixing, update):
                 torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7)
     assert drew_mix == bool(style_mixing)
     assert drew_plain or style_mixing == 1.0
+
+
+def test_a_failed_capture_names_the_part_and_leaves_torch_as_found():
+    from get3d.train import graphs
+    before = torch.cuda.graph
+    with pytest.raises(RuntimeError, match="CUDA graph capture of the probe failed.*cuda_graphs: false"):
+        graphs._capture_or_explain("the probe", torch.nn.Linear(2, 2), (torch.zeros(1, 2),))
+    assert torch.cuda.graph is before

@@ -173,11 +173,12 @@ def test_cuda_results_wait_for_their_copy_only_when_asked():
     p = torch.nn.Parameter(torch.ones(3, device="cuda"))
     p.grad = torch.ones(3, device="cuda")
     opt = torch.optim.Adam([p], lr=0.1, fused=True)
+    vec = torch.tensor([2.0], device="cuda", dtype=torch.float64)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         torch.cuda._sleep(200_000_000)          # ~0.1 s of GPU work ahead of the gate
-        checks.gate(opt, "Gmain", ["a"], torch.tensor([2.0], device="cuda", dtype=torch.float64), None)
+        checks.gate(opt, "Gmain", ["a"], vec, None)
         opt.step()
         checks.end_step(0, 4)
         assert checks.results() == [] and checks.pending == 1     # not arrived, and nothing waited for it
