@@ -17,6 +17,9 @@ from .base import RasterBackend
 
 TextureFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+#: the batched texture query of exactly sized meshes gets its per-image slots in multiples of this
+QUERY_SLOTS = 1024
+
 
 def _to_hw(x: torch.Tensor) -> torch.Tensor:
     """Rasterizer [B,H,W,C] (row 0 = bottom) → top-down [B,C,H,W]."""
@@ -77,10 +80,12 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
             img, out["pixel_overflow"], out["pixel_need"] = _shade_compacted(world, covered, batched,
                                                                              meshes.capacity.pixels)
         elif batched is not None:
-            # one read of the largest covered count sizes the query buffer exactly (nothing can overflow); the
-            # flat path below reads twice (the pixel list, then its per-image counts)
+            # one read of the largest covered count sizes the query buffer (nothing can overflow; the flat path
+            # below reads twice: the pixel list, then its per-image counts), rounded up to a multiple of
+            # QUERY_SLOTS so that the texture query sees few distinct shapes (allocator blocks, kernel variants)
             most = int(covered.reshape(b, -1).sum(1).max())
-            img = _shade_compacted(world, covered, batched, max(most, 1))[0]
+            img = _shade_compacted(world, covered, batched, min(-(-max(most, 1) // QUERY_SLOTS) * QUERY_SLOTS,
+                                                                h * w))[0]
         else:
             idx = torch.nonzero(covered.reshape(-1)).squeeze(1)
             sample_index = torch.div(idx, h * w, rounding_mode="floor")
