@@ -99,6 +99,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _timed_count(ticks: list[dict], timed: list[dict], warmup: int, key: str) -> int | None:
+    """How much the cumulative counter ``key`` of the stats grew over the timed steps (None: not recorded)."""
+    if key not in timed[-1]:
+        return None
+    return timed[-1][key] - (ticks[warmup - 1][key] if warmup else 0)
+
+
 def build_configs(args, profile: str):
     """(device, cfg_model, cfg_train, batch, warmup) of the profile plus --set overrides."""
     from get3d.nn import ModelConfig
@@ -333,8 +340,9 @@ def summarize(args, profile, device, cfg_model, batch, warmup, experiments, tick
         "torch": torch.__version__, "experiments": experiments, "host_syncs_one_step": sync.get("n"),
         "gpu_idle": sync.get("idle"),
         # padded_surface: phases re-run after a capacity overflow during the timed steps (None: exact path)
-        "surface_reruns": (timed[-1]["surface/reruns"] - (ticks[warmup - 1]["surface/reruns"] if warmup else 0)
-                           if "surface/reruns" in timed[-1] else None),
+        "surface_reruns": _timed_count(ticks, timed, warmup, "surface/reruns"),
+        # the same with train.step_check deferred, where an overflowed phase is skipped instead of re-run
+        "surface_skips": _timed_count(ticks, timed, warmup, "surface/skipped_phases"),
         # every step's loss means (warm-up included): runs with the same seed and the same function agree, so
         # train_speed_ab.py can show that a faster step still computes the same losses
         "losses": [{k: v for k, v in r.items() if k.startswith("loss/")} for r in ticks],
@@ -360,6 +368,8 @@ def print_table(res: dict, args, profile, device, cfg_model, batch, warmup, expe
         print("(the small profile is not comparable with the public number; it checks that the bench runs)")
     if res["surface_reruns"] is not None:
         print(f"padded surface: {res['surface_reruns']} phase(s) re-run after a capacity overflow in the timed steps")
+    if res["surface_skips"] is not None:
+        print(f"padded surface: {res['surface_skips']} phase(s) skipped after a capacity overflow in the timed steps")
     if res["peak_mem_gib_first_steps"] is not None:
         print(f"first {warmup} step(s) peak: {res['peak_mem_gib_first_steps']:.2f} GiB")
 

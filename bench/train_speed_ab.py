@@ -46,7 +46,8 @@ def run_variant(label: str, flags: str, common: list[str], log_dir: Path, librar
     res.update(label=label, flags=flags)
     print(f"   {res['sec_per_kimg']:.1f} s/kimg, median step {res['sec_per_kimg_median_step']:.1f}, "
           f"steady peak {res['peak_mem_gib_steady']}"
-          + (f", surface re-runs {res['surface_reruns']}" if res.get("surface_reruns") is not None else ""),
+          + (f", surface re-runs {res['surface_reruns']}" if res.get("surface_reruns") is not None else "")
+          + (f", surface skips {res['surface_skips']}" if res.get("surface_skips") is not None else ""),
           flush=True)
     return res
 
