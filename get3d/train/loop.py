@@ -48,6 +48,7 @@ from get3d.train.losses import (
     RealInputs,
     grads_finite_flag,
     sanitize_grads,
+    sanitize_grads_on_device,
 )
 from get3d.train.rundir import RunDir
 from get3d.train.sampler import ResumableBatchSampler
@@ -540,11 +541,11 @@ def _run_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, 
 
 def _run_phase_deferred(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float,
                         before_read=None) -> bool:
-    """:func:`_run_phase` without a host read: the step is skipped on the device when a loss or gradient is not
-    finite or a padded surface overflowed; :func:`_take_results` books the outcome later."""
-    keys, vec, flag = _phase_sums(r, st, phase, module_params, opt, reals, fakes, gain)
-    r.checks.gate(opt, phase, keys, vec, flag)
-    sanitize_grads(module_params, r.cfg.grad_clamp, all_finite=True)   # clamps only: a NaN skips the step
+    """:func:`_run_phase` without a host read: the step is skipped on the device when a loss is not finite or a
+    padded surface overflowed; :func:`_take_results` books the outcome later."""
+    keys, vec = _phase_sums(r, st, phase, module_params, opt, reals, fakes, gain)
+    r.checks.gate(opt, phase, keys, vec)
+    sanitize_grads_on_device(module_params, r.cfg.grad_clamp)
     with torch.profiler.record_function("stage/optimizer"):
         opt.step()
     if before_read is not None:
@@ -585,7 +586,7 @@ def _book_surface(r: _Run, st: _TrainState, cap, res: StepResult, p) -> None:
 
 def _phase_sums(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float):
     """Zero the gradients, accumulate ``phase`` over this rank's chunks, all-reduce. Returns ``(keys, sums on the
-    device, gradients-finite flag on the device or None)``; nothing is read by the host."""
+    device)``; nothing is read by the host."""
     opt.zero_grad(set_to_none=False)
     sums: dict[str, torch.Tensor] = {}
     for i, c in enumerate(r.my_chunks):
@@ -599,14 +600,15 @@ def _phase_sums(r: _Run, st: _TrainState, phase: str, module_params, opt, reals,
     vec = torch.stack([sums[k] for k in keys]).to(r.device)
     dist_util.allreduce_sum(vec, r.world)
     dist_util.allreduce_grads(module_params, r.world)
-    return keys, vec, grads_finite_flag(module_params)
+    return keys, vec
 
 
 def _accumulate_phase(r: _Run, st: _TrainState, phase: str, module_params, opt, reals, fakes, gain: float,
                       before_read=None):
     """:func:`_phase_sums`, then one host read of the loss sums and the gradients' finiteness. Returns
     ``(keys, values, grads_finite or None)``."""
-    keys, vec, flag = _phase_sums(r, st, phase, module_params, opt, reals, fakes, gain)
+    keys, vec = _phase_sums(r, st, phase, module_params, opt, reals, fakes, gain)
+    flag = grads_finite_flag(module_params)
     if flag is not None:  # one host sync for the loss sums and the gradients' finiteness
         vec = torch.cat([vec, flag.to(vec.dtype).reshape(1)])
     if before_read is not None:

@@ -233,6 +233,22 @@ def _grads(params) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def sanitize_grads_on_device(params, clamp: float) -> None:
+    """:func:`sanitize_grads`'s result (NaN → 0, ±Inf → ±clamp, then clamped to [-clamp, clamp]) without reading
+    anything on the host: the gradients of one device and dtype go through one flat buffer (a concatenation, two
+    elementwise passes, one multi-tensor copy back), whatever they hold."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for g in _grads(params):
+        groups.setdefault((g.device, g.dtype), []).append(g)
+    for grads in groups.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.nan_to_num_(flat, nan=0.0, posinf=clamp, neginf=-clamp)
+        if clamp > 0:
+            flat.clamp_(-clamp, clamp)
+        torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)])
+
+
+@torch.no_grad()
 def grads_finite_flag(params) -> torch.Tensor | None:
     """A 0-d bool tensor on the gradients' device: every gradient is finite (a fused per-tensor norm is
     non-finite iff its tensor holds a non-finite value or is astronomically large). No host sync: the caller

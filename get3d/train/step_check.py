@@ -1,18 +1,17 @@
 """Deferred step checks (``train.step_check: deferred``): each optimizer step is gated on the device, and the host
 reads the phases' results later, so no phase ends in a host sync.
 
-With ``per_phase`` the host reads every phase's loss sums (and the gradients' finiteness, and with
-``perf.padded_surface`` the surface sizes) before deciding to step: the GPU drains at the end of each phase and
-waits for the host to launch the next one.  Here the decision is a 0-d device tensor that fused Adam takes as its
-skip flag (``found_inf``, the mechanism of mixed-precision loss scaling: parameters, moments and step count stay
+With ``per_phase`` the host reads every phase's loss sums (and with ``perf.padded_surface`` the surface sizes)
+before deciding to step: the GPU drains at the end of each phase and waits for the host to launch the next one.
+Here the decision is a 0-d device tensor that fused Adam takes as its skip flag (``found_inf``, the mechanism of mixed-precision loss scaling: parameters, moments and step count stay
 untouched when it is set).  The phase's values go into one small device tensor per step, copied to pinned host
 memory behind a CUDA event; :meth:`DeferredChecks.results` hands them over once their event has passed (usually at
 the next step, since the exact surface extraction syncs anyway), waiting only when more than ``max_pending`` steps
 are outstanding or when asked to drain (tick ends, snapshots, the end of training).
 
-What differs from ``per_phase``: a phase whose gradients hold a NaN/Inf is skipped (``per_phase`` zeroes the
-NaNs and clamps the Infs, then steps); a padded surface that overflowed its capacity skips the phase (``per_phase``
-re-runs it); and the non-finite streak guard acts up to ``max_pending`` steps after the streak reached its limit.
+Gradients are sanitized as with ``per_phase`` (NaN → 0, ±Inf → ±``grad_clamp``), on the device.  What differs: a
+padded surface that overflowed its capacity skips the phase (``per_phase`` re-runs it), and the non-finite streak
+guard acts up to ``max_pending`` steps after the streak reached its limit.
 """
 from __future__ import annotations
 
@@ -29,12 +28,11 @@ from get3d.train.losses import SURFACE_KEYS
 class PhaseResult:
     phase: str
     losses: dict[str, float]             # the phase's loss sums (global, summed over chunks and ranks)
-    grads_finite: bool
     surface: dict[str, float] = field(default_factory=dict)   # padded extraction: overflow and largest needs
 
     @property
     def finite(self) -> bool:
-        return self.grads_finite and all(math.isfinite(v) for v in self.losses.values())
+        return all(math.isfinite(v) for v in self.losses.values())
 
     @property
     def overflowed(self) -> bool:
@@ -42,7 +40,7 @@ class PhaseResult:
 
     @property
     def stepped(self) -> bool:
-        """What the device decided: the optimizer stepped iff everything was finite and the surface fit."""
+        """What the device decided: the optimizer stepped iff every loss was finite and the surface fit."""
         return self.finite and not self.overflowed
 
 
@@ -76,23 +74,20 @@ class DeferredChecks:
         self._phases: list[tuple[str, list[str], torch.Tensor]] = []
         self._pending: deque[_Pending] = deque()
 
-    def gate(self, opt: torch.optim.Optimizer, phase: str, keys: list[str], vec: torch.Tensor,
-             grads_flag: torch.Tensor | None) -> torch.Tensor:
+    def gate(self, opt: torch.optim.Optimizer, phase: str, keys: list[str], vec: torch.Tensor) -> torch.Tensor:
         """Set ``opt``'s skip flag for its next step from the phase's values (no host read) and queue them.
 
         ``vec`` holds the phase's loss sums and, under :data:`~get3d.train.losses.SURFACE_KEYS`, the padded
-        extraction's overflow count and needs; ``grads_flag`` is :func:`~get3d.train.losses.grads_finite_flag`.
-        ``opt`` must be a fused Adam (the only PyTorch optimizer that takes a skip flag).  Returns the 0-d bool
-        "step taken"."""
+        extraction's overflow count and needs.  ``opt`` must be a fused Adam (the only PyTorch optimizer that
+        takes a skip flag).  Returns the 0-d bool "step taken"."""
         if not getattr(opt, "_step_supports_amp_scaling", False):
             raise TypeError(f"DeferredChecks.gate: {type(opt).__name__} cannot skip a step on the device; "
                             "train.step_check deferred needs Adam(fused=True)")
-        flag = torch.ones((), dtype=torch.bool, device=vec.device) if grads_flag is None else grads_flag.reshape(())
-        ok = torch.isfinite(vec).all() & flag
+        ok = torch.isfinite(vec).all()
         if "surface/overflow" in keys:
             ok = ok & (vec[keys.index("surface/overflow")] == 0)
         opt.found_inf = (~ok).to(torch.float32)
-        self._phases.append((phase, list(keys), torch.cat([flag.to(vec.dtype).reshape(1), vec])))
+        self._phases.append((phase, list(keys), vec))
         return ok
 
     def end_step(self, step: int, nimg: int) -> None:
@@ -135,9 +130,9 @@ def _unpack(p: _Pending) -> StepResult:
     vals = p.host.tolist()
     phases, i = [], 0
     for name, keys in p.layout:
-        flag, row = vals[i], vals[i + 1:i + 1 + len(keys)]
-        i += 1 + len(keys)
+        row = vals[i:i + len(keys)]
+        i += len(keys)
         losses = {k: v for k, v in zip(keys, row) if k not in SURFACE_KEYS}
         surface = {k: v for k, v in zip(keys, row) if k in SURFACE_KEYS}
-        phases.append(PhaseResult(name, losses, bool(flag), surface))
+        phases.append(PhaseResult(name, losses, surface))
     return StepResult(p.step, p.nimg, phases)
