@@ -52,7 +52,7 @@ from get3d.train.losses import (
 )
 from get3d.train.rundir import RunDir
 from get3d.train.sampler import ResumableBatchSampler
-from get3d.train.step_check import DeferredChecks, StepResult
+from get3d.train.step_check import DeferredChecks, PhaseResult, StepResult
 
 log = logging.getLogger("get3d.train")
 
@@ -569,7 +569,7 @@ def _take_results(r: _Run, st: _TrainState, drain: bool = False) -> None:
         _check_nonfinite(r, st, res.finite, res.step, res.nimg)
 
 
-def _book_surface(r: _Run, st: _TrainState, cap, res: StepResult, p) -> None:
+def _book_surface(r: _Run, st: _TrainState, cap, res: StepResult, p: PhaseResult) -> None:
     need = [int(p.surface[k]) for k in SURFACE_KEYS[1:]]
     old = (cap.verts, cap.faces, cap.pixels)
     if p.overflowed:
