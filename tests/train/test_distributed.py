@@ -30,10 +30,12 @@ def _params_file(path: Path, **train_kw) -> Path:
     return path
 
 
-def test_two_ranks_match_one_process(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("step_check", ["per_phase", "deferred"])
+def test_two_ranks_match_one_process(tiny_dataset, tmp_path, step_check):
     """`get3d train` with train.num_processes=2: the stage launches torchrun (gloo), every rank runs the stage
-    function, rank 0 publishes; the result equals one process with the same global batch."""
-    kw = {"total_kimg": 0.012, "snapshot_kimg": 0.0}  # 3 steps (R1 on steps 0 and 2)
+    function, rank 0 publishes; the result equals one process with the same global batch (with the step check
+    on the host or on the device: every rank gates and books the same all-reduced values)."""
+    kw = {"total_kimg": 0.012, "snapshot_kimg": 0.0, "step_check": step_check}  # 3 steps (R1 on steps 0 and 2)
     one = run_cli(tiny_dataset, tmp_path / "one", **kw)
     assert one.returncode == 0, one.stderr[-3000:]
     params = _params_file(tmp_path / "params.yaml", num_processes=2, **kw)
