@@ -27,7 +27,7 @@ import torch
 from .dmtet import batched_field, device_tables, tet_codes, tet_edge_ids
 
 
-def _slots(need: int, factor: float) -> int:
+def round_slots(need: int, factor: float = 1.0) -> int:
     """``factor`` × ``need`` slots, rounded up to a multiple of 1,024 (fewer distinct buffer shapes)."""
     return math.ceil(max(1, need) * factor / 1024.0) * 1024
 
@@ -64,10 +64,10 @@ class SurfaceCapacity:
         """At least ``factor`` × the need and the recent envelope (rounded up to a multiple of 1,024: fewer
         distinct shapes); 2x, so a surface that keeps growing does not overflow on every phase."""
         pv, pf, pp = self._observe((need_verts, need_faces, need_pixels))
-        self.verts = max(self.verts, _slots(pv, factor))
-        self.faces = max(self.faces, _slots(pf, factor))
+        self.verts = max(self.verts, round_slots(pv, factor))
+        self.faces = max(self.faces, round_slots(pf, factor))
         if self.pixels and need_pixels > self.pixels:
-            self.pixels = max(self.pixels, _slots(pp, factor))
+            self.pixels = max(self.pixels, round_slots(pp, factor))
 
     def fit(self, need_verts: int, need_faces: int, need_pixels: int = 0, factor: float = 1.5,
             slack: float = 1.5) -> bool:
@@ -78,7 +78,7 @@ class SurfaceCapacity:
         changed = False
         peaks = self._observe((need_verts, need_faces, need_pixels))
         for name, peak in zip(("verts", "faces", "pixels"), peaks):
-            have, size = getattr(self, name), _slots(peak, factor)
+            have, size = getattr(self, name), round_slots(peak, factor)
             if have and have > slack * size:
                 setattr(self, name, size)
                 changed = True

@@ -11,14 +11,11 @@ from collections.abc import Callable, Sequence
 import torch
 
 from get3d.cameras import flip_rows, look_at
-from get3d.geometry.padded import PaddedMeshes
+from get3d.geometry.padded import PaddedMeshes, round_slots
 
 from .base import RasterBackend
 
 TextureFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-#: the batched texture query of exactly sized meshes gets its per-image slots in multiples of this
-QUERY_SLOTS = 1024
 
 
 def _to_hw(x: torch.Tensor) -> torch.Tensor:
@@ -81,11 +78,10 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
                                                                              meshes.capacity.pixels)
         elif batched is not None:
             # one read of the largest covered count sizes the query buffer (nothing can overflow; the flat path
-            # below reads twice: the pixel list, then its per-image counts), rounded up to a multiple of
-            # QUERY_SLOTS so that the texture query sees few distinct shapes (allocator blocks, kernel variants)
+            # below reads twice: the pixel list, then its per-image counts), rounded up like the padded slots so
+            # that the texture query sees few distinct shapes (allocator blocks, kernel variants)
             most = int(covered.reshape(b, -1).sum(1).max())
-            img = _shade_compacted(world, covered, batched, min(-(-max(most, 1) // QUERY_SLOTS) * QUERY_SLOTS,
-                                                                h * w))[0]
+            img = _shade_compacted(world, covered, batched, min(round_slots(most), h * w))[0]
         else:
             idx = torch.nonzero(covered.reshape(-1)).squeeze(1)
             sample_index = torch.div(idx, h * w, rounding_mode="floor")

@@ -49,11 +49,11 @@ class TrainConfig:
                                         "launch-bound); R1 and the data-dependent stages stay eager")
     step_check: str = spec(
         "per_phase", choices=("per_phase", "deferred"),
-        help="how each optimizer step is gated on finite losses and gradients (and, with perf.padded_surface, on "
-             "surfaces that fit): per_phase: the host reads the phase's loss sums first (one host sync per phase; "
-             "NaN/Inf gradients are zeroed/clamped, an overflowed surface re-run); deferred: the device gates the "
-             "step (fused Adam's skip flag; a phase with a non-finite loss or gradient or an overflowed surface is "
-             "skipped) and the host reads the results up to two steps later (get3d.train.step_check)")
+        help="how each optimizer step is gated on finite losses (and, with perf.padded_surface, on surfaces that "
+             "fit); NaN/Inf gradients are zeroed/clamped either way. per_phase: the host reads the phase's loss "
+             "sums first (one host sync per phase; an overflowed surface is re-run); deferred: the device gates the "
+             "step (fused Adam's skip flag; a phase with a non-finite loss or an overflowed surface is skipped) "
+             "and the host reads the results up to two steps later (get3d.train.step_check)")
     snapshot_kimg: float = spec(200.0, min=0.0, help="write a training-state + inference snapshot every N kimg "
                                                      "(0 = only at the end)")
     image_snapshot_ticks: int = spec(50, min=0, help="write a preview grid every N ticks (0 = never)")

@@ -345,7 +345,7 @@ def _build(cfg_model, cfg: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> 
     return _Run(cfg=cfg, cfg_model=cfg_model, hooks=hooks, world=world, device=device, run=run,
                 dataset_path=dataset_path, backend=backend, nets=nets, G_ema=G_ema, g_params=g_params,
                 d_params=d_params, opt_G=opt_G, opt_D=opt_D, loss=loss,
-                checks=DeferredChecks(device) if cfg.step_check == "deferred" else None)
+                checks=DeferredChecks() if cfg.step_check == "deferred" else None)
 
 
 def _resume(r: _Run) -> _TrainState:

@@ -67,10 +67,10 @@ class _Pending:
 class DeferredChecks:
     """Device-side gates for the optimizer steps and a queue of their results on the way to the host."""
 
-    def __init__(self, device: torch.device, max_pending: int = 2):
+    def __init__(self, max_pending: int = 2):
         if max_pending < 0:
             raise ValueError(f"DeferredChecks: max_pending must be >= 0, got {max_pending}")
-        self.device, self.max_pending = torch.device(device), max_pending
+        self.max_pending = max_pending
         self._phases: list[tuple[str, list[str], torch.Tensor]] = []
         self._pending: deque[_Pending] = deque()
 

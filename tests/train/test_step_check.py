@@ -28,7 +28,7 @@ def _adam(n: int = 3):
 @pytest.mark.parametrize("case", ["finite", "nan_loss", "overflow"])
 def test_gate_skips_the_step_on_the_device(case):
     p, opt = _adam()
-    checks = DeferredChecks("cpu")
+    checks = DeferredChecks()
     keys = ["G/adv", "surface/need_faces", "surface/overflow"]
     vec = torch.tensor([1.5, 40.0, 1.0 if case == "overflow" else 0.0], dtype=torch.float64)
     if case == "nan_loss":
@@ -53,11 +53,11 @@ def test_gate_skips_the_step_on_the_device(case):
 def test_gate_needs_an_optimizer_that_can_skip():
     p = torch.nn.Parameter(torch.ones(2))
     with pytest.raises(TypeError, match="Adam\\(fused=True\\)"):
-        DeferredChecks("cpu").gate(torch.optim.Adam([p]), "Dmain", ["x"], torch.zeros(1))
+        DeferredChecks().gate(torch.optim.Adam([p]), "Dmain", ["x"], torch.zeros(1))
 
 
 def test_results_keep_the_step_order_and_phases():
-    checks = DeferredChecks("cpu", max_pending=1)
+    checks = DeferredChecks(max_pending=1)
     assert checks.results() == [] and checks.results(drain=True) == []
     for step in range(3):
         for phase in ("Gmain", "Dmain"):
@@ -71,7 +71,7 @@ def test_results_keep_the_step_order_and_phases():
     checks.end_step(3, 16)                 # a step without gated phases sends nothing
     assert checks.results() == []
     with pytest.raises(ValueError, match="max_pending"):
-        DeferredChecks("cpu", max_pending=-1)
+        DeferredChecks(max_pending=-1)
 
 
 @pytest.mark.parametrize("clamp", [1e5, 0.0])
@@ -190,7 +190,7 @@ def test_deferred_padded_overflow_skips_the_phase_and_grows(tiny_dataset, tmp_pa
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_results_wait_for_their_copy_only_when_asked():
-    checks = DeferredChecks("cuda", max_pending=1)
+    checks = DeferredChecks(max_pending=1)
     p = torch.nn.Parameter(torch.ones(3, device="cuda"))
     p.grad = torch.ones(3, device="cuda")
     opt = torch.optim.Adam([p], lr=0.1, fused=True)
