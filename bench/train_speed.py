@@ -92,10 +92,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="GPU memory peak of each training phase (Gmain, Dmain, Dreg) over the timed steps")
     ap.add_argument("--cprofile", type=Path, default=None, metavar="FILE",
                     help="cProfile the timed steps (host-side Python cost); top functions written to FILE")
+    ap.add_argument("--steps-per-tick", type=int, default=1, metavar="K",
+                    help="end a tick (stats line, the loop's wait for every outstanding result) every K steps "
+                         "instead of every step, as real training does every 4 kimg; --warmup and --steps must be "
+                         "multiples of K, and the median is then per tick")
+    ap.add_argument("--alloc-conf", default=None, metavar="CONF",
+                    help="experiment: CUDA caching-allocator settings (as PYTORCH_CUDA_ALLOC_CONF, e.g. "
+                         "expandable_segments:True), set before the first CUDA allocation")
     ap.add_argument("--torch-profile", type=Path, default=None, metavar="DIR",
                     help="profile 2 timed steps (no R1) with torch.profiler; tables, GPU idle fraction and the "
                          "gzipped Chrome trace go to DIR")
     args = ap.parse_args(argv)
+    if args.steps_per_tick < 1:
+        ap.error(f"--steps-per-tick must be >= 1, got {args.steps_per_tick}")
+    if args.steps_per_tick > 1 and (args.count_syncs or args.torch_profile or args.cprofile):
+        ap.error("--count-syncs, --torch-profile and --cprofile measure single steps: use them with --steps-per-tick 1")
     return args
 
 
@@ -124,10 +135,13 @@ def build_configs(args, profile: str):
     batch = args.batch or 4
     steps = args.steps or (17 if profile == "paper" else 4)
     warmup = args.warmup if args.warmup is not None else (3 if profile == "paper" else 1)
+    k = args.steps_per_tick
+    if warmup % k or steps % k:
+        raise SystemExit(f"--steps-per-tick {k}: warm-up ({warmup}) and timed steps ({steps}) must be multiples of it")
     total = warmup + steps
     cfg_train = parse_section(TrainConfig, {
         "total_kimg": total * batch / 1000, "batch_size": batch, "batch_per_gpu": args.batch_per_gpu or batch,
-        "kimg_per_tick": batch / 1000, "snapshot_kimg": 0, "image_snapshot_ticks": 0, "num_workers": 2,
+        "kimg_per_tick": k * batch / 1000, "snapshot_kimg": 0, "image_snapshot_ticks": 0, "num_workers": 2,
         "device": device, "precision": args.precision, "resume": "none", "seed": 0, "r1_gamma": 40.0,
         **overrides.get("train", {}),
     }, "train")
@@ -138,6 +152,9 @@ def build_configs(args, profile: str):
 def apply_experiments(args, cfg_train) -> list[str]:
     """Switch on the --experiment flags (process-wide); returns their labels."""
     experiments = []
+    if args.alloc_conf:
+        torch.cuda.memory._set_allocator_settings(args.alloc_conf)
+        experiments.append(f"alloc={args.alloc_conf}")
     if args.ref_r1:
         from get3d.nn import layers as L
         L.DOUBLE_BACKWARD_KERNELS.update(conv2d=L.conv2d_ref, upfirdn2d=L.upfirdn2d_ref)
@@ -325,14 +342,16 @@ def write_cprofile(prof: dict, path: Path) -> None:
 
 def summarize(args, profile, device, cfg_model, batch, warmup, experiments, ticks, first_peak, sync,
               wall) -> dict:
+    k = args.steps_per_tick
     timed = ticks[warmup:]
     spk = [r["timing/sec_per_kimg"] for r in timed]
-    sec_per_kimg = sum(r["timing/sec_per_tick"] for r in timed) / (len(timed) * batch) * 1000
+    sec_per_kimg = sum(r["timing/sec_per_tick"] for r in timed) / (len(timed) * k * batch) * 1000
     res = {
         "profile": profile, "device": device, "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
         "generator": args.generator, "precision": args.precision, "batch": batch,
-        "img_resolution": cfg_model.img_resolution, "tet_res": cfg_model.tet_res, "timed_steps": len(timed),
-        "warmup_steps": warmup, "sec_per_kimg": sec_per_kimg, "sec_per_kimg_median_step": statistics.median(spk),
+        "img_resolution": cfg_model.img_resolution, "tet_res": cfg_model.tet_res, "timed_steps": len(timed) * k,
+        "warmup_steps": warmup * k, "steps_per_tick": k, "sec_per_kimg": sec_per_kimg,
+        "sec_per_kimg_median_step": statistics.median(spk),   # per tick when steps_per_tick > 1
         "img_per_sec": 1000.0 / sec_per_kimg, "sec_per_step": sec_per_kimg * batch / 1000,
         "peak_mem_gib_steady": timed[-1].get("mem/gpu_peak_gib") if device == "cuda" else None,
         "peak_mem_gib_first_steps": first_peak.get("gib"),
@@ -371,7 +390,7 @@ def print_table(res: dict, args, profile, device, cfg_model, batch, warmup, expe
     if res["surface_skips"] is not None:
         print(f"padded surface: {res['surface_skips']} phase(s) skipped after a capacity overflow in the timed steps")
     if res["peak_mem_gib_first_steps"] is not None:
-        print(f"first {warmup} step(s) peak: {res['peak_mem_gib_first_steps']:.2f} GiB")
+        print(f"first {warmup * args.steps_per_tick} step(s) peak: {res['peak_mem_gib_first_steps']:.2f} GiB")
 
 
 def main(argv=None) -> int:
@@ -382,7 +401,8 @@ def main(argv=None) -> int:
     # first) keeps the lines it printed instead of losing its whole block buffer.
     sys.stdout.reconfigure(line_buffering=True)
     profile = "small" if args.small else (args.profile or "paper")
-    device, cfg_model, cfg_train, batch, warmup = build_configs(args, profile)
+    device, cfg_model, cfg_train, batch, warmup_steps = build_configs(args, profile)
+    warmup = warmup_steps // args.steps_per_tick          # from here on counted in ticks
     experiments = apply_experiments(args, cfg_train)
     on_progress, ticks, first_peak, sync = make_probe(args, device, warmup, experiments)
     if args.torch_profile is not None:

@@ -48,12 +48,12 @@ class TrainConfig:
                                         "synthesis, DMTet grid fields) as captured CUDA graphs (the step is "
                                         "launch-bound); R1 and the data-dependent stages stay eager")
     step_check: str = spec(
-        "per_phase", choices=("per_phase", "deferred"),
+        "deferred", choices=("deferred", "per_phase"),
         help="how each optimizer step is gated on finite losses (and, with perf.padded_surface, on surfaces that "
-             "fit); NaN/Inf gradients are zeroed/clamped either way. per_phase: the host reads the phase's loss "
-             "sums first (one host sync per phase; an overflowed surface is re-run); deferred: the device gates the "
-             "step (fused Adam's skip flag; a phase with a non-finite loss or an overflowed surface is skipped) "
-             "and the host reads the results up to two steps later (get3d.train.step_check)")
+             "fit); NaN/Inf gradients are zeroed/clamped either way. deferred: the device gates the step (fused "
+             "Adam's skip flag; a phase with a non-finite loss or an overflowed surface is skipped) and the host "
+             "reads the results up to two steps later (get3d.train.step_check); per_phase: the host reads the "
+             "phase's loss sums first (one host sync per phase; an overflowed surface is re-run)")
     snapshot_kimg: float = spec(200.0, min=0.0, help="write a training-state + inference snapshot every N kimg "
                                                      "(0 = only at the end)")
     image_snapshot_ticks: int = spec(50, min=0, help="write a preview grid every N ticks (0 = never)")

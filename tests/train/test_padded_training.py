@@ -1,5 +1,6 @@
 """Training with fixed-capacity surfaces (perf.padded_surface): the same run as with exactly sized meshes, also
-when the capacity is far too small at first (each overflowing phase is undone and re-run larger)."""
+when the capacity is far too small at first (with train.step_check per_phase each overflowing phase is undone and
+re-run larger; the deferred check's skip is tested in test_step_check.py)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from get3d.train.loop import train
 
 
 def _run(tiny_dataset, run_dir, **changes):
-    cm, ct = tiny_configs(total_kimg=0.012, deterministic=True)
+    cm, ct = tiny_configs(total_kimg=0.012, deterministic=True, step_check="per_phase")
     torch.manual_seed(0)
     with perf.using(**changes):
         res = train(cm, ct, tiny_dataset, run_dir)

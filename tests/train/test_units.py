@@ -127,11 +127,11 @@ def test_rng_capture_restore_roundtrip():
 
 
 def test_fused_adam_and_tf32_knobs_touch_cuda_only():
-    c = TrainConfig()
+    c = TrainConfig(step_check="per_phase")        # deferred (the default) fuses Adam everywhere: test_step_check
     assert c.tf32 is True and c.fused_adam is True
     assert "fused" not in c.adam_kwargs("G") and "fused" not in c.adam_kwargs("D", "cpu")
     assert c.adam_kwargs("D", "cuda")["fused"] is True
-    off = parse_section(TrainConfig, {"fused_adam": False, "tf32": False}, "train")
+    off = parse_section(TrainConfig, {"fused_adam": False, "tf32": False, "step_check": "per_phase"}, "train")
     assert "fused" not in off.adam_kwargs("G", "cuda")
     from get3d.train.loop import _set_tf32
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
