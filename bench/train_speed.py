@@ -242,7 +242,7 @@ def make_probe(args, device: str, warmup: int, experiments: list[str]):
                     + ka.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=80))
             if device == "cuda":
                 all_evs = p.events()
-                evs = [e for e in all_evs if e.device_type.name == "CUDA"]
+                evs = [e for e in all_evs if e.device_type.name == "CUDA" and not getattr(e, "is_user_annotation", False)]
                 n_k = len(evs)
                 short = sum(1 for e in evs if e.device_time < 5)
                 busy = sum(e.device_time for e in evs) / 1e3
@@ -268,8 +268,10 @@ def gpu_idle(events) -> dict:
     """Fraction of the profiled steps' time in which no kernel or copy ran on the GPU: the union of the device
     intervals (overlapping streams are not counted twice) over the window from the first to the last kernel,
     leaving out the bench's per-step tick bookkeeping (``bench/end_tick``: stats files, which real training does
-    once per 4 kimg, not per step)."""
-    spans = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type.name == "CUDA")
+    once per 4 kimg, not per step).  The GPU-side copies of the ``record_function`` ranges (phases, stages) are
+    not work: they span whole phases and would hide every gap."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events
+                   if e.device_type.name == "CUDA" and not getattr(e, "is_user_annotation", False))
     if not spans:
         return {"window_ms": 0.0, "busy_ms": 0.0, "idle_fraction": 0.0}
     lo, hi = spans[0][0], spans[-1][1]
