@@ -88,6 +88,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--count-syncs", action="store_true",
                     help="count host syncs (torch.cuda.set_sync_debug_mode) in the last *untimed* warm-up step "
                          "and print the top call sites")
+    ap.add_argument("--reserved-peak", action="store_true",
+                    help="also report the steady peak of memory the allocator holds from the device (reserved), after "
+                         "releasing the warm-up's cache (cuDNN's algorithm search): unlike the allocated peak it "
+                         "includes what replayed CUDA graphs use inside their private pools, which the allocator "
+                         "does not see as allocations (the first timed step then re-grows the cache)")
     ap.add_argument("--phase-peaks", action="store_true",
                     help="GPU memory peak of each training phase (Gmain, Dmain, Dreg) over the timed steps")
     ap.add_argument("--cprofile", type=Path, default=None, metavar="FILE",
@@ -225,6 +230,8 @@ def make_probe(args, device: str, warmup: int, experiments: list[str]):
             prof["cp"].enable()
         if len(ticks) == warmup and device == "cuda":
             first_peak["gib"] = torch.cuda.max_memory_allocated() / 2**30
+            if args.reserved_peak:
+                torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         if args.torch_profile is not None and len(ticks) == warmup + 1:   # steps warmup+1, +2 (no R1)
             from torch.profiler import ProfilerActivity, profile
@@ -360,6 +367,8 @@ def summarize(args, profile, device, cfg_model, batch, warmup, experiments, tick
         "img_per_sec": 1000.0 / sec_per_kimg, "sec_per_step": sec_per_kimg * batch / 1000,
         "peak_mem_gib_steady": timed[-1].get("mem/gpu_peak_gib") if device == "cuda" else None,
         "peak_mem_gib_first_steps": first_peak.get("gib"),
+        "peak_reserved_gib_steady": (timed[-1].get("mem/gpu_reserved_gib")
+                                     if device == "cuda" and args.reserved_peak else None),
         "host_rss_peak_gib": timed[-1]["mem/host_rss_peak_gib"], "wall_sec": wall,
         "torch": torch.__version__, "experiments": experiments, "host_syncs_one_step": sync.get("n"),
         "gpu_idle": sync.get("idle"),
@@ -394,6 +403,9 @@ def print_table(res: dict, args, profile, device, cfg_model, batch, warmup, expe
         print(f"padded surface: {res['surface_reruns']} phase(s) re-run after a capacity overflow in the timed steps")
     if res["surface_skips"] is not None:
         print(f"padded surface: {res['surface_skips']} phase(s) skipped after a capacity overflow in the timed steps")
+    if res["peak_reserved_gib_steady"] is not None:
+        print(f"steady peak held from the device (reserved, CUDA graph pools included): "
+              f"{res['peak_reserved_gib_steady']:.2f} GiB")
     if res["peak_mem_gib_first_steps"] is not None:
         print(f"first {warmup * args.steps_per_tick} step(s) peak: {res['peak_mem_gib_first_steps']:.2f} GiB")
 

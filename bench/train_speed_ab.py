@@ -78,12 +78,13 @@ def loss_reference(row: dict, rows: list[dict]) -> dict | None:
 
 def table(rows: list[dict]) -> str:
     base = next((r for r in rows if "error" not in r), None)
-    head = ("variant", "s/kimg", "median-step s/kimg", "img/s", "ratio", "steady GiB", "first GiB", "host syncs",
+    head = ("variant", "s/kimg", "median-step s/kimg", "img/s", "ratio", "steady GiB", "held GiB", "first GiB",
+            "host syncs",
             "GPU idle", "loss Δ first/all (vs)", "flags")
     lines = [head]
     for r in rows:
         if "error" in r:
-            lines.append((r["label"], r["error"], "", "", "", "", "", "", "", "", r["flags"]))
+            lines.append((r["label"], r["error"], "", "", "", "", "", "", "", "", "", r["flags"]))
             continue
         ref = loss_reference(r, rows)
         diff = loss_difference(r, ref) if ref is not None else None
@@ -92,7 +93,8 @@ def table(rows: list[dict]) -> str:
         fmt = (lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "-")
         lines.append((r["label"], f"{r['sec_per_kimg']:.1f}", f"{r['sec_per_kimg_median_step']:.1f}",
                       f"{r['img_per_sec']:.2f}", f"{ratio:.3f}", fmt(r["peak_mem_gib_steady"]),
-                      fmt(r["peak_mem_gib_first_steps"]), str(r.get("host_syncs_one_step") or "-"),
+                      fmt(r.get("peak_reserved_gib_steady")), fmt(r["peak_mem_gib_first_steps"]),
+                      "-" if r.get("host_syncs_one_step") is None else str(r["host_syncs_one_step"]),
                       f"{r['gpu_idle']['idle_fraction']:.1%}" if r.get("gpu_idle") else "-", loss_col,
                       r["flags"] or "(defaults)"))
     widths = [max(len(str(x[i])) for x in lines) for i in range(len(head))]
