@@ -79,8 +79,7 @@ def loss_reference(row: dict, rows: list[dict]) -> dict | None:
 def table(rows: list[dict]) -> str:
     base = next((r for r in rows if "error" not in r), None)
     head = ("variant", "s/kimg", "median-step s/kimg", "img/s", "ratio", "steady GiB", "held GiB", "first GiB",
-            "host syncs",
-            "GPU idle", "loss Δ first/all (vs)", "flags")
+            "host syncs", "GPU idle", "loss Δ first/all (vs)", "flags")
     lines = [head]
     for r in rows:
         if "error" in r:

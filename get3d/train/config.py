@@ -41,8 +41,10 @@ class TrainConfig:
         help="CUDA only: allow TF32 in fp32 matmuls (point-decoder bmm, FC layers) and cuDNN convs. PyTorch's own "
              "default is convs on / matmuls off; the public StyleGAN2-ADA/GET3D scripts set both off unless "
              "--allow-tf32. ~1e-3 relative operand rounding; CPU unaffected")
-    fused_adam: bool = spec(True, help="CUDA only: Adam(fused=True) (one kernel for all params, no per-param "
-                                       "host work); same update up to rounding. CPU keeps the default Adam")
+    fused_adam: bool = spec(True, help="CUDA: Adam(fused=True) (one kernel for all params, no per-param host "
+                                       "work); same update up to rounding. step_check deferred fuses Adam on "
+                                       "every device (its skip flag needs it); per_phase on the CPU keeps the "
+                                       "default Adam")
     cuda_graphs: bool = spec(True, help="CUDA only: replay the discriminators' forward+backward of the main phases "
                                         "and the generator's shape-static parts (mapping networks, tri-plane "
                                         "synthesis, DMTet grid fields) as captured CUDA graphs (the step is "
