@@ -36,8 +36,8 @@ def main(argv=None) -> None:
     from get3d.geometry.padded import SurfaceCapacity, marching_tets_padded
     from get3d.geometry.tetgrid import load_tet_grid
 
-    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if args.device == "auto" else args.device))
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(auto if args.device == "auto" else args.device)
     grid = load_tet_grid(args.res, device=dev)
     g = torch.Generator(device=dev).manual_seed(0)
     n = grid.verts.shape[0]

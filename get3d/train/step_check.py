@@ -4,10 +4,11 @@ reads the phases' results later, so no phase ends in a host sync.
 With ``per_phase`` the host reads every phase's loss sums (and with ``perf.padded_surface`` the surface sizes)
 before deciding to step: the GPU drains at the end of each phase and waits for the host to launch the next one.
 Here the decision is a 0-d device tensor that fused Adam takes as its skip flag (``found_inf``, the mechanism of
-mixed-precision loss scaling: parameters, moments and step count stay untouched when it is set).  The phase's values go into one small device tensor per step, copied to pinned host
-memory behind a CUDA event; :meth:`DeferredChecks.results` hands them over once their event has passed (usually at
-the next step, since the exact surface extraction syncs anyway), waiting only when more than ``max_pending`` steps
-are outstanding or when asked to drain (tick ends, snapshots, the end of training).
+mixed-precision loss scaling: parameters, moments and step count stay untouched when it is set).  The phase's
+values go into one small device tensor per step, copied to pinned host memory behind a CUDA event;
+:meth:`DeferredChecks.results` hands them over once their event has passed (usually at the next step, since the
+exact surface extraction syncs anyway), waiting only when more than ``max_pending`` steps are outstanding or when
+asked to drain (tick ends, snapshots, the end of training).
 
 Gradients are sanitized as with ``per_phase`` (NaN → 0, ±Inf → ±``grad_clamp``), on the device.  What differs: a
 padded surface that overflowed its capacity skips the phase (``per_phase`` re-runs it), and the non-finite streak
