@@ -114,7 +114,21 @@ def launch_sites(gpu: list[dict], events: list[dict]) -> dict[int, tuple[str, st
     return out
 
 
-def summarize(events: list[dict], top: int) -> str:
+def top_kernels(gpu: list[dict], sites: dict[int, tuple[str, str]], spans, top: int) -> list[str]:
+    """The kernels with the most GPU time, by name (first 70 characters) and the phase and host stage that ran them:
+    what a kernel-level optimisation should go after first."""
+    table: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    for i, e in enumerate(gpu):
+        key = (e["name"][:70], phase_of(e["ts"], spans), sites.get(i, ("-", "-"))[0])
+        table[key][0] += 1
+        table[key][1] += e["dur"]
+    lines = [f"kernels with the most GPU time (top {top}):"]
+    for (name, ph, stage), (n, d) in sorted(table.items(), key=lambda kv: -kv[1][1])[:top]:
+        lines.append(f"  {d / 1e3:7.2f} ms  ×{n:<5d} {ph:<8} {stage:<17} {name}")
+    return lines
+
+
+def summarize(events: list[dict], top: int, kernels: int = 0) -> str:
     gpu = sorted((e for e in events if e.get("cat") in GPU_CATS), key=lambda e: e["ts"])
     host = [e for e in events if e.get("cat") in ("cpu_op", "cuda_runtime", "user_annotation", "python_function")
             and not e["name"].startswith("ProfilerStep")]
@@ -177,6 +191,8 @@ def summarize(events: list[dict], top: int) -> str:
     lines.append("... and by the host op that launched it:")
     for name, (n, d) in sorted(by_op.items(), key=lambda kv: -kv[1][1])[:top]:
         lines.append(f"  {d / 1e3:7.2f} ms  ×{n:<5d} {name}")
+    if kernels:
+        lines += top_kernels(gpu, sites, spans, kernels)
     return "\n".join(lines)
 
 
@@ -184,10 +200,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("trace", type=Path, help="trace.json.gz written by bench/train_speed.py --torch-profile")
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--kernels", type=int, default=0, metavar="N", help="also list the N kernels with the most GPU time")
     args = ap.parse_args(argv)
     if not args.trace.exists():
         ap.error(f"{args.trace}: no such file")
-    print(summarize(load(args.trace), args.top))
+    print(summarize(load(args.trace), args.top, args.kernels))
     return 0
 
 
