@@ -65,6 +65,14 @@ class PerfConfig:
     triplane_sampler: str = spec(
         "triton", choices=("triton", "grid_sample"),
         help="CUDA tri-plane sampling: Triton gather/atomic kernels, or PyTorch's grid_sample (the CPU path)")
+    paired_mapping: bool = spec(
+        False, help="train, CUDA graphs: each mapping network maps the batch's codes and the style-mixing codes as "
+                    "one batch (half the tiny launches of its captured forward and backward); false: two passes")
+    marching_kernel: str = spec(
+        "torch", choices=("triton", "torch"),
+        help="CUDA, exactly sized marching tets: after its one count read, the faces and vertex endpoints written "
+             "by two Triton kernels from running counts taken before the read (triton), or PyTorch's nonzero_static "
+             "selections and gathers (torch, the CPU path)")
     padded_surface: bool = spec(
         False, help="train, CUDA or CPU, DMTet: marching tets into fixed-capacity buffers with the sizes kept on "
                     "the device (no host syncs; a sample that does not fit is detected and the phase re-run with "

@@ -195,7 +195,8 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
     Returns ``B`` pairs ``(verts [Ni,3], faces [Fi,3] long)``; ``Fi`` may be 0.
 
     Vertices come in grid-edge order, faces in tet order.  Every count is taken on the device over the whole grid
-    and read back with one copy (the only host sync); the rest selects with ``nonzero_static`` at the known sizes.
+    and read back with one copy (the only host sync); the rest selects at the known sizes, on CUDA with two Triton
+    kernels (``perf.marching_kernel``), else with ``nonzero_static``.
     """
     verts, sdf = batched_field(verts, sdf, "marching_tets")
     b, nv = sdf.shape
@@ -208,32 +209,72 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
     with torch.no_grad():
         occ = sdf > 0                                                    # [B,V]
         crossing = occ[:, edges[:, 0]] != occ[:, edges[:, 1]]            # [B,E]: one surface vertex each
-        vid = torch.cumsum(crossing, 1) - 1                              # its index within the sample
         code = tet_codes(occ, tets)                                      # [B,T] uint8
-        ntri = num_tris[code.long()]
-        valid = ntri > 0
-        counts = torch.cat([crossing.sum(1), ntri.sum(1), valid.sum().reshape(1)]).tolist()   # the one sync
-        v_counts, f_counts, n_valid = counts[:b], counts[b:2 * b], counts[-1]
-        if n_valid == 0:
-            empty = torch.zeros(0, 3, dtype=torch.long, device=dev)
-            return [(verts.new_zeros(0, 3) + 0.0 * sdf.sum(), empty) for _ in range(b)]
-        bi, ti = torch.nonzero_static(valid, size=n_valid).unbind(1)    # sample-major, then tet order
-        c = code[bi, ti].long()
-        table = tri_table[c].clamp(min=0)                                # [N,2,3] local edge ids
-        gedge = torch.gather(te[ti][:, None, :].expand(-1, 2, -1), 2, table)
-        tri_v = vid[bi[:, None, None], gedge]                            # [N,2,3] sample-local vertex ids
-        keep = torch.arange(2, device=dev)[None] < num_tris[c][:, None]
-        keep_idx = torch.nonzero_static(keep.reshape(-1), size=sum(f_counts)).squeeze(1)
-        faces = tri_v.reshape(-1, 3)[keep_idx]
-        flat = torch.nonzero_static(crossing.reshape(-1), size=sum(v_counts)).squeeze(1)
-        e = edges[flat % edges.shape[0]]
-        base = (flat // edges.shape[0] * nv)[:, None]
-        ca, cb = (e + base).unbind(1)
+        fast = _triton_selection() if dev.type == "cuda" else None
+        if fast is not None:
+            sel = fast.Selection(crossing, code, num_tris)
+            counts = sel.counts()                                        # the one sync
+            v_counts, f_counts = counts[:b], counts[b:]
+            if sum(f_counts) == 0:                                       # no valid tet: no crossing edge either
+                return _empty_meshes(verts, sdf, b)
+            faces = sel.faces(te, tri_table, sum(f_counts))
+            ca, cb = sel.endpoints(edges, nv, sum(v_counts))
+        else:
+            v_counts, f_counts, faces, ca, cb = _select(crossing, code, te, edges, nv)
+            if faces is None:
+                return _empty_meshes(verts, sdf, b)
+    # index_select, not [ca]: its backward is an index_add, where indexing's accumulating index_put sorts the ids
     vf = verts.reshape(-1, 3)
     sf = sdf.reshape(-1)
-    sa, sb = sf[ca][:, None], sf[cb][:, None]
-    pts = (vf[ca] * (-sb) + vf[cb] * sa) / (sa - sb)
+    sa, sb = sf.index_select(0, ca)[:, None], sf.index_select(0, cb)[:, None]
+    pts = (vf.index_select(0, ca) * (-sb) + vf.index_select(0, cb) * sa) / (sa - sb)
     return list(zip(pts.split(v_counts), faces.split(f_counts)))
+
+
+def _triton_selection():
+    """``perf.marching_kernel``: after the count read, the faces and vertex endpoints written by two Triton
+    kernels (:mod:`get3d.geometry.march_triton`), or PyTorch's selections (also the CPU path)."""
+    from get3d import perf
+    if perf.active().marching_kernel != "triton":
+        return None
+    try:
+        from get3d.geometry import march_triton
+    except ImportError:  # no Triton
+        return None
+    return march_triton
+
+
+def _empty_meshes(verts: torch.Tensor, sdf: torch.Tensor, b: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    empty = torch.zeros(0, 3, dtype=torch.long, device=sdf.device)
+    return [(verts.new_zeros(0, 3) + 0.0 * sdf.sum(), empty) for _ in range(b)]
+
+
+def _select(crossing: torch.Tensor, code: torch.Tensor, te: torch.Tensor, edges: torch.Tensor, nv: int):
+    """PyTorch's selections: ``(v_counts, f_counts, faces [F,3], ca [N], cb [N])`` with flat ``b·nv + vertex``
+    endpoint ids; ``faces`` is None when no tet is valid.  One host read of every count."""
+    b = crossing.shape[0]
+    dev = crossing.device
+    num_tris, tri_table, _, _ = device_tables(dev)
+    vid = torch.cumsum(crossing, 1) - 1                                  # each crossing edge's vertex id
+    ntri = num_tris[code.long()]
+    valid = ntri > 0
+    counts = torch.cat([crossing.sum(1), ntri.sum(1), valid.sum().reshape(1)]).tolist()   # the one sync
+    v_counts, f_counts, n_valid = counts[:b], counts[b:2 * b], counts[-1]
+    if n_valid == 0:
+        return v_counts, f_counts, None, None, None
+    bi, ti = torch.nonzero_static(valid, size=n_valid).unbind(1)        # sample-major, then tet order
+    c = code[bi, ti].long()
+    table = tri_table[c].clamp(min=0)                                    # [N,2,3] local edge ids
+    gedge = torch.gather(te[ti][:, None, :].expand(-1, 2, -1), 2, table)
+    tri_v = vid[bi[:, None, None], gedge]                                # [N,2,3] sample-local vertex ids
+    keep = torch.arange(2, device=dev)[None] < num_tris[c][:, None]
+    keep_idx = torch.nonzero_static(keep.reshape(-1), size=sum(f_counts)).squeeze(1)
+    faces = tri_v.reshape(-1, 3)[keep_idx]
+    flat = torch.nonzero_static(crossing.reshape(-1), size=sum(v_counts)).squeeze(1)
+    e = edges[flat % edges.shape[0]]
+    base = (flat // edges.shape[0] * nv)[:, None]
+    ca, cb = (e + base).unbind(1)
+    return v_counts, f_counts, faces, ca, cb
 
 
 def dmtet_fields(grid: TetGrid, sdf: torch.Tensor, deformation: torch.Tensor | None = None, multiplier: float = 1.0,

@@ -37,6 +37,24 @@ class MappingNetwork(nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim], device=device))
 
+    def map_pair(self, z: torch.Tensor, z2: torch.Tensor, update_w_avg: bool = False) -> tuple[torch.Tensor, ...]:
+        """``(self(z), self(z2))`` as one batch through the layers (half the launches of two calls); only the
+        first half moves ``w_avg``, as ``forward(z, update_w_avg=…)`` then ``forward(z2, update_w_avg=False)``
+        would.  Unconditioned networks with ``num_ws`` only; each row is mapped on its own, so the values are
+        those of two calls up to the GEMM's rounding."""
+        if self.c_dim > 0 or self.num_ws is None:
+            raise ValueError("map_pair: only for unconditioned mapping networks with num_ws")
+        if z.shape != z2.shape or z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"map_pair: z and z2 must both be [B, {self.z_dim}], got {tuple(z.shape)} and "
+                             f"{tuple(z2.shape)}")
+        x = normalize_2nd_moment(torch.cat([z, z2]).float())
+        for layer in self.layers:
+            x = layer(x)
+        if update_w_avg and hasattr(self, "w_avg"):
+            with torch.no_grad():
+                self.w_avg.copy_(x[: z.shape[0]].detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        return x.unsqueeze(1).repeat(1, self.num_ws, 1).split(z.shape[0])
+
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, update_w_avg: bool | None = None) -> torch.Tensor:
         parts = []

@@ -22,6 +22,8 @@ import contextlib
 import torch
 from torch import nn
 
+from get3d import perf
+
 
 def ensure_grads(params) -> None:
     """Give every trainable parameter a ``.grad`` buffer of its own before a graphed backward.
@@ -171,17 +173,21 @@ class MixedMapping(nn.Module):
     """Both mapping networks with style mixing as shape-static tensor work, for capture: ``ws = where(mix, map(z2),
     map(z))`` per network, where ``mix [2, num_ws]`` (texture, geometry rows) selects the layers that take the
     second code.  A batch that does not mix has ``mix`` all false (``z2`` is then unused and may be zeros), so the
-    same graph serves every draw.  Only ``map(z)`` moves ``w_avg`` (when ``update``), as in the eager path."""
+    same graph serves every draw.  Only ``map(z)`` moves ``w_avg`` (when ``update``), as in the eager path.
+    ``paired`` (``perf.paired_mapping``): ``z`` and ``z2`` go through each network as one batch."""
 
-    def __init__(self, G: nn.Module, update: bool):
+    def __init__(self, G: nn.Module, update: bool, paired: bool = False):
         super().__init__()
-        self.mapping_tex, self.mapping_geo, self.update = G.mapping_tex, G.mapping_geo, update
+        self.mapping_tex, self.mapping_geo, self.update, self.paired = G.mapping_tex, G.mapping_geo, update, paired
 
     def forward(self, z_tex: torch.Tensor, z_geo: torch.Tensor, z2: torch.Tensor, mix: torch.Tensor):
         out = []
         for i, (net, z) in enumerate(((self.mapping_tex, z_tex), (self.mapping_geo, z_geo))):
-            ws = net(z, update_w_avg=self.update)
-            ws2 = net(z2[i], update_w_avg=False)
+            if self.paired:
+                ws, ws2 = net.map_pair(z, z2[i], update_w_avg=self.update)
+            else:
+                ws = net(z, update_w_avg=self.update)
+                ws2 = net(z2[i], update_w_avg=False)
             out.append(torch.where(mix[i][None, :, None], ws2, ws))
         return out[0], out[1]
 
@@ -231,7 +237,8 @@ class GraphedMapping:
         nets = (self.G.mapping_tex, self.G.mapping_geo)
         saved = [n.w_avg.clone() for n in nets]    # the warm-up passes must not move the running means
         with torch.enable_grad():
-            graphed = _capture_or_explain("the mapping networks", MixedMapping(self.G, update), sample)
+            mixed = MixedMapping(self.G, update, paired=perf.active().paired_mapping)
+            graphed = _capture_or_explain("the mapping networks", mixed, sample)
         for n, w in zip(nets, saved):
             n.w_avg.copy_(w)
         return graphed

@@ -202,14 +202,17 @@ def test_graphed_synthesis_accumulates_like_the_training_loop():
                 q.sub_(1e-3 * q.grad)
 
 
-def test_graphed_mapping_matches_eager_over_the_phases():
+@pytest.mark.parametrize("paired", [False, True])
+def test_graphed_mapping_matches_eager_over_the_phases(set_perf, paired):
     """Gmain-like calls (w_avg moves, gradients) and Dmain-like calls (no_grad, w_avg fixed) through the captured
-    mapping, against an eager copy with the same style-mixing draws; then another batch size falls back."""
+    mapping (codes and mixing codes as two passes or one batch: ``perf.paired_mapping``), against an eager copy
+    with the same style-mixing draws; then another batch size falls back."""
     import copy
 
     from get3d.nn import build_generator
     from get3d.train.graphs import GraphedMapping
     torch.backends.cuda.matmul.allow_tf32 = False
+    set_perf(paired_mapping=paired)
     torch.manual_seed(0)
     G = build_generator(small_config()).to("cuda").train()
     ref = copy.deepcopy(G)
