@@ -1,4 +1,5 @@
-"""Marching tets: the exactly sized extraction (one host read) against the fixed-capacity one (none), side by side.
+"""Marching tets: the exactly sized extraction (one host read; PyTorch's selections after it, and on CUDA the
+Triton ones of ``perf.marching_kernel``) against the fixed-capacity one (none), side by side.
 
     python bench/marching_speed.py                      # tet 90, batch 4, on CUDA when there is one
     python bench/marching_speed.py --res 64 --batch 8 --device cpu
@@ -46,15 +47,28 @@ def main(argv=None) -> None:
     exact = marching_tets(v, sdf, grid.tets, grid.edges)
     need_v, need_f = max(p.shape[0] for p, _ in exact), max(f.shape[0] for _, f in exact)
     cap = SurfaceCapacity(int(need_v * args.slack), int(need_f * args.slack))
-    rows = [("exact (one host read)", lambda: marching_tets(v, sdf, grid.tets, grid.edges)),
-            ("padded (no host read)", lambda: marching_tets_padded(v, sdf, grid.tets, grid.edges, cap))]
+    from get3d import perf
+    has_kernel = "marching_kernel" in perf.PerfConfig.__dataclass_fields__   # not in a --library before it
+
+    def exact(kernel):
+        def run():
+            if not has_kernel:
+                return marching_tets(v, sdf, grid.tets, grid.edges)
+            with perf.using(marching_kernel=kernel):
+                return marching_tets(v, sdf, grid.tets, grid.edges)
+        return run
+
+    rows = [("exact (one host read)", exact("torch"))]
+    if dev.type == "cuda" and has_kernel:
+        rows.append(("exact, Triton selections", exact("triton")))
+    rows.append(("padded (no host read)", lambda: marching_tets_padded(v, sdf, grid.tets, grid.edges, cap)))
     print(f"tet grid {args.res} ({grid.tets.shape[0]:,} tets), batch {args.batch}, {dev}"
           + (f" {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else f", {torch.get_num_threads()} threads")
           + f"; largest need {need_v:,} vertices / {need_f:,} faces, padded capacity {cap.verts:,} / {cap.faces:,}")
     times = [median_ms(fn, args.reps, dev) for _, fn in rows]
-    print(f"{'extraction':24s} {'ms':>9s} {'ratio':>7s}")
+    print(f"{'extraction':26s} {'ms':>9s} {'ratio':>7s}")
     for (name, _), t in zip(rows, times):
-        print(f"{name:24s} {t:9.2f} {t / times[0]:7.2f}")
+        print(f"{name:26s} {t:9.2f} {t / times[0]:7.2f}")
 
 
 if __name__ == "__main__":
