@@ -1,5 +1,5 @@
-"""Marching tets: the exactly sized extraction (one host read; PyTorch's selections after it, and on CUDA the
-Triton ones of ``perf.marching_kernel``) against the fixed-capacity one (none), side by side.
+"""Marching tets: the exactly sized extraction (one host read) against the fixed-capacity one (none), side by side;
+on CUDA each with PyTorch's selections and with the Triton kernels of ``perf.marching_kernel``.
 
     python bench/marching_speed.py                      # tet 90, batch 4, on CUDA when there is one
     python bench/marching_speed.py --res 64 --batch 8 --device cpu
@@ -50,18 +50,23 @@ def main(argv=None) -> None:
     from get3d import perf
     has_kernel = "marching_kernel" in perf.PerfConfig.__dataclass_fields__   # not in a --library before it
 
-    def exact(kernel):
+    def timed(kernel, fn):
         def run():
             if not has_kernel:
-                return marching_tets(v, sdf, grid.tets, grid.edges)
+                return fn()
             with perf.using(marching_kernel=kernel):
-                return marching_tets(v, sdf, grid.tets, grid.edges)
+                return fn()
         return run
 
-    rows = [("exact (one host read)", exact("torch"))]
-    if dev.type == "cuda" and has_kernel:
-        rows.append(("exact, Triton selections", exact("triton")))
-    rows.append(("padded (no host read)", lambda: marching_tets_padded(v, sdf, grid.tets, grid.edges, cap)))
+    def run_exact():
+        return marching_tets(v, sdf, grid.tets, grid.edges)
+
+    def run_padded():
+        return marching_tets_padded(v, sdf, grid.tets, grid.edges, cap)
+
+    kernels = ("torch", "triton") if dev.type == "cuda" and has_kernel else ("torch",)
+    rows = [(f"{name}{', Triton' if k == 'triton' else ''}", timed(k, fn))
+            for name, fn in (("exact (one host read)", run_exact), ("padded (no host read)", run_padded)) for k in kernels]
     print(f"tet grid {args.res} ({grid.tets.shape[0]:,} tets), batch {args.batch}, {dev}"
           + (f" {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else f", {torch.get_num_threads()} threads")
           + f"; largest need {need_v:,} vertices / {need_f:,} faces, padded capacity {cap.verts:,} / {cap.faces:,}")

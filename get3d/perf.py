@@ -70,9 +70,10 @@ class PerfConfig:
                     "one batch (half the tiny launches of its captured forward and backward); false: two passes")
     marching_kernel: str = spec(
         "torch", choices=("triton", "torch"),
-        help="CUDA, exactly sized marching tets: after its one count read, the faces and vertex endpoints written "
-             "by two Triton kernels from running counts taken before the read (triton), or PyTorch's nonzero_static "
-             "selections and gathers (torch, the CPU path)")
+        help="CUDA marching tets: the faces and vertex endpoints written by two Triton kernels from running counts "
+             "on the device (triton; the exact extraction takes them before its one count read, the padded one "
+             "reads nothing), or PyTorch's nonzero_static selections and gathers, or dense scatters for padded "
+             "(torch, the CPU path)")
     padded_surface: bool = spec(
         False, help="train, CUDA or CPU, DMTet: marching tets into fixed-capacity buffers with the sizes kept on "
                     "the device (no host syncs; a sample that does not fit is detected and the phase re-run with "

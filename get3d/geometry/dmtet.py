@@ -210,7 +210,7 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
         occ = sdf > 0                                                    # [B,V]
         crossing = occ[:, edges[:, 0]] != occ[:, edges[:, 1]]            # [B,E]: one surface vertex each
         code = tet_codes(occ, tets)                                      # [B,T] uint8
-        fast = _triton_selection() if dev.type == "cuda" else None
+        fast = marching_kernels() if dev.type == "cuda" else None
         if fast is not None:
             sel = fast.Selection(crossing, code, num_tris)
             counts = sel.counts()                                        # the one sync
@@ -231,7 +231,7 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
     return list(zip(pts.split(v_counts), faces.split(f_counts)))
 
 
-def _triton_selection():
+def marching_kernels():
     """``perf.marching_kernel``: after the count read, the faces and vertex endpoints written by two Triton
     kernels (:mod:`get3d.geometry.march_triton`), or PyTorch's selections (also the CPU path)."""
     from get3d import perf

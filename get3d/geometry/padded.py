@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .dmtet import batched_field, device_tables, tet_codes, tet_edge_ids
+from .dmtet import batched_field, device_tables, marching_kernels, tet_codes, tet_edge_ids
 
 
 def round_slots(need: int, factor: float = 1.0) -> int:
@@ -139,6 +139,9 @@ def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Ten
     cv, cf = int(capacity.verts), int(capacity.faces)
     te = tet_edge_ids(tets, edges, dev)                                   # [T,6]
     tets, edges = tets.to(dev), edges.to(dev).long()
+    fast = marching_kernels() if dev.type == "cuda" else None
+    if fast is not None:
+        return _padded_by_kernels(fast, verts, sdf, tets, edges, te, capacity)
     bidx = torch.arange(b, device=dev)[:, None]
     with torch.no_grad():
         occ = sdf > 0                                                     # [B,V]
@@ -193,3 +196,26 @@ def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Ten
     denom = torch.where(used, sa - sb, torch.ones_like(sa))              # unused slots: no 0/0 in the backward
     pts = torch.where(used, (va * (-sb) + vb * sa) / denom, torch.zeros_like(va))
     return PaddedMeshes(pts, faces, num_verts, num_faces, overflow, capacity)
+
+
+def _padded_by_kernels(fast, verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor, edges: torch.Tensor,
+                       te: torch.Tensor, capacity: SurfaceCapacity) -> PaddedMeshes:
+    """:func:`marching_tets_padded` with ``perf.marching_kernel: triton``: the slots written by the kernels of
+    :mod:`get3d.geometry.march_triton` (~40 ops instead of ~90; same slots, same values)."""
+    b, nv = sdf.shape
+    cv, cf = int(capacity.verts), int(capacity.faces)
+    num_tris, tri_table, _, _ = device_tables(sdf.device)
+    with torch.no_grad():
+        occ = sdf > 0
+        crossing = occ[:, edges[:, 0]] != occ[:, edges[:, 1]]
+        sel = fast.Selection(crossing, tet_codes(occ, tets), num_tris, exact=False)
+        faces = sel.padded_faces(te, tri_table, cf, cv)
+        ca, cb = sel.padded_endpoints(edges, nv, cv)
+        used = (torch.arange(cv, device=sdf.device)[None] < sel.num_verts[:, None])[..., None]    # [B,Cv,1]
+        overflow = (sel.num_verts > cv) | (sel.num_faces > cf)
+    sf, vf = sdf.reshape(-1), verts.reshape(-1, 3)
+    sa, sb = sf.index_select(0, ca).view(b, cv, 1), sf.index_select(0, cb).view(b, cv, 1)
+    va, vb = vf.index_select(0, ca).view(b, cv, 3), vf.index_select(0, cb).view(b, cv, 3)
+    denom = torch.where(used, sa - sb, torch.ones_like(sa))              # unused slots: no 0/0 in the backward
+    pts = torch.where(used, (va * (-sb) + vb * sa) / denom, torch.zeros_like(va))
+    return PaddedMeshes(pts, faces, sel.num_verts, sel.num_faces, overflow, capacity)

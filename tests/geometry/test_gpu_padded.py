@@ -26,7 +26,9 @@ def _scene(res: int = 90, b: int = 4):
     return grid, v.requires_grad_(True), sdf.requires_grad_(True), cameras.mvp_from_c2w(c2w.cuda())
 
 
-def test_padded_extraction_and_rendering_never_sync():
+@pytest.mark.parametrize("kernel", ["torch", "triton"])
+def test_padded_extraction_and_rendering_never_sync(set_perf, kernel):
+    set_perf(marching_kernel=kernel)
     grid, v, sdf, mvp = _scene()
     be = get_backend("nvdiffrast", "cuda")
     cap = SurfaceCapacity(200_000, 400_000, pixels=256 * 256)
@@ -50,7 +52,9 @@ def test_padded_extraction_and_rendering_never_sync():
     assert torch.isfinite(sdf.grad).all() and sdf.grad.abs().sum() > 0
 
 
-def test_nvdiffrast_draws_padded_like_list():
+@pytest.mark.parametrize("kernel", ["torch", "triton"])
+def test_nvdiffrast_draws_padded_like_list(set_perf, kernel):
+    set_perf(marching_kernel=kernel)
     grid, v, sdf, mvp = _scene()
     be = get_backend("nvdiffrast", "cuda")
     exact = marching_tets(v, sdf, grid.tets)

@@ -12,6 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nn"))
 from triton_device import triton_test_device
 
+from get3d import perf
 from get3d.geometry import dmtet
 from get3d.geometry.tetgrid import load_tet_grid
 
@@ -83,3 +84,32 @@ def test_marching_tets_same_meshes_and_gradients_with_either_kernel(set_perf):
         torch.testing.assert_close(fb, fa, rtol=0, atol=0)
     torch.testing.assert_close(out["triton"][1], out["torch"][1])
     torch.testing.assert_close(out["triton"][2], out["torch"][2])
+
+
+@pytest.mark.parametrize("cap", [(4096, 8192), (64, 200)])          # roomy; and too small (every sample flagged)
+def test_padded_extraction_by_kernels_equals_pytorch(cap):
+    from get3d.geometry import padded
+    grid, verts, sdf = _fields(12, 3, 4)
+    sdf[1] = -1.0
+    cap = padded.SurfaceCapacity(*cap)
+    tets, edges = grid.tets.to(DEVICE), grid.edges.to(DEVICE).long()
+    te = dmtet.tet_edge_ids(grid.tets, grid.edges, torch.device(DEVICE))
+    res = {}
+    for kind in ("torch", "triton"):
+        v = verts.clone().requires_grad_(True)
+        s = sdf.clone().requires_grad_(True)
+        if kind == "torch":
+            with perf.using(marching_kernel="torch"):
+                m = padded.marching_tets_padded(v, s, grid.tets, grid.edges, cap)
+        else:
+            m = padded._padded_by_kernels(mt, v, s, tets, edges, te, cap)
+        w = torch.linspace(-1, 1, m.verts.shape[1] * 3, device=DEVICE).reshape(1, -1, 3)
+        grads = torch.autograd.grad((m.verts * w).sum(), [v, s])
+        res[kind] = (m, grads)
+    (a, ga), (b, gb) = res["torch"], res["triton"]
+    for name in ("faces", "num_verts", "num_faces", "overflow"):
+        torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(b.verts, a.verts, rtol=0, atol=0)
+    assert bool(a.overflow.any()) == (cap.verts == 64)
+    for x, y in zip(gb, ga):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
