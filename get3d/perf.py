@@ -78,6 +78,10 @@ class PerfConfig:
         False, help="train, CUDA or CPU, DMTet: marching tets into fixed-capacity buffers with the sizes kept on "
                     "the device (no host syncs; a sample that does not fit is detected and the phase re-run with "
                     "a larger capacity); false: exactly sized meshes (sizes read by the host)")
+    shade_graph: bool = spec(
+        False, help="train, padded_surface, CUDA graphs: the shading after the rasterizer (interpolation, texture "
+                    "query into fixed pixel slots, antialiasing) replayed as a captured graph instead of ~100 eager "
+                    "launches on a GPU drained by the rasterizer's stream synchronisation")
     surface_capacity: int = spec(
         65536, min=1, help="padded_surface: starting faces (and vertices) per sample; grown after an overflow")
     pixel_capacity: float = spec(

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 PREVIOUS_DEFAULTS = {"merged_d_pass": True, "upsample": "triton", "modulated_fc": "input",
                      "fold_downsample_conv": "never", "synthesis_epilogue": True, "point_mlp_fused": True,
                      "point_mlp_precision": "tf32x3", "fused_modconv": "never", "triplane_sampler": "triton",
-                     "lfd_sweep": "triton", "lfd_algorithms": "auto", "marching_kernel": "torch", "paired_mapping": False, "padded_surface": False,
+                     "lfd_sweep": "triton", "lfd_algorithms": "auto", "marching_kernel": "torch", "paired_mapping": False, "shade_graph": False, "padded_surface": False,
                      "surface_capacity": 65536, "pixel_capacity": 0.5, "fit_capacity": True,
                      "modulation_kernels": "triton", "fir_filter": "triton",
                      "recompute_geometry_mlp": False, "fused_blur_epilogue": False}

@@ -59,8 +59,9 @@ class UnifiedGenerator(nn.Module):
                              if flexicubes else None)
         self.num_ws = self.synthesis.num_ws + 1  # + one w for the point decoders
 
-    #: the state entries query_geometry reads
+    #: the state entries query_geometry and query_texture read
     geometry_keys = ("geo_planes", "w_geo")
+    texture_keys = ("tex_planes", "w_tex")
 
     def synthesize(self, ws_geo: torch.Tensor, ws_tex: torch.Tensor, noise_mode: str = "random") -> dict:
         geo, tex = self.synthesis(ws_geo, ws_tex, noise_mode=noise_mode)
@@ -157,6 +158,7 @@ class SeparateGenerator(nn.Module):
         self.num_ws = max(self.synthesis.num_ws + 1, self.sdf_net.num_ws)
 
     geometry_keys = ("sdf_volume", "deformation_volume", "w_geo")
+    texture_keys = ("tex_planes", "w_tex")
 
     def synthesize(self, ws_geo: torch.Tensor, ws_tex: torch.Tensor, noise_mode: str = "random") -> dict:
         ws_cat = torch.cat([ws_tex, ws_geo.detach()], dim=-1)
@@ -364,6 +366,17 @@ class GET3DGenerator(nn.Module):
         res["deformation"] = res["verts"] - verts
         return res
 
+    def shade(self, rast: torch.Tensor, pos_clip: torch.Tensor, tri: torch.Tensor, v_all: torch.Tensor,
+              *texture_inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A rasterized padded batch → ``(mask, rgb, depth, hard_mask, pixel_overflow, pixel_need)``
+        (:func:`get3d.raster.render.shade_padded` with the texture field of the state tensors named by
+        ``backbone.texture_keys``).  Tensors in, tensors out, no host read: the training loop may capture it
+        (:class:`get3d.train.graphs.GraphedShading`)."""
+        from get3d.raster.render import shade_padded
+        state = dict(zip(self.backbone.texture_keys, texture_inputs))
+        return shade_padded(self.backend(rast.device), rast, pos_clip, tri, v_all,
+                            lambda p: self.backbone.query_texture(state, p), self.padded_capacity().pixels)
+
     # -- forward --------------------------------------------------------------------------------------
     def synthesize(self, ws_tex: torch.Tensor, ws_geo: torch.Tensor, camera: Any, noise_mode: str = "random",
                    resolution: int | None = None, render: bool = True) -> dict:
@@ -383,6 +396,9 @@ class GET3DGenerator(nn.Module):
             return flat_query(lambda p: self.backbone.query_texture(state, p), points, sample_index, b)
 
         texture_fn.batched = lambda p: self.backbone.query_texture(state, p)   # [B, N, 3] → [B, N, C]
+        # a padded batch is shaded by self.shade (capturable), which reads the state tensors by name
+        texture_fn.shade_padded = lambda _be, rast, pos_clip, tri, v_all, *_: self.shade(
+            rast, pos_clip, tri, v_all, *(state[k] for k in self.backbone.texture_keys))
         with record_function("stage/render"):
             r = surface.render(self.backend(device), out["meshes"], cam.mvp, res, texture_fn)
         if "pixel_overflow" in r:         # padded extraction: the renderer's pixel slots can overflow too

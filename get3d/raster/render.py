@@ -35,6 +35,8 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
         texture_fn: ``(points [N,3] world, sample_index [N] long) -> [N,C]``, called once with only the covered
             pixels' interpolated world positions.  When it has a ``batched`` attribute (``[B, P, 3] → [B, P, C]``,
             each image's covered pixels first in slots ``0..n-1``), that is called instead: one host read less.
+            A padded batch is then shaded by :func:`shade_padded`, or by ``texture_fn.shade_padded`` (same
+            arguments and results) when it has one: the training generator's capturable shading.
         antialias: apply analytic antialiasing to mask and rgb (the path by which images reach vertex positions).
 
     Returns a dict of top-down images: ``mask`` [B,1,H,W] (antialiased hard mask), ``rgb`` [B,C,H,W] (when
@@ -64,19 +66,22 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
         return out
 
     rast = backend.rasterize(pos_clip, tri, (h, w), ranges=ranges_t)
+    out["rast"] = rast
+    batched = getattr(texture_fn, "batched", None)
+    if isinstance(meshes, PaddedMeshes) and batched is not None:
+        shade = getattr(texture_fn, "shade_padded", None)      # the same function, e.g. replayed as a CUDA graph
+        res = (shade or shade_padded)(backend, rast, pos_clip, tri, v_all, batched, meshes.capacity.pixels, antialias)
+        out.update(zip(("mask", "rgb", "depth", "hard_mask", "pixel_overflow", "pixel_need"), res))
+        return out
     hard = (rast[..., 3:4] > 0).to(torch.float32)
     depth = backend.interpolate(pos_clip[:, 3:4].contiguous(), rast, tri)
-    out.update(rast=rast, hard_mask=_to_hw(hard), depth=_to_hw(depth))
+    out.update(hard_mask=_to_hw(hard), depth=_to_hw(depth))
     if texture_fn is None:
         out["mask"] = _to_hw(backend.antialias(hard, rast, pos_clip, tri) if antialias else hard)
     else:
         world = backend.interpolate(v_all.contiguous(), rast, tri)             # [B,H,W,3]
         covered = rast[..., 3] > 0
-        batched = getattr(texture_fn, "batched", None)
-        if isinstance(meshes, PaddedMeshes) and batched is not None:
-            img, out["pixel_overflow"], out["pixel_need"] = _shade_compacted(world, covered, batched,
-                                                                             meshes.capacity.pixels)
-        elif batched is not None:
+        if batched is not None:
             # one read of the largest covered count sizes the query buffer (nothing can overflow; the flat path
             # below reads twice: the pixel list, then its per-image counts), rounded up like the padded slots so
             # that the texture query sees few distinct shapes (allocator blocks, kernel variants)
@@ -100,6 +105,23 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
             mask, img = both[..., :1], both[..., 1:].to(img.dtype)
         out.update(mask=_to_hw(mask), rgb=_to_hw(img))
     return out
+
+
+def shade_padded(backend: RasterBackend, rast: torch.Tensor, pos_clip: torch.Tensor, tri: torch.Tensor,
+                 v_all: torch.Tensor, query, pixels: int, antialias: bool = True) -> tuple[torch.Tensor, ...]:
+    """Everything :func:`render_meshes` does after rasterizing a padded batch with a batched texture query, as one
+    tensor function without host reads (what a CUDA graph can replay): ``(mask, rgb, depth, hard_mask,
+    pixel_overflow [B], pixel_need)``, the images top-down [B,C,H,W]; ``pixels`` as
+    :attr:`~get3d.geometry.padded.SurfaceCapacity.pixels`."""
+    hard = (rast[..., 3:4] > 0).to(torch.float32)
+    depth = backend.interpolate(pos_clip[:, 3:4].contiguous(), rast, tri)
+    world = backend.interpolate(v_all.contiguous(), rast, tri)                 # [B,H,W,3]
+    img, overflow, need = _shade_compacted(world, rast[..., 3] > 0, query, pixels)
+    mask = hard
+    if antialias:
+        both = backend.antialias(torch.cat([hard, img.to(hard.dtype)], -1), rast, pos_clip, tri)
+        mask, img = both[..., :1], both[..., 1:].to(img.dtype)
+    return _to_hw(mask), _to_hw(img), _to_hw(depth), _to_hw(hard), overflow, need
 
 
 def _concat_list(meshes, mvp: torch.Tensor):

@@ -322,3 +322,48 @@ class GraphedGridFields:
         if torch.is_grad_enabled():
             ensure_grads(self._params)
         return self._graphed(*inputs)
+
+
+class GraphedShading:
+    """Replays the training G's shading of a padded batch (:meth:`GET3DGenerator.shade`: interpolation, the
+    covered pixels' texture query into fixed slots, antialiasing, the image layout) as a captured graph, with
+    ``perf.padded_surface`` and ``perf.shade_graph``.  After nvdiffrast's ``rasterize``, which synchronizes its
+    stream, the GPU is drained and these ~100 launches would each wait for the host.
+
+    Captured from the first call's own inputs (the rasterizer output indexes triangles: random values would not
+    do), once per input shapes and pixel capacity (the padded capacities change rarely; the two most recent
+    captures are kept).  Calls it cannot serve (eval mode, a capture not yet made under autograd) run the
+    original method.  Outputs live in static buffers, as for :class:`GraphedSynthesis`.
+    """
+
+    KEEP = 2
+
+    def __init__(self, G: nn.Module):
+        self.G = G
+        self._orig = G.shade
+        self._graphed: dict = {}
+        self._params: list = []
+        G.shade = self.shade
+
+    def uninstall(self) -> None:
+        self.G.shade = self._orig
+
+    def shade(self, *inputs: torch.Tensor):
+        usable = self.G.training and inputs[0].is_cuda and perf.active().shade_graph
+        if not usable:
+            return self._orig(*inputs)
+        key = (tuple((tuple(t.shape), t.dtype) for t in inputs), self.G.padded_capacity().pixels)
+        if key not in self._graphed and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            sample = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in inputs)
+            if not self._params:
+                self._params = _used_parameters(self._orig, self.G, sample)
+            if len(self._graphed) >= self.KEEP:
+                self._graphed.pop(next(iter(self._graphed)))       # the oldest capture and its memory pool
+            self._graphed[key] = _capture_or_explain("the padded shading", _ParamsCall(self._orig, self._params),
+                                                     sample)
+        graphed = self._graphed.get(key)                         # a no-grad call (Dmain) replays the forward
+        if graphed is None:
+            return self._orig(*inputs)
+        if torch.is_grad_enabled():
+            ensure_grads(self._params)
+        return graphed(*inputs)

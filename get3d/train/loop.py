@@ -341,6 +341,7 @@ def _build(cfg_model, cfg: TrainConfig, dataset_path, run_dir, hooks: Hooks) -> 
         cuda_graphs.GraphedMapping(nets.G)
         cuda_graphs.GraphedSynthesis(nets.G.backbone.synthesis)
         cuda_graphs.GraphedGridFields(nets.G)
+        cuda_graphs.GraphedShading(nets.G)
     loss = GET3DLoss(nets, cfg, device, graphs)
     return _Run(cfg=cfg, cfg_model=cfg_model, hooks=hooks, world=world, device=device, run=run,
                 dataset_path=dataset_path, backend=backend, nets=nets, G_ema=G_ema, g_params=g_params,

@@ -282,3 +282,53 @@ def test_graphed_grid_fields_match_eager(generator):
         assert_close_in_norm(G.grid_fields(*inputs)[1], ref.grid_fields(*inputs)[1], 1e-5)
         three = [t[:1].repeat(3, *([1] * (t.dim() - 1))) for t in inputs]
         assert G.grid_fields(*three)[0].shape[0] == 3
+
+
+@pytest.mark.parametrize("generator", ["unified", "separate"])
+def test_graphed_padded_shading_matches_eager(set_perf, generator):
+    """The shading after the rasterizer (``perf.shade_graph``) replayed as a graph == eager: images, the pixel
+    overflow and need, and the gradients of the rasterizer output, clip positions, vertices, texture state and
+    parameters; a no-grad call replays the forward."""
+    import copy
+
+    from get3d.nn import build_generator
+    from get3d.nn.generator import resolve_camera
+    from get3d.raster.render import _concat_padded
+    from get3d.train.graphs import GraphedShading
+    set_perf(padded_surface=True, shade_graph=True)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    G = build_generator(small_config(generator=generator)).to("cuda").train()
+    ref = copy.deepcopy(G)
+    GraphedShading(G)
+    z = torch.randn(2, G.z_dim, device="cuda")
+    with torch.no_grad():
+        ws = G.mapping(z, z)
+        state = G.backbone.synthesize(ws[1], ws[0], noise_mode="const")
+        meshes = G.geometry(state, 2, "cuda")["meshes"]
+    cam = resolve_camera((torch.tensor([0.3, 2.0]), torch.tensor([1.2, 1.0])), 2, "cuda")
+    v_all, tri, ranges, pos_clip, _ = _concat_padded(meshes, cam.mvp)
+    res = G.img_resolution
+    rast = G.backend("cuda").rasterize(pos_clip, tri, (res, res), ranges=ranges)
+    tex = [state[k].detach() for k in G.backbone.texture_keys]
+    for step in range(3):
+        out = []
+        for m in (G, ref):
+            m.zero_grad(set_to_none=False)
+            xs = [(t * (1 + 0.1 * step)).requires_grad_(True) for t in tex]
+            geo = [t.detach().clone().requires_grad_(True) for t in (rast, pos_clip, v_all)]
+            mask, rgb, depth, hard, overflow, need = m.shade(geo[0], geo[1], tri, geo[2], *xs)
+            (mask.sum() + rgb.square().sum() + depth.sum()).backward()
+            out.append([mask.detach().clone(), rgb.detach().clone(), depth.detach().clone(), hard.clone(),
+                        overflow.clone(), need.clone()] + [x.grad for x in xs + geo])
+        for a, b in zip(*out):
+            assert_close_in_norm(a.float(), b.float(), 1e-5)
+        for p, q in zip(G.parameters(), ref.parameters()):
+            if q.grad is not None and q.grad.abs().sum() > 0:
+                assert_close_in_norm(p.grad, q.grad, 1e-5)
+    with torch.no_grad():
+        a = G.shade(rast, pos_clip, tri, v_all, *tex)
+        b = ref.shade(rast, pos_clip, tri, v_all, *tex)
+    for x, y in zip(a, b):
+        assert_close_in_norm(x.float(), y.float(), 1e-5)
