@@ -245,24 +245,31 @@ def test_graphed_mapping_matches_eager_over_the_phases(set_perf, paired):
     assert ws3[0].shape[0] == 3
 
 
-@pytest.mark.parametrize("generator", ["unified", "separate"])
-def test_graphed_grid_fields_match_eager(generator):
-    """Captured DMTet grid fields (geometry query, deformation, guard, regulariser) == eager: outputs, input and
-    parameter gradients over three steps; a no-grad call replays the forward; another batch falls back."""
+def _graphed_and_eager_generator(generator: str, install):
+    """A small training G on CUDA with ``install`` (a graph wrapper class) on it, an eager copy, and the state of
+    one const-noise synthesis pass: ``(G, ref, state)``; TF32 off so that the two agree closely."""
     import copy
 
     from get3d.nn import build_generator
-    from get3d.train.graphs import GraphedGridFields
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     G = build_generator(small_config(generator=generator)).to("cuda").train()
     ref = copy.deepcopy(G)
-    GraphedGridFields(G)
+    install(G)
     z = torch.randn(2, G.z_dim, device="cuda")
     with torch.no_grad():
         ws = G.mapping(z, z)
         state = G.backbone.synthesize(ws[1], ws[0], noise_mode="const")
+    return G, ref, state
+
+
+@pytest.mark.parametrize("generator", ["unified", "separate"])
+def test_graphed_grid_fields_match_eager(generator):
+    """Captured DMTet grid fields (geometry query, deformation, guard, regulariser) == eager: outputs, input and
+    parameter gradients over three steps; a no-grad call replays the forward; another batch falls back."""
+    from get3d.train.graphs import GraphedGridFields
+    G, ref, state = _graphed_and_eager_generator(generator, GraphedGridFields)
     inputs = [state[k].detach() for k in G.backbone.geometry_keys]
     for step in range(3):
         res = []
@@ -289,23 +296,12 @@ def test_graphed_padded_shading_matches_eager(set_perf, generator):
     """The shading after the rasterizer (``perf.shade_graph``) replayed as a graph == eager: images, the pixel
     overflow and need, and the gradients of the rasterizer output, clip positions, vertices, texture state and
     parameters; a no-grad call replays the forward."""
-    import copy
-
-    from get3d.nn import build_generator
     from get3d.nn.generator import resolve_camera
     from get3d.raster.render import _concat_padded
     from get3d.train.graphs import GraphedShading
     set_perf(padded_surface=True, shade_graph=True)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.manual_seed(0)
-    G = build_generator(small_config(generator=generator)).to("cuda").train()
-    ref = copy.deepcopy(G)
-    GraphedShading(G)
-    z = torch.randn(2, G.z_dim, device="cuda")
+    G, ref, state = _graphed_and_eager_generator(generator, GraphedShading)
     with torch.no_grad():
-        ws = G.mapping(z, z)
-        state = G.backbone.synthesize(ws[1], ws[0], noise_mode="const")
         meshes = G.geometry(state, 2, "cuda")["meshes"]
     cam = resolve_camera((torch.tensor([0.3, 2.0]), torch.tensor([1.2, 1.0])), 2, "cuda")
     v_all, tri, ranges, pos_clip, _ = _concat_padded(meshes, cam.mvp)
