@@ -24,3 +24,20 @@ def test_train_steps_on_cuda_with_nvdiffrast(tiny_dataset, tmp_path):
                            tmp_path / "generator.pt")
     assert res2["kimg"] >= 0.012 and math.isfinite(res2["kimg"])
     assert torch.cuda.max_memory_allocated() > 0
+
+
+@pytest.mark.parametrize("step_check", ["deferred", "per_phase"])
+def test_train_steps_with_the_launch_cutting_switches(tiny_dataset, tmp_path, step_check):
+    """Training steps with CUDA graphs and every switch that cuts launches on: the padded surface filled by the
+    Triton marching kernels, the paired mapping and the captured shading (``perf.shade_graph``)."""
+    pytest.importorskip("nvdiffrast.torch")
+    from get3d import perf
+    from get3d.train.loop import train
+
+    cm, ct = tiny_configs(total_kimg=0.012, device="cuda", backend="nvdiffrast", deterministic=False,
+                          cuda_graphs=True, step_check=step_check)
+    with perf.using(padded_surface=True, marching_kernel="triton", paired_mapping=True, shade_graph=True):
+        res = train(cm.with_overrides(raster_backend="nvdiffrast"), ct, tiny_dataset, tmp_path / "train")
+    assert res["kimg"] >= 0.012
+    stats = (tmp_path / "train" / "stats.jsonl").read_text().splitlines()
+    assert stats and all("nan" not in line.lower() for line in stats)
