@@ -29,7 +29,8 @@ tests() {
   run kernel_tests "$PY" -m pytest -q -p no:cacheprovider tests/nn/test_ops_bias_act.py tests/nn/test_ops_conv.py \
     tests/nn/test_ops_point_mlp.py tests/nn/test_ops_triplane.py tests/nn/test_ops_upsample.py \
     tests/nn/test_ops_modulate.py tests/nn/test_ops_fir.py \
-    tests/metrics/test_lfd_sweep_triton.py tests/train/test_graphs.py tests/train/test_losses.py
+    tests/metrics/test_lfd_sweep_triton.py tests/geometry/test_march_triton.py tests/train/test_graphs.py \
+    tests/train/test_losses.py
 }
 train() { run train_speed "$PY" -u bench/train_speed.py --profile paper --json "$OUT/train_speed.json"; }
 fid50k() { run fid50k "$PY" -u bench/gpu_fid50k.py --n 1024 --batch 32; }
@@ -48,6 +49,7 @@ kernels() {
   run bias_act "$PY" -u bench/bias_act_kernels.py
   run fir "$PY" -u bench/fir_kernel.py
   run d_conv "$PY" -u bench/d_conv_layers.py
+  run marching "$PY" -u bench/marching_speed.py
 }
 
 groups=("$@")
