@@ -11,6 +11,8 @@ if not torch.cuda.is_available():
     # tensors, so nothing else changes.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import triton_compile_check
+
 import get3d  # noqa: F401  (applies the offline defaults before any tool is imported)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,6 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def has_cuda() -> bool:
     return torch.cuda.is_available()
+
+
+def pytest_configure(config):
+    # the interpreted kernels are also compiled for sm_90 at the end of the session (tests/triton_compile_check.py)
+    if triton_compile_check.install():
+        config.pluginmanager.register(triton_compile_check.CompileCheck(), "triton-compile-check")
 
 
 def pytest_collection_modifyitems(config, items):
