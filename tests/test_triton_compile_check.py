@@ -42,8 +42,8 @@ def test_a_kernel_only_the_interpreter_runs_fails_the_check(tmp_path, monkeypatc
     assert [e["signature"] for e in entries] == [{"X": "*fp32", "Y": "*fp32", "N": "i32"}] * 2
     assert entries[0]["constexprs"] == {"BLOCK": 16} and entries[0]["options"] == {"num_warps": 1}
     rc, report = tcc.compile_recorded(entries[:1])
-    if "triton.backends.nvidia" in report or ("ptxas" in report and "FAILED" not in report):
-        pytest.skip("Triton cannot compile for CUDA here")
+    if "triton.backends.nvidia" in report or "SKIPPED" in report:
+        pytest.skip(f"Triton cannot compile for CUDA here: {report}")
     assert rc == 0 and "compiled 1 of 1" in report, report
     rc, report = tcc.compile_recorded(entries[1:])
     assert rc != 0 and "FAILED tcc_probe.unsound" in report and "_SCALE" in report, report

@@ -108,6 +108,9 @@ for e in entries:
                                 options=e["options"] or None)
         assert kernel.asm["cubin"], "no cubin"
     except Exception as exc:
+        if isinstance(exc, (FileNotFoundError, ImportError)) or "ptxas" in str(exc) and "not found" in str(exc):
+            print(f"SKIPPED: Triton cannot compile for CUDA here ({type(exc).__name__}: {exc})"[:400])
+            sys.exit(0)
         failed += 1
         msg = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
         print(f"FAILED {e['module']}.{e['name']} {e['constexprs']}: {type(exc).__name__}: "
@@ -144,8 +147,8 @@ class CompileCheck:
         tr = session.config.pluginmanager.get_plugin("terminalreporter")
         lines = [f"Triton kernels compiled for sm_90 ahead of time ({len(_seen)} variants the interpreter ran):"]
         lines += report.splitlines()[-40:]
-        if "No module named 'triton.backends.nvidia'" in report or "ptxas" in report and "FAILED" not in report:
-            lines.append("(Triton cannot compile for CUDA here: check skipped)")
+        if "No module named 'triton.backends.nvidia'" in report:
+            lines.append("SKIPPED: Triton has no CUDA backend here")
             rc = 0
         if tr is not None:
             tr.write_line("")
