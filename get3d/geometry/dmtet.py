@@ -75,6 +75,13 @@ def tet_codes(occ: torch.Tensor, tets: torch.Tensor) -> torch.Tensor:
     return o[..., 0] | (o[..., 1] << 1) | (o[..., 2] << 2) | (o[..., 3] << 3)
 
 
+def occupancy(sdf: torch.Tensor, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(occ [B,V], crossing [B,E])``: which vertices are inside, and which grid edges change sign (each carries
+    one surface vertex)."""
+    occ = sdf > 0
+    return occ, occ[:, edges[:, 0]] != occ[:, edges[:, 1]]
+
+
 def counts_per_sample(sample: torch.Tensor, batch: int) -> torch.Tensor:
     """``torch.bincount(sample, minlength=batch)`` for ids known to be ``< batch``, without its host sync (bincount
     reads the largest id back to size its output)."""
@@ -207,8 +214,7 @@ def marching_tets(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor,
     tets, edges = tets.to(dev), edges.to(dev).long()
     num_tris, tri_table, _, _ = device_tables(dev)
     with torch.no_grad():
-        occ = sdf > 0                                                    # [B,V]
-        crossing = occ[:, edges[:, 0]] != occ[:, edges[:, 1]]            # [B,E]: one surface vertex each
+        occ, crossing = occupancy(sdf, edges)
         code = tet_codes(occ, tets)                                      # [B,T] uint8
         fast = marching_kernels() if dev.type == "cuda" else None
         if fast is not None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .dmtet import batched_field, device_tables, marching_kernels, tet_codes, tet_edge_ids
+from .dmtet import batched_field, device_tables, marching_kernels, occupancy, tet_codes, tet_edge_ids
 
 
 def round_slots(need: int, factor: float = 1.0) -> int:
@@ -144,8 +144,7 @@ def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Ten
         return _padded_by_kernels(fast, verts, sdf, tets, edges, te, capacity)
     bidx = torch.arange(b, device=dev)[:, None]
     with torch.no_grad():
-        occ = sdf > 0                                                     # [B,V]
-        crossing = occ[:, edges[:, 0]] != occ[:, edges[:, 1]]             # [B,E]
+        occ, crossing = occupancy(sdf, edges)                             # [B,V], [B,E]
         vid = torch.cumsum(crossing, 1) - 1                               # slot of each crossing edge
         num_verts = crossing.sum(1)
         dump_v = b * cv                                                   # one spare slot takes what does not fit
@@ -192,10 +191,16 @@ def marching_tets_padded(verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Ten
     sb = torch.gather(sdf, 1, eb)[..., None]
     va = torch.gather(verts, 1, ea[..., None].expand(-1, -1, 3))
     vb = torch.gather(verts, 1, eb[..., None].expand(-1, -1, 3))
-    used = slot_used[..., None]
-    denom = torch.where(used, sa - sb, torch.ones_like(sa))              # unused slots: no 0/0 in the backward
-    pts = torch.where(used, (va * (-sb) + vb * sa) / denom, torch.zeros_like(va))
+    pts = _slot_points(va, vb, sa, sb, slot_used[..., None])
     return PaddedMeshes(pts, faces, num_verts, num_faces, overflow, capacity)
+
+
+def _slot_points(va: torch.Tensor, vb: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor,
+                 used: torch.Tensor) -> torch.Tensor:
+    """The zero crossing of each used slot's edge ``[B,Cv,3]``; unused slots at the origin, dividing by 1 (no
+    0/0 in the backward)."""
+    denom = torch.where(used, sa - sb, torch.ones_like(sa))
+    return torch.where(used, (va * (-sb) + vb * sa) / denom, torch.zeros_like(va))
 
 
 def _padded_by_kernels(fast, verts: torch.Tensor, sdf: torch.Tensor, tets: torch.Tensor, edges: torch.Tensor,
@@ -206,8 +211,7 @@ def _padded_by_kernels(fast, verts: torch.Tensor, sdf: torch.Tensor, tets: torch
     cv, cf = int(capacity.verts), int(capacity.faces)
     num_tris, tri_table, _, _ = device_tables(sdf.device)
     with torch.no_grad():
-        occ = sdf > 0
-        crossing = occ[:, edges[:, 0]] != occ[:, edges[:, 1]]
+        occ, crossing = occupancy(sdf, edges)
         sel = fast.Selection(crossing, tet_codes(occ, tets), num_tris, exact=False)
         faces = sel.padded_faces(te, tri_table, cf, cv)
         ca, cb = sel.padded_endpoints(edges, nv, cv)
@@ -216,6 +220,4 @@ def _padded_by_kernels(fast, verts: torch.Tensor, sdf: torch.Tensor, tets: torch
     sf, vf = sdf.reshape(-1), verts.reshape(-1, 3)
     sa, sb = sf.index_select(0, ca).view(b, cv, 1), sf.index_select(0, cb).view(b, cv, 1)
     va, vb = vf.index_select(0, ca).view(b, cv, 3), vf.index_select(0, cb).view(b, cv, 3)
-    denom = torch.where(used, sa - sb, torch.ones_like(sa))              # unused slots: no 0/0 in the backward
-    pts = torch.where(used, (va * (-sb) + vb * sa) / denom, torch.zeros_like(va))
-    return PaddedMeshes(pts, faces, sel.num_verts, sel.num_faces, overflow, capacity)
+    return PaddedMeshes(_slot_points(va, vb, sa, sb, used), faces, sel.num_verts, sel.num_faces, overflow, capacity)

@@ -47,13 +47,21 @@ class MappingNetwork(nn.Module):
         if z.shape != z2.shape or z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"map_pair: z and z2 must both be [B, {self.z_dim}], got {tuple(z.shape)} and "
                              f"{tuple(z2.shape)}")
-        x = normalize_2nd_moment(torch.cat([z, z2]).float())
+        x = self._layers(normalize_2nd_moment(torch.cat([z, z2]).float()))
+        if update_w_avg:
+            self._track(x[: z.shape[0]])
+        return x.unsqueeze(1).repeat(1, self.num_ws, 1).split(z.shape[0])
+
+    def _layers(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x)
-        if update_w_avg and hasattr(self, "w_avg"):
+        return x
+
+    def _track(self, w: torch.Tensor) -> None:
+        """``w_avg ← lerp(w.mean(0), w_avg, β)`` (when this network tracks it)."""
+        if hasattr(self, "w_avg"):
             with torch.no_grad():
-                self.w_avg.copy_(x[: z.shape[0]].detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        return x.unsqueeze(1).repeat(1, self.num_ws, 1).split(z.shape[0])
+                self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
 
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, update_w_avg: bool | None = None) -> torch.Tensor:
@@ -67,12 +75,10 @@ class MappingNetwork(nn.Module):
                 raise ValueError(f"c must be [B, {self.c_dim}], got {None if c is None else tuple(c.shape)}")
             parts.append(normalize_2nd_moment(self.embed(c.float())))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        for layer in self.layers:
-            x = layer(x)
+        x = self._layers(x)
         update = self.training if update_w_avg is None else update_w_avg
-        if update and hasattr(self, "w_avg"):
-            with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if update:
+            self._track(x)
         if self.num_ws is None:
             return x
         x = x.unsqueeze(1).repeat(1, self.num_ws, 1)

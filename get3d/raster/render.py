@@ -49,7 +49,6 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
         raise ValueError(f"render_meshes: mvp must be [{b},4,4] for {b} meshes, got {tuple(mvp.shape)}")
     if b == 0:
         raise ValueError("render_meshes: need at least one mesh")
-    dev = mvp.device
     h = w = int(resolution)
     if isinstance(meshes, PaddedMeshes):
         v_all, tri, ranges_t, pos_clip, f_off = _concat_padded(meshes, mvp)
@@ -58,11 +57,7 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
 
     out: dict = {"pos_clip": pos_clip, "tri": tri, "ranges": ranges_t}
     if f_off == 0:
-        zero = torch.zeros(b, 1, h, w, device=dev) + 0.0 * v_all.sum()
-        out.update(mask=zero, hard_mask=zero.detach(), depth=zero, rast=torch.zeros(b, h, w, 4, device=dev))
-        if texture_fn is not None:
-            probe = texture_fn(torch.zeros(0, 3, device=dev), torch.zeros(0, dtype=torch.long, device=dev))
-            out["rgb"] = torch.zeros(b, probe.shape[-1], h, w, device=dev, dtype=probe.dtype) + 0.0 * probe.sum()
+        out.update(_empty_images(b, h, w, v_all, texture_fn))
         return out
 
     rast = backend.rasterize(pos_clip, tri, (h, w), ranges=ranges_t)
@@ -78,33 +73,53 @@ def render_meshes(backend: RasterBackend, meshes: Sequence[tuple[torch.Tensor, t
     out.update(hard_mask=_to_hw(hard), depth=_to_hw(depth))
     if texture_fn is None:
         out["mask"] = _to_hw(backend.antialias(hard, rast, pos_clip, tri) if antialias else hard)
-    else:
-        world = backend.interpolate(v_all.contiguous(), rast, tri)             # [B,H,W,3]
-        covered = rast[..., 3] > 0
-        if batched is not None:
-            # one read of the largest covered count sizes the query buffer (nothing can overflow; the flat path
-            # below reads twice: the pixel list, then its per-image counts), rounded up like the padded slots so
-            # that the texture query sees few distinct shapes (allocator blocks, kernel variants)
-            most = int(covered.reshape(b, -1).sum(1).max())
-            img = _shade_compacted(world, covered, batched, min(round_slots(most), h * w))[0]
-        else:
-            idx = torch.nonzero(covered.reshape(-1)).squeeze(1)
-            sample_index = torch.div(idx, h * w, rounding_mode="floor")
-            pts = world.reshape(-1, 3)[idx]
-            feats = texture_fn(pts, sample_index)
-            if feats.dim() != 2 or feats.shape[0] != idx.shape[0]:
-                raise ValueError(f"render_meshes: texture_fn must return [N={idx.shape[0]}, C], got "
-                                 f"{tuple(feats.shape)}")
-            img = torch.zeros(b * h * w, feats.shape[1], device=dev, dtype=feats.dtype).index_put((idx,), feats)
-            img = img.reshape(b, h, w, -1)
-        mask = hard
-        if antialias:
-            # One pass for mask and colour: antialiasing finds silhouette edges from the geometry alone and blends
-            # every channel with the same weights, so the channels of one call equal those of two calls.
-            both = backend.antialias(torch.cat([hard, img.to(hard.dtype)], -1), rast, pos_clip, tri)
-            mask, img = both[..., :1], both[..., 1:].to(img.dtype)
-        out.update(mask=_to_hw(mask), rgb=_to_hw(img))
+        return out
+    world = backend.interpolate(v_all.contiguous(), rast, tri)                 # [B,H,W,3]
+    img = _colours(world, rast[..., 3] > 0, texture_fn, batched)
+    mask, img = _antialiased(backend, hard, img, rast, pos_clip, tri, antialias)
+    out.update(mask=_to_hw(mask), rgb=_to_hw(img))
     return out
+
+
+def _empty_images(b: int, h: int, w: int, v_all: torch.Tensor, texture_fn) -> dict:
+    """The images of a batch without a single triangle (zeros, still connected to the vertices and the texture
+    field so that their gradients exist)."""
+    dev = v_all.device
+    zero = torch.zeros(b, 1, h, w, device=dev) + 0.0 * v_all.sum()
+    out = {"mask": zero, "hard_mask": zero.detach(), "depth": zero, "rast": torch.zeros(b, h, w, 4, device=dev)}
+    if texture_fn is not None:
+        probe = texture_fn(torch.zeros(0, 3, device=dev), torch.zeros(0, dtype=torch.long, device=dev))
+        out["rgb"] = torch.zeros(b, probe.shape[-1], h, w, device=dev, dtype=probe.dtype) + 0.0 * probe.sum()
+    return out
+
+
+def _colours(world: torch.Tensor, covered: torch.Tensor, texture_fn, batched) -> torch.Tensor:
+    """``[B,H,W,C]`` colours of the covered pixels of exactly sized meshes (zero elsewhere), from the batched
+    field when there is one, else from ``texture_fn`` over the flat pixel list."""
+    b, h, w, _ = world.shape
+    if batched is not None:
+        # one read of the largest covered count sizes the query buffer (nothing can overflow; the flat path
+        # below reads twice: the pixel list, then its per-image counts), rounded up like the padded slots so
+        # that the texture query sees few distinct shapes (allocator blocks, kernel variants)
+        most = int(covered.reshape(b, -1).sum(1).max())
+        return _shade_compacted(world, covered, batched, min(round_slots(most), h * w))[0]
+    idx = torch.nonzero(covered.reshape(-1)).squeeze(1)
+    sample_index = torch.div(idx, h * w, rounding_mode="floor")
+    feats = texture_fn(world.reshape(-1, 3)[idx], sample_index)
+    if feats.dim() != 2 or feats.shape[0] != idx.shape[0]:
+        raise ValueError(f"render_meshes: texture_fn must return [N={idx.shape[0]}, C], got {tuple(feats.shape)}")
+    img = torch.zeros(b * h * w, feats.shape[1], device=world.device, dtype=feats.dtype).index_put((idx,), feats)
+    return img.reshape(b, h, w, -1)
+
+
+def _antialiased(backend: RasterBackend, hard: torch.Tensor, img: torch.Tensor, rast: torch.Tensor,
+                 pos_clip: torch.Tensor, tri: torch.Tensor, antialias: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mask, img)`` antialiased in one pass: antialiasing finds silhouette edges from the geometry alone and
+    blends every channel with the same weights, so the channels of one call equal those of two calls."""
+    if not antialias:
+        return hard, img
+    both = backend.antialias(torch.cat([hard, img.to(hard.dtype)], -1), rast, pos_clip, tri)
+    return both[..., :1], both[..., 1:].to(img.dtype)
 
 
 def shade_padded(backend: RasterBackend, rast: torch.Tensor, pos_clip: torch.Tensor, tri: torch.Tensor,
@@ -117,10 +132,7 @@ def shade_padded(backend: RasterBackend, rast: torch.Tensor, pos_clip: torch.Ten
     depth = backend.interpolate(pos_clip[:, 3:4].contiguous(), rast, tri)
     world = backend.interpolate(v_all.contiguous(), rast, tri)                 # [B,H,W,3]
     img, overflow, need = _shade_compacted(world, rast[..., 3] > 0, query, pixels)
-    mask = hard
-    if antialias:
-        both = backend.antialias(torch.cat([hard, img.to(hard.dtype)], -1), rast, pos_clip, tri)
-        mask, img = both[..., :1], both[..., 1:].to(img.dtype)
+    mask, img = _antialiased(backend, hard, img, rast, pos_clip, tri, antialias)
     return _to_hw(mask), _to_hw(img), _to_hw(depth), _to_hw(hard), overflow, need
 
 

@@ -308,7 +308,6 @@ class GraphedGridFields:
         self.G.grid_fields = self._orig
 
     def grid_fields(self, *inputs: torch.Tensor):
-        from get3d import perf
         shapes = tuple(tuple(t.shape) for t in inputs)
         usable = self.G.training and inputs[0].is_cuda and not perf.active().recompute_geometry_mlp
         if usable and self._graphed is None and torch.is_grad_enabled() and all(t.requires_grad for t in inputs):
